@@ -1,0 +1,63 @@
+"""What every stage shares: clean one-line failures, device and seeding, progress."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Callable
+
+import torch
+import typer
+from tqdm.auto import tqdm
+
+from uia_pipe.errors import UiaError
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", help="params file (validated whole before any work)", dir_okay=False)
+]
+
+
+def clean_errors(fn: Callable) -> Callable:
+    """Turn a UiaError into `error: <message>` on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UiaError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def single_command(fn: Callable) -> typer.Typer:
+    """A Typer app whose only command is `fn` (so `python -m stages.x --opt ...`)."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command(help=fn.__doc__)(fn)
+    return app
+
+
+def device_for(choice: str) -> torch.device:
+    """`auto` picks CUDA where present; `cuda` without a GPU is a clean error."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UiaError("base.device: cuda requested but no CUDA device is available (use auto or cpu)")
+    return torch.device(choice)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def progress(total: int, desc: str) -> tqdm:
+    """A progress bar on stderr, quiet when stderr is not a terminal (DVC logs)."""
+    return tqdm(total=total, desc=desc, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
+

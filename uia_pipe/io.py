@@ -1,0 +1,131 @@
+"""All file I/O of the library: atomic writes and loading that never executes code.
+
+Every writer goes through a temporary file (or folder) in the destination's
+directory and renames it into place, so an interrupted run never leaves a
+half-written artifact. Weights are safetensors with the model's spec in the
+file's metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import UiaError
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path | str) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; on success it replaces `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: Path | str, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_json(path: Path | str, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def load_json(path: Path | str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise UiaError(f"{path}: file not found (run the stage that writes it first)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UiaError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def save_csv(path: Path | str, frame) -> None:
+    """Write a pandas DataFrame (no index)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """safetensors file; `metadata` (JSON-able) is stored under the key "spec"."""
+    meta = {"spec": json.dumps(metadata)} if metadata is not None else None
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+
+
+def load_tensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """Tensors and metadata of a safetensors file (no code is executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UiaError(f"{path}: file not found (run the stage that writes it first)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UiaError(f"{path}: not a readable safetensors file ({exc})") from None
+    spec = json.loads(meta["spec"]) if "spec" in meta else None
+    return tensors, spec
+
+
+def save_model(path: Path | str, model: nn.Module, spec: dict) -> None:
+    """Weights and buffers, with the spec that rebuilds the architecture:
+    {"model", "config", "input_shape", "num_classes", "mean", "std"}."""
+    save_tensors(path, model.state_dict(), spec)
+
+
+def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a saved model from its spec and weights, in eval mode."""
+    from .models import build_model
+
+    state, spec = load_tensors(path)
+    if spec is None or "model" not in spec:
+        raise UiaError(f"{path}: no model spec in the file's metadata")
+    model = build_model(
+        spec["model"], spec["config"], tuple(spec["input_shape"]), spec["num_classes"], spec["mean"], spec["std"]
+    )
+    model.load_state_dict(state)
+    return model.to(device).eval(), spec
+
+
+def load_dataset_artifact(folder: Path | str):
+    """The download stage's output folder as a `data.Dataset`."""
+    from .data import Dataset
+
+    folder = Path(folder)
+    tensors, _ = load_tensors(folder / "tensors.safetensors")
+    card = load_json(folder / "card.json")
+    return Dataset(tensors["x_train"], tensors["y_train"], tensors["x_test"], tensors["y_test"], card)

@@ -1,0 +1,99 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+Stages write their metrics files first and log here second; any tracking
+failure becomes a warning, never a lost result. Each run is tagged with the git
+commit, the DVC experiment name and a hash of the params the stage read.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+EXPERIMENT = "uia-pipe"
+_EXPS = (".dvc", "tmp", "exps")
+
+
+def repo_root(cwd: Path | None = None) -> Path:
+    """The repository the run belongs to. `dvc exp run --temp/--queue` runs in a
+    copy under <repo>/.dvc/tmp/exps/…; those runs must log to <repo> too."""
+    cwd = (cwd or Path.cwd()).resolve()
+    parts = cwd.parts
+    for i in range(len(parts) - len(_EXPS) + 1):
+        if parts[i : i + len(_EXPS)] == _EXPS:
+            return Path(*parts[:i])
+    return cwd
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def log_run(
+    stage: str,
+    params: dict,
+    metrics: dict,
+    params_hash: str,
+    artifacts: Iterable[Path | str] = (),
+    tags: dict[str, str] | None = None,
+) -> str | None:
+    """One MLflow run for a stage; returns its id, or None (with a warning) when
+    tracking fails. `params` and `metrics` may be nested; non-numeric metrics
+    are skipped."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri())
+        if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+            mlflow.create_experiment(EXPERIMENT, artifact_location=(repo_root() / "mlartifacts").as_uri())
+        mlflow.set_experiment(EXPERIMENT)
+        exp_name = os.environ.get("DVC_EXP_NAME", "")
+        run_name = f"{exp_name or 'workspace'}:{stage}"
+        all_tags = {
+            "stage": stage,
+            "git_commit": _git_commit(),
+            "dvc_exp_name": exp_name,
+            "params_hash": params_hash,
+            **(tags or {}),
+        }
+        with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
+            flat_params = {k: str(v) for k, v in _flatten(params).items()}
+            if flat_params:
+                mlflow.log_params(flat_params)
+            flat_metrics = {
+                k: float(v)
+                for k, v in _flatten(metrics).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+            if flat_metrics:
+                mlflow.log_metrics(flat_metrics)
+            for path in artifacts:
+                if Path(path).exists():
+                    mlflow.log_artifact(str(path))
+            return run.info.run_id
+    except Exception as exc:  # noqa: BLE001 — tracking must never lose a result
+        warnings.warn(f"MLflow tracking failed for stage {stage}: {type(exc).__name__}: {exc}", stacklevel=2)
+        return None

@@ -1,0 +1,21 @@
+"""Unlearning methods: name -> (function, config type). The name is the params
+key (`unlearn.method`) and the key of the method's own settings section.
+
+A method is `unlearn(problem, forget, cfg) -> θ_u`: given the server's models
+and data (an `UnlearningProblem`) and a bool mask over D_u marking the samples
+to forget, it returns a new model and leaves its inputs untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import approx, exact
+from .problem import MethodConfig, UnlearningProblem
+
+METHODS: dict[str, tuple[Callable, type[MethodConfig]]] = {
+    "exact": (exact.unlearn, exact.Config),
+    "approx": (approx.unlearn, approx.Config),
+}
+
+__all__ = ["METHODS", "MethodConfig", "UnlearningProblem"]

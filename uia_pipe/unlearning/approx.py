@@ -1,0 +1,31 @@
+"""Approximate unlearning: one gradient-ascent step on the forget set,
+θ_u = θ + η ∇_θ CE(θ; X) with mean reduction, batch norm in eval mode."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from .problem import MethodConfig, UnlearningProblem, clone
+
+
+class Config(MethodConfig):
+    eta: float = Field(
+        1.0, gt=0, description="ascent step size η (reference: 1 for feature recovery, 1e-3 for label inference)"
+    )
+
+
+def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:
+    """One ascent step of size η from θ on the samples marked in `forget`."""
+    model = clone(problem.theta_original)
+    device = next(model.parameters()).device
+    x = problem.du_x[forget].to(device)
+    y = problem.du_y[forget].to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p.add_(g, alpha=cfg.eta)
+    return model
