@@ -83,7 +83,7 @@ def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor], metadata: d
     """safetensors file; `metadata` (JSON-able) is stored under the key "spec"."""
     meta = {"spec": json.dumps(metadata)} if metadata is not None else None
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
 
 
 def load_tensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict | None]:
