@@ -1,0 +1,99 @@
+"""The stages through their CLI, on German Credit (vendored, seconds to run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from stages.cli import app
+from uia_pipe import io
+
+
+def _invoke(*args: str) -> None:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output + result.stderr
+
+
+@pytest.fixture
+def pipeline(tmp_path, params_file) -> Path:
+    """download -> train -> unlearn in tmp_path with the shrunken params."""
+    p = str(params_file)
+    _invoke("download", "--params", p, "--out", str(tmp_path / "dataset"))
+    _invoke("train", "--params", p, "--data", str(tmp_path / "dataset"), "--out", str(tmp_path / "train"),
+            "--metrics", str(tmp_path / "train.json"), "--curve", str(tmp_path / "curve.csv"))
+    _invoke("unlearn", "--params", p, "--data", str(tmp_path / "dataset"), "--trained", str(tmp_path / "train"),
+            "--out", str(tmp_path / "unlearn"), "--metrics", str(tmp_path / "unlearn.json"),
+            "--details", str(tmp_path / "requests.csv"))
+    return tmp_path
+
+
+def test_stages_write_the_contracted_metrics_and_artifacts(pipeline):
+    card = json.loads((pipeline / "dataset" / "card.json").read_text())
+    assert card["name"] == "german_credit" and card["n_train"] == 800
+
+    train = json.loads((pipeline / "train.json").read_text())
+    assert 0.6 < train["test_accuracy"] <= 1 and 0.6 < train["pretrain_test_accuracy"] <= 1
+    curve = pd.read_csv(pipeline / "curve.csv")
+    assert set(curve["phase"]) == {"pretrain", "finetune"}
+    for name in ("theta_pretrained", "theta_original"):
+        model, spec = io.load_model(pipeline / "train" / f"{name}.safetensors")
+        assert spec["model"] == "tabular_mlp"
+
+    unlearn = json.loads((pipeline / "unlearn.json").read_text())
+    for key in ("seconds_per_request", "forget_accuracy", "retain_accuracy", "test_accuracy"):
+        assert isinstance(unlearn[key], float)
+    rows = pd.read_csv(pipeline / "requests.csv")
+    assert len(rows) == 3 and (rows["k"] == 2).all()
+    requests = json.loads((pipeline / "unlearn" / "requests.json").read_text())
+    assert [len(r["forget"]) for r in requests["requests"]] == [2, 2, 2]
+    assert len(list((pipeline / "unlearn").glob("theta_unlearned_*.safetensors"))) == 3
+
+
+def test_repeating_a_run_gives_identical_metrics(pipeline, params_file, tmp_path):
+    first = (pipeline / "train.json").read_text(), (pipeline / "requests.csv").read_text()
+    p, again = str(params_file), tmp_path / "again"
+    _invoke("train", "--params", p, "--data", str(pipeline / "dataset"), "--out", str(again / "train"),
+            "--metrics", str(again / "train.json"), "--curve", str(again / "curve.csv"))
+    _invoke("unlearn", "--params", p, "--data", str(pipeline / "dataset"), "--trained", str(again / "train"),
+            "--out", str(again / "unlearn"), "--metrics", str(again / "unlearn.json"),
+            "--details", str(again / "requests.csv"))
+    strip = lambda text: {k: v for k, v in json.loads(text).items() if k != "seconds"}  # noqa: E731
+    assert strip(first[0]) == strip((again / "train.json").read_text())
+    a = pd.read_csv(pipeline / "requests.csv").drop(columns="seconds")
+    b = pd.read_csv(again / "requests.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_stages_are_tracked_in_mlflow(pipeline, mlflow_store):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_store)
+    exp = client.get_experiment_by_name("uia-pipe")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=3)
+    stages = {r.data.tags["stage"] for r in runs}
+    assert stages == {"download", "train", "unlearn"}
+    unlearn = next(r for r in runs if r.data.tags["stage"] == "unlearn")
+    assert unlearn.data.params["unlearn.method"] == "exact"
+    assert "forget_accuracy" in unlearn.data.metrics
+    assert len(unlearn.data.tags["params_hash"]) == 12 and unlearn.data.tags["git_commit"]
+
+
+def test_tracking_failure_is_a_warning_and_files_survive(tmp_path, params_file, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unknownscheme://nowhere")
+    with pytest.warns(UserWarning, match="MLflow tracking failed for stage download"):
+        _invoke("download", "--params", str(params_file), "--out", str(tmp_path / "d"))
+    assert (tmp_path / "d" / "card.json").is_file()
+
+
+def test_missing_upstream_artifact_is_one_line(tmp_path, params_file):
+    (tmp_path / "dataset").mkdir()
+    result = CliRunner().invoke(app, ["train", "--params", str(params_file), "--data", str(tmp_path / "dataset"),
+                                      "--out", str(tmp_path / "t"), "--metrics", str(tmp_path / "m.json"),
+                                      "--curve", str(tmp_path / "c.csv")])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "tensors.safetensors: file not found" in result.stderr
+    assert not (tmp_path / "t").exists()
