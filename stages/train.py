@@ -16,7 +16,7 @@ from uia_pipe import io, tracking
 from uia_pipe.config import load_params, section_hash
 from uia_pipe.data import as_inputs
 from uia_pipe.errors import UiaError
-from uia_pipe.models import build_model
+from uia_pipe.models import init_model
 from uia_pipe.training import evaluate, fit
 from uia_pipe.unlearning.problem import clone
 
@@ -56,7 +56,7 @@ def main(
         "mean": card["mean"],
         "std": card["std"],
     }
-    model = build_model(spec["model"], spec["config"], tuple(spec["input_shape"]), spec["num_classes"], spec["mean"], spec["std"]).to(device)
+    model = init_model(spec, base.seed).to(device)
 
     started = time.perf_counter()
     curve_rows = []
@@ -83,6 +83,7 @@ def main(
         io.save_model(tmp / "theta_original.safetensors", theta, spec)
         io.save_tensors(tmp / "split.safetensors", {"pool": pool, "du": du, "pretrain": rest})
         io.save_json(tmp / "finetune.json", {"seed": finetune_seed, **t.finetune.model_dump()})
+        io.save_json(tmp / "pretrain.json", {"seed": base.seed, "init_seed": base.seed, **t.pretrain.model_dump()})
     result = {
         "test_accuracy": test["accuracy"],
         "pretrain_test_accuracy": pretrain_test["accuracy"],

@@ -11,11 +11,12 @@ import typer
 
 from stages.common import ParamsOption, clean_errors, device_for, progress, seed_everything, single_command
 from uia_pipe import io, tracking
-from uia_pipe.config import OptimParams, load_params, section_hash
+from uia_pipe.config import OptimParams, PretrainParams, load_params, section_hash
 from uia_pipe.data import as_inputs
 from uia_pipe.requests import draw_requests
 from uia_pipe.training import evaluate
-from uia_pipe.unlearning import METHODS, UnlearningProblem
+from uia_pipe.models import init_model
+from uia_pipe.unlearning import METHODS, Pretraining, UnlearningProblem
 
 
 @clean_errors
@@ -37,6 +38,7 @@ def main(
     theta, _ = io.load_model(trained / "theta_original.safetensors", device)
     split, _ = io.load_tensors(trained / "split.safetensors")
     finetune = io.load_json(trained / "finetune.json")
+    pretrain = io.load_json(trained / "pretrain.json")
     du = split["du"]
     du_x, du_y = as_inputs(ds.x_train[du]), ds.y_train[du]
     x_test = as_inputs(ds.x_test)
@@ -44,6 +46,14 @@ def main(
     problem = UnlearningProblem(
         theta_pretrained, theta, du_x, du_y,
         OptimParams(**{k: v for k, v in finetune.items() if k != "seed"}), finetune["seed"],
+        Pretraining(
+            init=lambda: init_model(spec, pretrain["init_seed"]).to(device),
+            x=as_inputs(ds.x_train[split["pretrain"]]),
+            y=ds.y_train[split["pretrain"]],
+            settings=PretrainParams(**{k: v for k, v in pretrain.items() if k not in ("seed", "init_seed")}),
+            seed=pretrain["seed"],
+            augment=pretrain["augment"],
+        ),
     )
     method, _ = METHODS[u.method]
     method_cfg = getattr(u, u.method)

@@ -12,9 +12,9 @@ import torch
 import yaml
 
 from uia_pipe.config import OptimParams
-from uia_pipe.models import build_model
+from uia_pipe.models import init_model
 from uia_pipe.training import fit
-from uia_pipe.unlearning import UnlearningProblem
+from uia_pipe.unlearning import Pretraining, UnlearningProblem
 from uia_pipe.unlearning.problem import clone
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,20 +49,31 @@ def params_file(tmp_path) -> Path:
     return path
 
 
+TINY_SPEC = {"model": "convnet", "config": {"width": 2}, "input_shape": [1, 28, 28], "num_classes": 3,
+             "mean": [0.5], "std": [0.3]}
+
+
+def tiny_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic 1x28x28 images in [0,1] of 3 classes with a learnable signal."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    x[y == 1, :, :14] += 0.5
+    x[y == 2, :, :, :14] -= 0.5
+    return x.clamp(0, 1), y
+
+
 @pytest.fixture(scope="session")
 def tiny_problem() -> UnlearningProblem:
-    """A trained tiny ConvNet (with batch norm) on synthetic 1x28x28 images:
-    θ₀ pretrained on 256 samples, θ fine-tuned on D_u of 24 samples."""
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(280, 1, 28, 28, generator=gen)
-    y = torch.randint(0, 3, (280,), generator=gen)
-    x[y == 1, :, :14] += 0.5  # a learnable signal
-    x = x.clamp(0, 1)
-    model = build_model("convnet", {"width": 2}, (1, 28, 28), 3, [0.5], [0.3])
-    fit(model, x[:256], y[:256], OptimParams(epochs=2, lr=0.05, momentum=0.9, batch_size=64), seed=0)
+    """The paper's protocol at toy scale: a ConvNet (width 2, batch norm)
+    pretrained on 256 synthetic images into θ₀ (96% accuracy on fresh ones), fine-tuned on D_u of 24 into θ."""
+    x, y = tiny_data(280, seed=0)
+    pretrain = OptimParams(epochs=5, lr=0.05, momentum=0.9, batch_size=64)
+    model = init_model(TINY_SPEC, seed=0)
+    fit(model, x[:256], y[:256], pretrain, seed=0)
     theta0 = clone(model)
-    finetune = OptimParams(epochs=1, lr=1e-2, batch_size=8)
+    finetune = OptimParams(epochs=1, lr=1e-3, batch_size=8)
     theta = clone(theta0)
     fit(theta, x[256:], y[256:], finetune, seed=1, batchnorm_eval=True)
-    return UnlearningProblem(theta0, theta, x[256:], y[256:], finetune, 1)
+    record = Pretraining(init=lambda: init_model(TINY_SPEC, seed=0), x=x[:256], y=y[:256], settings=pretrain, seed=0)
+    return UnlearningProblem(theta0, theta, x[256:], y[256:], finetune, 1, record)

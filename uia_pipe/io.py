@@ -129,3 +129,12 @@ def load_dataset_artifact(folder: Path | str):
     tensors, _ = load_tensors(folder / "tensors.safetensors")
     card = load_json(folder / "card.json")
     return Dataset(tensors["x_train"], tensors["y_train"], tensors["x_test"], tensors["y_test"], card)
+
+
+def save_figure(path: Path | str, fig) -> None:
+    """A matplotlib figure as PNG (then closed)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -120,3 +120,13 @@ def build_model(
     mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(shape)
     std_t = torch.as_tensor(std, dtype=torch.float32).reshape(shape)
     return Classifier(builder(tuple(input_shape), num_classes, cfg), mean_t, std_t)
+
+
+def init_model(spec: dict, seed: int) -> Classifier:
+    """The model a training run starts from: `spec` (as saved with the weights)
+    built under `seed`, without disturbing the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(
+            spec["model"], spec["config"], tuple(spec["input_shape"]), spec["num_classes"], spec["mean"], spec["std"]
+        )

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import approx, exact
-from .problem import MethodConfig, UnlearningProblem
+from . import approx, exact, finetune, influence, neggrad, random_label, retrain
+from .problem import MethodConfig, Pretraining, UnlearningProblem
 
 METHODS: dict[str, tuple[Callable, type[MethodConfig]]] = {
     "exact": (exact.unlearn, exact.Config),
     "approx": (approx.unlearn, approx.Config),
+    "retrain": (retrain.unlearn, retrain.Config),
+    "finetune": (finetune.unlearn, finetune.Config),
+    "neggrad": (neggrad.unlearn, neggrad.Config),
+    "random_label": (random_label.unlearn, random_label.Config),
+    "influence": (influence.unlearn, influence.Config),
 }
 
-__all__ = ["METHODS", "MethodConfig", "UnlearningProblem"]
+__all__ = ["METHODS", "MethodConfig", "Pretraining", "UnlearningProblem"]

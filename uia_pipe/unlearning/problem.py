@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -17,12 +18,28 @@ class MethodConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class Pretraining:
+    """How θ₀ was made, for methods that retrain from scratch: `init()` returns
+    the freshly initialised model train started from; it was then fitted on
+    (x, y) with `settings`, `seed` and `augment`."""
+
+    init: Callable[[], nn.Module]
+    x: torch.Tensor
+    y: torch.Tensor
+    settings: OptimSettings
+    seed: int
+    augment: bool = False
+
+
+@dataclass(frozen=True)
 class UnlearningProblem:
     """The server's side of a deletion request: the models and the data it holds.
 
     theta_pretrained (θ₀) is the model before the fine-tune on D_u;
     theta_original (θ) is the served model, θ₀ fine-tuned on (du_x, du_y) with
-    `finetune` and `finetune_seed`. Methods must not modify either model.
+    `finetune` and `finetune_seed`. `pretraining` is there only where the
+    server kept what retraining from scratch needs. Methods must not modify
+    either model.
     """
 
     theta_pretrained: nn.Module
@@ -31,8 +48,26 @@ class UnlearningProblem:
     du_y: torch.Tensor
     finetune: OptimSettings
     finetune_seed: int
+    pretraining: Pretraining | None = None
 
 
 def clone(model: nn.Module) -> nn.Module:
     """An independent copy (parameters and buffers) in eval mode."""
     return copy.deepcopy(model).eval()
+
+
+def forget_and_retain(problem: UnlearningProblem, forget: torch.Tensor, device: torch.device):
+    """(x_forget, y_forget, x_retain, y_retain) on `device`."""
+    return (problem.du_x[forget].to(device), problem.du_y[forget].to(device),
+            problem.du_x[~forget].to(device), problem.du_y[~forget].to(device))
+
+
+def sgd_steps(model: nn.Module, objective: Callable[[nn.Module], torch.Tensor], steps: int, lr: float) -> nn.Module:
+    """`steps` plain SGD steps on objective(model), batch norm in eval mode."""
+    model.eval()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        objective(model).backward()
+        opt.step()
+    return model

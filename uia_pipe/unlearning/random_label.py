@@ -1,0 +1,42 @@
+"""Random-label unlearning (Amnesiac-style): fine-tune on the forget set with
+labels drawn at random from the wrong classes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from .problem import MethodConfig, UnlearningProblem, clone, forget_and_retain, sgd_steps
+
+
+class Config(MethodConfig):
+    steps: int = Field(5, ge=1, description="full-batch steps on X with relabelled targets")
+    lr: float = Field(0.01, gt=0, description="SGD step size")
+    retain_weight: float = Field(0.0, ge=0, description="weight of a descent term on D_u \\ X")
+    seed: int = Field(0, ge=0, description="seed of the random labels")
+
+
+def wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """A label different from y for each sample, uniform over the others."""
+    shift = torch.randint(1, num_classes, y.shape, generator=generator)
+    return (y.cpu() + shift) % num_classes
+
+
+def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:
+    """`steps` SGD steps on CE(X, random wrong labels) [+ retain term], batch norm in eval mode."""
+    model = clone(problem.theta_original)
+    device = next(model.parameters()).device
+    xf, yf, xr, yr = forget_and_retain(problem, forget, device)
+    with torch.no_grad():
+        num_classes = model(xf[:1]).shape[1]
+    target = wrong_labels(yf, num_classes, torch.Generator().manual_seed(cfg.seed)).to(device)
+
+    def objective(m: nn.Module) -> torch.Tensor:
+        loss = F.cross_entropy(m(xf), target)
+        if cfg.retain_weight > 0 and len(xr):
+            loss = loss + cfg.retain_weight * F.cross_entropy(m(xr), yr)
+        return loss
+
+    return sgd_steps(model, objective, cfg.steps, cfg.lr)
