@@ -15,8 +15,8 @@ from uia_pipe.config import OptimParams, PretrainParams, load_params, section_ha
 from uia_pipe.data import as_inputs
 from uia_pipe.requests import draw_requests
 from uia_pipe.training import evaluate
-from uia_pipe.models import init_model
-from uia_pipe.unlearning import METHODS, Pretraining, UnlearningProblem
+from uia_pipe.models import init_model, spec_of
+from uia_pipe.unlearning import METHODS, Pretraining, UnlearningProblem, served_model
 
 
 @clean_errors
@@ -28,7 +28,10 @@ def main(
     details: Annotated[Path, typer.Option(help="per-request CSV to write")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Unlearn each deletion request from θ; time it and measure θ_u's accuracy."""
+    """Unlearn each deletion request from θ; time it and measure θ_u's accuracy.
+
+    Writes the model served before the deletions (θ, or the method's own, such
+    as SISA's ensemble) beside one θ_u per request."""
     p = load_params(params)
     base, u = p.base, p.unlearn
     device = device_for(base.device)
@@ -59,14 +62,16 @@ def main(
     method_cfg = getattr(u, u.method)
     requests = draw_requests(du_y, u.requests, u.selection, u.k, u.fraction, base.seed)
 
+    theta = served_model(u.method, problem, method_cfg)
     rows = []
     with io.atomic_dir(out) as tmp, progress(len(requests), f"unlearn ({u.method})") as bar:
+        io.save_model(tmp / "theta_original.safetensors", theta, spec_of(theta, spec))
         for req in requests:
             forget = req.mask(len(du))
             started = time.perf_counter()
             theta_u = method(problem, forget, method_cfg)
             seconds = time.perf_counter() - started
-            io.save_model(tmp / f"theta_unlearned_{req.index:03d}.safetensors", theta_u, spec)
+            io.save_model(tmp / f"theta_unlearned_{req.index:03d}.safetensors", theta_u, spec_of(theta_u, spec))
             rows.append({
                 "request": req.index,
                 "k": len(req.forget),

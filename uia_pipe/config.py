@@ -110,6 +110,10 @@ class Params(Section):
         t, u = self.train, self.unlearn
         if t.n > t.pool_size:
             raise ValueError(f"train.n: must be <= train.pool_size (got {t.n} > {t.pool_size})")
+        if u.method == "sisa" and u.sisa.shards * u.sisa.slices > t.n:
+            raise ValueError(
+                f"unlearn.sisa: shards × slices must be <= train.n (got {u.sisa.shards} × {u.sisa.slices} > {t.n})"
+            )
         if u.selection == "random" and u.k > t.n:
             raise ValueError(f"unlearn.k: must be <= train.n (got {u.k} > {t.n})")
         return self

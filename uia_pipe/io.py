@@ -103,20 +103,19 @@ def load_tensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict | None
 
 def save_model(path: Path | str, model: nn.Module, spec: dict) -> None:
     """Weights and buffers, with the spec that rebuilds the architecture:
-    {"model", "config", "input_shape", "num_classes", "mean", "std"}."""
+    {"model", "config", "input_shape", "num_classes", "mean", "std"}, plus
+    "ensemble": S for an ensemble of S such models."""
     save_tensors(path, model.state_dict(), spec)
 
 
 def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a saved model from its spec and weights, in eval mode."""
-    from .models import build_model
+    from .models import from_spec
 
     state, spec = load_tensors(path)
     if spec is None or "model" not in spec:
         raise UiaError(f"{path}: no model spec in the file's metadata")
-    model = build_model(
-        spec["model"], spec["config"], tuple(spec["input_shape"]), spec["num_classes"], spec["mean"], spec["std"]
-    )
+    model = from_spec(spec)
     model.load_state_dict(state)
     return model.to(device).eval(), spec
 

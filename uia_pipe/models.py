@@ -7,6 +7,7 @@ and score images in [0,1] and never see a normalised tensor.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -122,11 +123,40 @@ def build_model(
     return Classifier(builder(tuple(input_shape), num_classes, cfg), mean_t, std_t)
 
 
-def init_model(spec: dict, seed: int) -> Classifier:
+class Ensemble(nn.Module):
+    """Members voting by mean probability (SISA's aggregation). Its output is
+    log of the mean softmax, so softmax/cross-entropy on it behave as on logits."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([torch.log_softmax(m(x), dim=1) for m in self.members])
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
+
+
+def from_spec(spec: dict) -> nn.Module:
+    """An untrained model of the architecture a saved spec describes: a
+    registry model, or an `Ensemble` of them when spec has "ensemble": S."""
+    members = spec.get("ensemble")
+    if members:
+        return Ensemble([from_spec({k: v for k, v in spec.items() if k != "ensemble"}) for _ in range(members)])
+    return build_model(
+        spec["model"], spec["config"], tuple(spec["input_shape"]), spec["num_classes"], spec["mean"], spec["std"]
+    )
+
+
+def spec_of(model: nn.Module, member_spec: dict) -> dict:
+    """The spec to save with `model`, whose members (if any) are `member_spec` models."""
+    if isinstance(model, Ensemble):
+        return {**member_spec, "ensemble": len(model.members)}
+    return member_spec
+
+
+def init_model(spec: dict, seed: int) -> nn.Module:
     """The model a training run starts from: `spec` (as saved with the weights)
     built under `seed`, without disturbing the caller's RNG state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(
-            spec["model"], spec["config"], tuple(spec["input_shape"]), spec["num_classes"], spec["mean"], spec["std"]
-        )
+        return from_spec(spec)

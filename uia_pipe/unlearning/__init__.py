@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import approx, exact, finetune, influence, neggrad, random_label, retrain
+from . import approx, exact, finetune, influence, neggrad, random_label, retrain, sisa
 from .problem import MethodConfig, Pretraining, UnlearningProblem
 
 METHODS: dict[str, tuple[Callable, type[MethodConfig]]] = {
@@ -21,6 +21,16 @@ METHODS: dict[str, tuple[Callable, type[MethodConfig]]] = {
     "neggrad": (neggrad.unlearn, neggrad.Config),
     "random_label": (random_label.unlearn, random_label.Config),
     "influence": (influence.unlearn, influence.Config),
+    "sisa": (sisa.unlearn, sisa.Config),
 }
 
-__all__ = ["METHODS", "MethodConfig", "Pretraining", "UnlearningProblem"]
+# Methods whose served model is not the train stage's θ (name -> serve(problem, cfg)).
+SERVED: dict[str, Callable] = {"sisa": sisa.serve}
+
+
+def served_model(name: str, problem: UnlearningProblem, cfg: MethodConfig):
+    """θ as the attacker sees it before the deletion under method `name`."""
+    serve = SERVED.get(name)
+    return serve(problem, cfg) if serve else problem.theta_original
+
+__all__ = ["METHODS", "SERVED", "MethodConfig", "Pretraining", "UnlearningProblem", "served_model"]

@@ -1,0 +1,99 @@
+"""SISA (Bourtoule et al., 2021): sharded, isolated, sliced training.
+
+D_u is split into S shards, each into R slices. Shard s's model starts from θ₀
+and is fine-tuned on slice 1, then slices 1–2, … (a checkpoint after each);
+the served model is the ensemble of the S shard models (mean probability).
+Unlearning X retrains only the shards that hold X, from the last checkpoint
+before X's first slice, on the same slices without X.
+
+What the attacker sees: the ensemble's parameters before and after, i.e. S
+shard models of which only the affected ones changed; the update of a shard is
+a fine-tune on ~N/S samples, so exact-unlearning inversion faces a smaller N.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from ..models import Ensemble
+from ..training import fit
+from .problem import MethodConfig, UnlearningProblem, clone
+
+
+class Config(MethodConfig):
+    shards: int = Field(4, ge=1, description="S, isolated shard models in the served ensemble")
+    slices: int = Field(2, ge=1, description="R, slices per shard (a checkpoint after each)")
+
+
+@dataclass(frozen=True)
+class SisaSystem:
+    """slices[s][j]: D_u indices of shard s's slice j; checkpoints[s][j]: shard
+    s's model after training on slices 0..j-1 (checkpoints[s][0] is θ₀)."""
+
+    slices: list[list[torch.Tensor]]
+    checkpoints: list[list[nn.Module]]
+
+
+def _slice_seed(problem: UnlearningProblem, shard: int, slice_: int) -> int:
+    return problem.finetune_seed + 1000 * (shard + 1) + slice_
+
+
+def _train_slices(problem: UnlearningProblem, model: nn.Module, slices: list[torch.Tensor], shard: int,
+                  start: int, forget: torch.Tensor | None) -> list[nn.Module]:
+    """Train `model` (a checkpoint before slice `start`) through the remaining
+    slices, each stage on the union of slices so far; returns a checkpoint after each."""
+    out = []
+    for j in range(start, len(slices)):
+        seen = torch.cat(slices[: j + 1])
+        keep = None if forget is None else ~forget[seen]
+        fit(model, problem.du_x[seen], problem.du_y[seen], problem.finetune, _slice_seed(problem, shard, j),
+            batchnorm_eval=True, keep=keep)
+        out.append(clone(model))
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def build(problem: UnlearningProblem, cfg: Config) -> SisaSystem:
+    """Train the SISA system once per (problem, config); requests reuse it."""
+    n = len(problem.du_y)
+    if cfg.shards * cfg.slices > n:
+        raise ValueError(f"sisa needs shards × slices ≤ N ({cfg.shards} × {cfg.slices} > {n})")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(problem.finetune_seed))
+    slices = [list(torch.tensor_split(part, cfg.slices)) for part in torch.tensor_split(order, cfg.shards)]
+    checkpoints = []
+    for s, shard_slices in enumerate(slices):
+        start = clone(problem.theta_pretrained)
+        checkpoints.append([clone(start)] + _train_slices(problem, start, shard_slices, s, 0, None))
+    return SisaSystem(slices, checkpoints)
+
+
+def serve(problem: UnlearningProblem, cfg: Config) -> nn.Module:
+    """The model served before any deletion: the ensemble of final shard models."""
+    system = build(problem, cfg)
+    return Ensemble([clone(c[-1]) for c in system.checkpoints]).eval()
+
+
+def affected_shards(system: SisaSystem, forget: torch.Tensor) -> dict[int, int]:
+    """shard -> index of the first slice holding a sample of X."""
+    out = {}
+    for s, shard_slices in enumerate(system.slices):
+        for j, idx in enumerate(shard_slices):
+            if forget[idx].any():
+                out[s] = j
+                break
+    return out
+
+
+def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:
+    """Retrain only the shards holding X, from the checkpoint before X's first slice."""
+    system = build(problem, cfg)
+    members = [clone(c[-1]) for c in system.checkpoints]
+    for s, j in affected_shards(system, forget).items():
+        model = clone(system.checkpoints[s][j])
+        members[s] = _train_slices(problem, model, system.slices[s], s, j, forget)[-1]
+    return Ensemble(members).eval()
