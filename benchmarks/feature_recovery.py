@@ -1,0 +1,189 @@
+"""Feature-recovery benchmark, run by hand (not a test):
+
+    .venv/bin/python benchmarks/feature_recovery.py              # ~5 min on 2 cores
+    .venv/bin/python benchmarks/feature_recovery.py --targets 6 --ref-iterations 2000
+
+Prints, measured in one run on this machine:
+1. ms per attack step on the trained default model, and that ÷ one forward+backward;
+2. R restarts batched (torch.func.vmap) vs sequential, per round;
+3. PSNR against iterations and wall time, ours (the Config defaults) beside a
+   reference-style run (signed AdamW lr 0.04, TV 0.01, fixed schedule, no early
+   stop, one restart), for approximate and exact (N = |D_u|) updates;
+4. the reference's full-settings time (10,000 × 5 × its step on a width-64
+   ConvNet, 3×32×32) against ours to reach the reference-style plateau PSNR.
+
+Needs the default pipeline's data/dataset and models/train (dvc repro train).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from uia_pipe import io, metrics  # noqa: E402
+from uia_pipe.attacks import feature_recovery as fr  # noqa: E402
+from uia_pipe.attacks.view import AttackerView  # noqa: E402
+from uia_pipe.config import OptimParams  # noqa: E402
+from uia_pipe.data import as_inputs  # noqa: E402
+from uia_pipe.models import build_model  # noqa: E402
+from uia_pipe.unlearning import METHODS, UnlearningProblem  # noqa: E402
+
+REFERENCE = dict(optimizer="signed_adamw", lr=0.04, tv=0.01, restarts=1, early_stop=False, prune_after=0,
+                 analytic_init=False, init="randn_clamped", delta_dtype="float32")
+
+
+def timed(fn, repeats: int) -> float:
+    fn()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return 1000 * (time.perf_counter() - started) / repeats
+
+
+def step_costs(model, x, y, delta, repeats: int) -> tuple[float, float]:
+    """(ms per attack step, ms per forward+backward) for the same model and batch."""
+    obj = fr._Objective(model, delta, 1e-4, True)
+    params = [p for p in obj.model.parameters()]
+    attack = timed(lambda: obj.step(x, y), repeats)
+
+    def fwd_bwd():
+        torch.autograd.grad(F.cross_entropy(obj.model(x), y), params)
+
+    return attack, timed(fwd_bwd, repeats)
+
+
+def batched_vs_sequential(model, x, y, delta, restarts: int, repeats: int) -> tuple[float, float]:
+    obj = fr._Objective(model, delta, 1e-4, True)
+    xs = x.unsqueeze(0).repeat(restarts, *([1] * x.dim()))
+    seq = timed(lambda: [obj.step(xs[r], y) for r in range(restarts)], repeats)
+    bat = timed(lambda: obj.batched_step(xs, y), repeats)
+    return seq, bat
+
+
+def trace(view, cfg, truth, labels, seed=0):
+    """[(iteration, seconds, psnr)] from snapshots, plus the result."""
+    rows = []
+    t0 = time.perf_counter()
+
+    def snap(it, x):
+        rows.append((it, time.perf_counter() - t0, float(metrics.psnr(x, truth).mean())))
+
+    result, stats = fr.recover(view, cfg, seed, labels=labels, snapshot=snap)
+    rows.append((result.iterations, result.seconds, float(metrics.psnr(result.reconstruction, truth).mean())))
+    return rows, result, stats
+
+
+def first_reaching(rows, level):
+    for it, sec, p in rows:
+        if p >= level:
+            return it, sec
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=ROOT / "data/dataset")
+    ap.add_argument("--trained", type=Path, default=ROOT / "models/train")
+    ap.add_argument("--targets", type=int, default=2, help="D_u samples attacked per method")
+    ap.add_argument("--ref-iterations", type=int, default=600, help="reference-style run length (issue: 2000)")
+    ap.add_argument("--restarts", type=int, default=4, help="R for batched vs sequential")
+    ap.add_argument("--methods", default="approx,exact")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
+    ap.add_argument("--skip-width64", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    ds = io.load_dataset_artifact(args.data)
+    theta0, spec = io.load_model(args.trained / "theta_pretrained.safetensors")
+    theta, _ = io.load_model(args.trained / "theta_original.safetensors")
+    du = io.load_tensors(args.trained / "split.safetensors")[0]["du"]
+    ft = io.load_json(args.trained / "finetune.json")
+    du_x, du_y = as_inputs(ds.x_train[du]), ds.y_train[du]
+    n = len(du)
+    problem = UnlearningProblem(theta0, theta, du_x, du_y,
+                                OptimParams(**{k: v for k, v in ft.items() if k != "seed"}), ft["seed"])
+    shape = tuple(spec["input_shape"])
+    mean_img = metrics.mean_image(as_inputs(ds.x_train[:5000]))
+
+    # 1-2. step cost on the trained default model
+    forget = torch.zeros(n, dtype=torch.bool)
+    forget[0] = True
+    theta_u = METHODS["approx"][0](problem, forget, METHODS["approx"][1]())
+    view = AttackerView(theta, theta_u, theta0, "approx", shape, spec["num_classes"], n, 1)
+    delta = fr.observed_update(view)
+    x = torch.rand(1, *shape)
+    attack_ms, fb_ms = step_costs(theta, x, du_y[:1], delta, 50)
+    print(f"\n[step] trained {spec['model']} {spec['config']} on {shape}, k=1: "
+          f"{attack_ms:.2f} ms/step, fwd+bwd {fb_ms:.2f} ms, ratio {attack_ms / fb_ms:.2f}")
+    seq, bat = batched_vs_sequential(theta, x, du_y[:1], delta, args.restarts, 20)
+    print(f"[restarts] R={args.restarts}: sequential {seq:.1f} ms/round, batched {bat:.1f} ms/round "
+          f"({bat / seq:.2f}x sequential; batched/one = {bat / (seq / args.restarts):.2f})")
+
+    # 3. PSNR vs iterations / wall time
+    gen = torch.Generator().manual_seed(0)
+    targets = torch.randperm(n, generator=gen)[: args.targets].tolist()
+    ours_cfg = fr.Config(labels="oracle")
+    ref_cfg = fr.Config(**REFERENCE, iterations=args.ref_iterations, labels="oracle", record_every=25)
+    summary = {}
+    for method in args.methods.split(","):
+        rows_ours, rows_ref = [], []
+        for t in targets:
+            forget = torch.zeros(n, dtype=torch.bool)
+            forget[t] = True
+            theta_u = METHODS[method][0](problem, forget, METHODS[method][1]())
+            view = AttackerView(theta, theta_u, theta0, method, shape, spec["num_classes"], n, 1)
+            truth, labels = du_x[forget], du_y[forget]
+            base = float(metrics.baseline_scores(truth, mean_img)["psnr"].mean())
+            r_ours, res, st = trace(view, ours_cfg, truth, labels)
+            r_ref, res_ref, _ = trace(view, ref_cfg, truth, labels)
+            rows_ours.append(r_ours)
+            rows_ref.append(r_ref)
+            print(f"\n[{method}] target {t} (label {int(labels)}), mean-image baseline {base:.1f} dB")
+            print(f"  ours : {r_ours[-1][2]:.1f} dB after {res.iterations} it / {res.seconds:.1f} s "
+                  f"({st['steps']} steps over restarts, stopped {st['stopped']})")
+            print(f"  ref  : {r_ref[-1][2]:.1f} dB after {res_ref.iterations} it / {res_ref.seconds:.1f} s")
+            print("  ref curve (it, s, dB): " + ", ".join(f"({i},{s:.0f},{p:.1f})" for i, s, p in r_ref[:: max(1, len(r_ref) // 8)]))
+            print("  ours curve (it, s, dB): " + ", ".join(f"({i},{s:.0f},{p:.1f})" for i, s, p in r_ours[:: max(1, len(r_ours) // 8)]))
+        summary[method] = (rows_ours, rows_ref)
+        po = [r[-1][2] for r in rows_ours]
+        pr = [r[-1][2] for r in rows_ref]
+        print(f"[{method}] mean PSNR ours {statistics.mean(po):.1f} dB ({statistics.mean(r[-1][1] for r in rows_ours):.1f} s), "
+              f"reference-style {statistics.mean(pr):.1f} dB ({statistics.mean(r[-1][1] for r in rows_ref):.1f} s)")
+
+    # 4. reference full-settings time vs ours
+    if not args.skip_width64:
+        torch.manual_seed(0)
+        ref_model = build_model("convnet", {"width": 64}, (3, 32, 32), 10, [0.5] * 3, [0.25] * 3).eval()
+        rdelta = {k: torch.randn_like(p, dtype=torch.float64) for k, p in ref_model.named_parameters()}
+        xr, yr = torch.rand(1, 3, 32, 32), torch.tensor([3])
+        ref_step, ref_fb = step_costs(ref_model, xr, yr, rdelta, 5)
+        full = 10_000 * 5 * ref_step / 1000
+        print(f"\n[width-64 ConvNet, 3x32x32] {ref_step:.0f} ms/step, fwd+bwd {ref_fb:.0f} ms, "
+              f"ratio {ref_step / ref_fb:.2f}; reference full settings 10,000 x 5 = {full / 3600:.2f} h")
+        for method, (rows_ours, rows_ref) in summary.items():
+            steps = []
+            for ro, rr in zip(rows_ours, rows_ref):
+                plateau = max(p for _, _, p in rr)
+                hit = first_reaching(ro, plateau)
+                steps.append(hit[0] if hit else None)
+            if all(s is not None for s in steps):
+                ours_s = max(steps) * ours_cfg.restarts * ref_step / 1000
+                print(f"[{method}] ours reaches the reference-style plateau by {max(steps)} it; at width 64 "
+                      f"x {ours_cfg.restarts} restarts ≈ {ours_s:.0f} s = 1/{full / ours_s:.0f} of the reference")
+            else:
+                print(f"[{method}] ours did not reach the reference-style plateau on every target ({steps})")
+
+
+if __name__ == "__main__":
+    main()
