@@ -1,0 +1,153 @@
+"""Label inference on Fashion-MNIST: accuracy against queries per probe strategy.
+
+Run by hand from the repository root (needs data/dataset and models/train):
+
+    .venv/bin/python benchmarks/label_inference.py            # default, ~5 min on 2 cores
+    .venv/bin/python benchmarks/label_inference.py --requests 30 --per-class 20
+
+θ = θ₀ (models/train/theta_pretrained) fine-tuned on N=512 pool samples with the
+finetune settings, batch norm in eval mode. Requests: single samples and a
+fraction p of one class in D_u, unlearned exactly and approximately (η).
+Each cell: accuracy over the requests with a 95% Wilson interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+
+from uia_pipe import io
+from uia_pipe.attacks import label_inference as li
+from uia_pipe.attacks import probes as P
+from uia_pipe.attacks.view import BlackBoxView
+from uia_pipe.config import OptimParams
+from uia_pipe.data import as_inputs
+from uia_pipe.requests import draw_requests
+from uia_pipe.training import evaluate, fit
+from uia_pipe.unlearning import METHODS, UnlearningProblem
+from uia_pipe.unlearning.problem import clone
+
+REFERENCE_BOUND = 1024 * 2 * 20 * 10  # coordinates × evaluations × iterations × calls, per probe
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=10, help="requests per cell")
+    ap.add_argument("--per-class", type=int, default=10, help="probes per class")
+    ap.add_argument("--n", type=int, default=512, help="|D_u|")
+    ap.add_argument("--eta", type=float, default=1e-3, help="approximate unlearning step (≤ 1e-2)")
+    ap.add_argument("--strategies", default="zoo,whitebox,auxiliary,noise")
+    ap.add_argument("--threshold", type=float, default=P.ProbeConfig().threshold)
+    ap.add_argument("--zoo-reference", action="store_true",
+                    help="also run zoo at the reference settings (1,024 coordinates, lr 0.1/0.02, full input, "
+                         "threshold 0.9995): hours on a CPU")
+    ap.add_argument("--auxiliary", type=int, default=1000, help="test images the auxiliary attacker holds")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    t0 = time.time()
+
+    ds = io.load_dataset_artifact("data/dataset")
+    split, _ = io.load_tensors("models/train/split.safetensors")
+    theta0, spec = io.load_model("models/train/theta_pretrained.safetensors")
+    ft = io.load_json("models/train/finetune.json")
+    ft_seed = ft.pop("seed")
+    finetune = OptimParams(**ft)
+    pool = split["pool"]
+    gen = torch.Generator().manual_seed(args.seed)
+    du = pool[torch.randperm(len(pool), generator=gen)[: args.n]]
+    x_train = as_inputs(ds.x_train)
+    du_x, du_y = x_train[du], ds.y_train[du]
+    x_test, y_test = as_inputs(ds.x_test), ds.y_test
+    theta = clone(theta0)
+    fit(theta, du_x, du_y, finetune, ft_seed, batchnorm_eval=True)
+    problem = UnlearningProblem(theta0, theta, du_x, du_y, finetune, ft_seed)
+    shape, classes = tuple(spec["input_shape"]), spec["num_classes"]
+    print(f"θ: N={args.n}, test accuracy {evaluate(theta, x_test, y_test)['accuracy']:.3f}")
+
+    # probes, once per θ
+    public = x_test[torch.randperm(len(x_test), generator=gen)[: args.auxiliary]]
+    configs = {
+        name: li.Config(probes=P.ProbeConfig(strategy=name, per_class=args.per_class, threshold=args.threshold))
+        for name in args.strategies.split(",")
+    }
+    if args.zoo_reference:
+        configs["zoo_reference"] = li.Config(probes=P.ProbeConfig(
+            strategy="zoo", per_class=args.per_class, threshold=0.9995,
+            zoo=P.ZooConfig(coordinates=1024, lr=0.1, lr_fine=0.02, resolution=None, max_iterations=200)))
+    probes, pstats = {}, {}
+    print("\nprobe generation (once per θ)")
+    print(f"{'strategy':14} {'queries':>9} {'per probe':>10} {'% of ref bound':>15} {'reached':>8} {'classes':>8} {'s':>6}")
+    for name, cfg in configs.items():
+        t = time.time()
+        before = li.oracle(theta, cfg)
+        probes[name], pstats[name] = li.make_probes(
+            before, cfg, args.seed, input_shape=shape, num_classes=classes, auxiliary=public, model=theta)
+        s = pstats[name]
+        print(f"{name:14} {s['queries']:9d} {s['queries_per_probe']:10.0f} "
+              f"{100 * s['queries_per_probe'] / REFERENCE_BOUND:14.2f}% {s['reached']:4d}/{s['probes']:<3d} "
+              f"{s['classes_covered']:8d} {time.time() - t:6.0f}", flush=True)
+
+    # requests
+    cells = {"single": draw_requests(du_y, args.requests, "random", 1, 0.0, args.seed + 1)}
+    for p in (0.1, 0.5, 1.0):
+        cells[f"p={p}"] = draw_requests(du_y, args.requests, "class", 1, p, args.seed + 2)
+    methods = {"exact": METHODS["exact"][1](), "approx": METHODS["approx"][1](eta=args.eta)}
+    hits: dict[tuple, list[bool]] = {}
+    queries: dict[str, list[int]] = {}
+    for cell, requests in cells.items():
+        for method, mcfg in methods.items():
+            unlearned = []
+            truth = []
+            for r in requests:
+                mask = r.mask(len(du_y))
+                unlearned.append(METHODS[method][0](problem, mask, mcfg))
+                truth.append(r.target_class if r.target_class is not None else int(du_y[mask][0]))
+            for name, cfg in configs.items():
+                for calibration in ("none", "leave_one_out"):
+                    c2 = cfg.model_copy(update={"calibration": calibration})
+                    views = [BlackBoxView(li.oracle(theta, c2), li.oracle(tu, c2), classes, shape) for tu in unlearned]
+                    for (res, st), y in zip(li.infer_many(views, probes[name], c2), truth):
+                        hits.setdefault((name, method, calibration, cell), []).append(res.predicted[0] == y)
+                        queries.setdefault(name, []).append(st["queries"])
+        print(f"  {cell} done at {time.time() - t0:.0f}s", flush=True)
+
+    print(f"\nlabel inference accuracy [95% CI], {args.requests} requests per cell, statistic "
+          f"{li.Config().statistic}, approx η={args.eta}")
+    header = f"{'strategy':14} {'method':7} {'calib':6} " + " ".join(f"{c:>17}" for c in cells)
+    print(header)
+    for name in configs:
+        for method in methods:
+            for calibration in ("none", "leave_one_out"):
+                row = f"{name:14} {method:7} {'loo' if calibration != 'none' else '-':6} "
+                for cell in cells:
+                    h = hits[(name, method, calibration, cell)]
+                    lo, hi = wilson(sum(h), len(h))
+                    row += f" {sum(h) / len(h):.2f} [{lo:.2f},{hi:.2f}]"
+                print(row)
+
+    print("\naccuracy against queries (all cells, no calibration)")
+    print(f"{'strategy':14} {'probe queries':>14} {'per request':>12} {'accuracy':>9}")
+    for name in configs:
+        h = [x for (n, _, c, _), v in hits.items() if n == name and c == "none" for x in v]
+        print(f"{name:14} {pstats[name]['queries']:14d} {sum(queries[name]) / len(queries[name]):12.0f} "
+              f"{sum(h) / len(h):9.2f}")
+    print(f"\nreference bound per probe: {REFERENCE_BOUND:,} queries; 0.5% = {REFERENCE_BOUND // 200:,}")
+    print(f"total {time.time() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
