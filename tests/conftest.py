@@ -39,13 +39,17 @@ def small_params() -> dict:
     raw["train"].update(model="tabular_mlp", pool_size=100, n=32)
     raw["train"]["pretrain"].update(epochs=3, max_samples=0, augment=False, lr=0.05)
     raw["unlearn"].update(requests=3, k=2)
+    raw["attack"]["feature_recovery"].update(iterations=60, restarts=1, prune_after=0)
+    raw["attack"]["label_inference"]["probes"].update(strategy="auxiliary", per_class=3)
     return raw
 
 
 @pytest.fixture
 def params_file(tmp_path) -> Path:
+    raw = small_params()
+    raw["download"]["cache_dir"] = str(tmp_path / "cache")
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(small_params()))
+    path.write_text(yaml.safe_dump(raw))
     return path
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
+import torch
 import pytest
 from typer.testing import CliRunner
 
@@ -28,6 +30,10 @@ def pipeline(tmp_path, params_file) -> Path:
     _invoke("unlearn", "--params", p, "--data", str(tmp_path / "dataset"), "--trained", str(tmp_path / "train"),
             "--out", str(tmp_path / "unlearn"), "--metrics", str(tmp_path / "unlearn.json"),
             "--details", str(tmp_path / "requests.csv"))
+    _invoke("attack", "--params", p, "--data", str(tmp_path / "dataset"), "--trained", str(tmp_path / "train"),
+            "--unlearned", str(tmp_path / "unlearn"), "--out", str(tmp_path / "attack"),
+            "--metrics", str(tmp_path / "attack.json"), "--details", str(tmp_path / "attack.csv"),
+            "--curve", str(tmp_path / "attack_curve.csv"))
     return tmp_path
 
 
@@ -52,6 +58,16 @@ def test_stages_write_the_contracted_metrics_and_artifacts(pipeline):
     assert [len(r["forget"]) for r in requests["requests"]] == [2, 2, 2]
     assert len(list((pipeline / "unlearn").glob("theta_unlearned_*.safetensors"))) == 3
 
+    attack = json.loads((pipeline / "attack.json").read_text())
+    fr, li = attack["feature_recovery"], attack["label_inference"]
+    # German Credit rows: decoded features, against the training mean/mode guess
+    assert 0 <= fr["categorical_accuracy"] <= 1 and fr["numeric_mae_std"] >= 0
+    assert 0 <= li["accuracy"] <= 1 and li["accuracy_ci95_low"] <= li["accuracy"] <= li["accuracy_ci95_high"]
+    assert li["queries_per_request"] > 0 and li["probe_queries"] > 0
+    rows = pd.read_csv(pipeline / "attack.csv")
+    assert len(rows) == 3 and {"numeric_mae_std", "li_correct", "li_queries"} <= set(rows.columns)
+    assert (pipeline / "attack" / "label_confusion.png").is_file()
+
 
 def test_repeating_a_run_gives_identical_metrics(pipeline, params_file, tmp_path):
     first = (pipeline / "train.json").read_text(), (pipeline / "requests.csv").read_text()
@@ -74,8 +90,9 @@ def test_stages_are_tracked_in_mlflow(pipeline, mlflow_store):
     client = mlflow.MlflowClient(tracking_uri=mlflow_store)
     exp = client.get_experiment_by_name("uia-pipe")
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=3)
+    assert next(r for r in runs if r.data.tags["stage"] == "attack").data.metrics["label_inference.accuracy"] >= 0
     stages = {r.data.tags["stage"] for r in runs}
-    assert stages == {"download", "train", "unlearn"}
+    assert stages == {"train", "unlearn", "attack"}
     unlearn = next(r for r in runs if r.data.tags["stage"] == "unlearn")
     assert unlearn.data.params["unlearn.method"] == "exact"
     assert "forget_accuracy" in unlearn.data.metrics
@@ -97,3 +114,41 @@ def test_missing_upstream_artifact_is_one_line(tmp_path, params_file):
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "tensors.safetensors: file not found" in result.stderr
     assert not (tmp_path / "t").exists()
+
+
+def test_image_run_scores_reconstructions_on_the_unit_scale(tmp_path, params_file):
+    """A tiny synthetic image dataset through train, unlearn (approx) and attack:
+    PSNR/SSIM on [0,1] beside the mean-image baseline, a grid per request."""
+    import yaml
+
+    from tests.conftest import tiny_data
+
+    x, y = tiny_data(700, seed=3)
+    data = tmp_path / "images"
+    io.save_tensors(data / "tensors.safetensors", {"x_train": (x[:600] * 255).round().to(torch.uint8),
+                                                   "y_train": y[:600], "x_test": (x[600:] * 255).round().to(torch.uint8),
+                                                   "y_test": y[600:]})
+    io.save_json(data / "card.json", {"name": "synthetic", "kind": "image", "input_shape": [1, 28, 28],
+                                      "num_classes": 3, "mean": [0.5], "std": [0.3], "n_train": 600, "n_test": 100})
+    raw = yaml.safe_load(params_file.read_text())
+    raw["train"].update(model="lenet", pool_size=100, n=16)
+    raw["train"]["lenet"]["width"] = 4
+    raw["unlearn"].update(method="approx", requests=2, k=1)
+    raw["attack"]["feature_recovery"].update(iterations=40)
+    params_file.write_text(yaml.safe_dump(raw))
+    p = str(params_file)
+    _invoke("train", "--params", p, "--data", str(data), "--out", str(tmp_path / "t"),
+            "--metrics", str(tmp_path / "t.json"), "--curve", str(tmp_path / "c.csv"))
+    _invoke("unlearn", "--params", p, "--data", str(data), "--trained", str(tmp_path / "t"),
+            "--out", str(tmp_path / "u"), "--metrics", str(tmp_path / "u.json"), "--details", str(tmp_path / "u.csv"))
+    _invoke("attack", "--params", p, "--data", str(data), "--trained", str(tmp_path / "t"),
+            "--unlearned", str(tmp_path / "u"), "--out", str(tmp_path / "a"), "--metrics", str(tmp_path / "a.json"),
+            "--details", str(tmp_path / "a.csv"), "--curve", str(tmp_path / "ac.csv"))
+    fr = json.loads((tmp_path / "a.json").read_text())["feature_recovery"]
+    rows = pd.read_csv(tmp_path / "a.csv")
+    assert rows["psnr"].between(5, 100).all() and rows["ssim"].between(-1, 1).all()
+    # PSNR and MSE agree on the [0,1] scale: PSNR = -10 log10(MSE)
+    assert (rows["psnr"] - (-10 * rows["mse"].map(math.log10))).abs().max() < 1e-3
+    # (attack quality is tested in test_feature_recovery; i.i.d. noise images are no target for it)
+    assert 5 < fr["baseline_psnr"] < 30 and fr["class_baseline_psnr"] > 0
+    assert sorted(p.name for p in (tmp_path / "a" / "grids").iterdir()) == ["request_000.png", "request_001.png"]

@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from .attacks import feature_recovery as fr
+from .attacks import label_inference as li
 from .data import DATASETS
 from .errors import UiaError
 from .models import MODELS
@@ -71,7 +73,7 @@ _ModelSettings = _registry_settings("ModelSettings", MODELS)
 
 
 class TrainParams(_ModelSettings):
-    model: str = "convnet"
+    model: str = "lenet"
     pool_size: int = Field(1000, ge=1)
     n: int = Field(32, ge=1)
     pretrain: PretrainParams = PretrainParams()
@@ -99,11 +101,18 @@ class UnlearnParams(_MethodSettings):
         return _one_of("unlearning method", v, METHODS)
 
 
+class AttackParams(Section):
+    max_requests: int = Field(0, ge=0, description="attack the first this many requests; 0 = all")
+    feature_recovery: fr.Config = fr.Config()
+    label_inference: li.Config = li.Config()
+
+
 class Params(Section):
     base: BaseParams = BaseParams()
     download: DownloadParams = DownloadParams()
     train: TrainParams = TrainParams()
     unlearn: UnlearnParams = UnlearnParams()
+    attack: AttackParams = AttackParams()
 
     @model_validator(mode="after")
     def _cross(self) -> "Params":

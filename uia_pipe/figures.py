@@ -37,3 +37,23 @@ def reconstruction_grid(truth: torch.Tensor, recovered: torch.Tensor, captions: 
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def confusion_matrix(truth: list[int], predicted: list[int], num_classes: int) -> Figure:
+    """Counts of (true removed label, inferred label) over requests."""
+    counts = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    for t, p in zip(truth, predicted):
+        counts[t, p] += 1
+    fig, ax = plt.subplots(figsize=(0.45 * num_classes + 1.8, 0.45 * num_classes + 1.4))
+    ax.imshow(counts, cmap="Blues")
+    for t in range(num_classes):
+        for p in range(num_classes):
+            if counts[t, p]:
+                ax.text(p, t, str(int(counts[t, p])), ha="center", va="center", fontsize=8)
+    ax.set_xlabel("inferred label")
+    ax.set_ylabel("removed label")
+    ax.set_xticks(range(num_classes))
+    ax.set_yticks(range(num_classes))
+    ax.set_title("label inference", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -8,7 +8,7 @@ and score images in [0,1] and never see a normalised tensor.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torchvision
@@ -34,6 +34,11 @@ class TabularMLPConfig(_Config):
 
 class ResNet18Config(_Config):
     pass
+
+
+class LeNetConfig(_Config):
+    width: int = Field(12, ge=1, description="channels of each conv (DLG's LeNet: 12)")
+    activation: Literal["relu", "sigmoid"] = Field("relu", description="DLG used sigmoid")
 
 
 class Classifier(nn.Module):
@@ -75,6 +80,23 @@ def convnet(input_shape: tuple[int, ...], num_classes: int, cfg: ConvNetConfig) 
     return nn.Sequential(*layers)
 
 
+def lenet(input_shape: tuple[int, ...], num_classes: int, cfg: LeNetConfig) -> nn.Module:
+    """The LeNet of the gradient-leakage literature (Zhu et al., DLG, 2019):
+    three 5x5 convs (strides 2, 2, 1), no pooling, no batch norm, a linear
+    head. Its gradients determine every pixel, unlike max-pooled ConvNets."""
+    c, h, w = input_shape
+    act = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}[cfg.activation]
+    k = cfg.width
+    out_h, out_w = -(-h // 4), -(-w // 4)
+    return nn.Sequential(
+        nn.Conv2d(c, k, 5, stride=2, padding=2), act(),
+        nn.Conv2d(k, k, 5, stride=2, padding=2), act(),
+        nn.Conv2d(k, k, 5, stride=1, padding=2), act(),
+        nn.Flatten(),
+        nn.Linear(k * out_h * out_w, num_classes),
+    )
+
+
 def resnet18(input_shape: tuple[int, ...], num_classes: int, cfg: ResNet18Config) -> nn.Module:
     """torchvision's ResNet-18 with the CIFAR stem: 3x3 stride-1 first conv, no max-pool."""
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
@@ -99,6 +121,7 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, cfg: MLPConfig | Tabular
 MODELS: dict[str, tuple[Callable[..., nn.Module], type[_Config]]] = {
     "mlp": (mlp, MLPConfig),
     "convnet": (convnet, ConvNetConfig),
+    "lenet": (lenet, LeNetConfig),
     "resnet18": (resnet18, ResNet18Config),
     "tabular_mlp": (mlp, TabularMLPConfig),
 }

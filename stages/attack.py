@@ -1,0 +1,153 @@
+"""attack: label inference (black-box user) and feature recovery (white-box
+server) on every (θ, θ_u) pair, each attack seeing only its view; then the
+scores against what was really removed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import torch
+import typer
+
+from stages.common import ParamsOption, clean_errors, device_for, progress, seed_everything, single_command
+from uia_pipe import figures, io, tracking
+from uia_pipe.attacks import campaign
+from uia_pipe.attacks import label_inference as li
+from uia_pipe.attacks.probes import Probes
+from uia_pipe.config import load_params, section_hash
+from uia_pipe.data import as_inputs
+from uia_pipe.metrics import class_mean_images, mean_image
+
+
+def load_setting(data: Path, trained: Path, unlearned: Path, device, max_requests: int = 0):
+    """The evaluator's view of a run (models, D_u, requests) and each θ_u."""
+    ds = io.load_dataset_artifact(data)
+    card = ds.card
+    split, _ = io.load_tensors(trained / "split.safetensors")
+    record = io.load_json(unlearned / "requests.json")
+    requests = record["requests"][: max_requests or None]
+    train_x = as_inputs(ds.x_train[split["pretrain"]])
+    image = card["kind"] == "image"
+    setting = campaign.Setting(
+        theta_pretrained=io.load_model(trained / "theta_pretrained.safetensors", device)[0],
+        theta_original=io.load_model(unlearned / "theta_original.safetensors", device)[0],
+        method=record["method"], card=card,
+        du_x=as_inputs(ds.x_train[split["du"]]), du_y=ds.y_train[split["du"]], requests=requests,
+        mean_guess=mean_image(train_x),
+        class_guess=class_mean_images(train_x, ds.y_train[split["pretrain"]], card["num_classes"]) if image else None,
+        train_x=train_x,
+    )
+    thetas_u = [io.load_model(unlearned / f"theta_unlearned_{r['index']:03d}.safetensors", device)[0]
+                for r in requests]
+    return setting, thetas_u, as_inputs(ds.x_test)
+
+
+def cached_probes(setting, cfg: li.Config, seed: int, public_x: torch.Tensor, cache_dir: Path) -> tuple[Probes, dict]:
+    """Probes depend only on θ, the probe settings and the seed: made once and
+    kept under cache_dir/probes, keyed by a hash of the three."""
+    key = hashlib.sha256()
+    for name, t in setting.theta_original.state_dict().items():
+        key.update(name.encode() + t.detach().cpu().numpy().tobytes())
+    key.update(json.dumps([cfg.probes.model_dump(mode="json"), cfg.access, cfg.topk, seed]).encode())
+    path = cache_dir / "probes" / f"{key.hexdigest()[:24]}.safetensors"
+    if path.is_file():
+        tensors, meta = io.load_tensors(path)
+        return Probes(tensors["x"], tensors["target"], tensors["before"], tensors["reached"], meta["access"]), \
+            {**meta["stats"], "cached": True}
+    before = li.oracle(setting.theta_original, cfg)
+    probes, stats = li.make_probes(before, cfg, seed, input_shape=tuple(setting.card["input_shape"]),
+                                   num_classes=setting.card["num_classes"], auxiliary=public_x,
+                                   model=setting.theta_original)
+    stats = {k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))}
+    io.save_tensors(path, {"x": probes.x, "target": probes.target, "before": probes.before,
+                           "reached": probes.reached}, {"access": probes.access, "stats": stats})
+    return probes, {**stats, "cached": False}
+
+
+@clean_errors
+def main(
+    data: Annotated[Path, typer.Option(help="download stage output folder", exists=True, file_okay=False)],
+    trained: Annotated[Path, typer.Option(help="train stage output folder", exists=True, file_okay=False)],
+    unlearned: Annotated[Path, typer.Option(help="unlearn stage output folder", exists=True, file_okay=False)],
+    out: Annotated[Path, typer.Option(help="folder for reconstructions and figures")],
+    metrics: Annotated[Path, typer.Option(help="metrics JSON to write")],
+    details: Annotated[Path, typer.Option(help="per-request CSV to write")],
+    curve: Annotated[Path, typer.Option(help="feature-recovery loss curves CSV (DVC plot data)")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Infer each request's label and recover its features; score both against the truth."""
+    p = load_params(params)
+    base, a = p.base, p.attack
+    device = device_for(base.device)
+    seed_everything(base.seed)
+    setting, thetas_u, test_x = load_setting(data, trained, unlearned, device, a.max_requests)
+    started = time.perf_counter()
+
+    li_cfg = a.label_inference
+    probes, probe_stats = cached_probes(setting, li_cfg, base.seed, test_x,
+                                        Path(p.download.cache_dir).expanduser())
+    li_frame, li_results = campaign.label_inference(setting, thetas_u, probes, li_cfg)
+    li_summary = campaign.summarise_label_inference(li_frame, int(probe_stats.get("queries", 0)))
+    li_summary["seconds"] = time.perf_counter() - started
+
+    ks = [len(r["forget"]) for r in setting.requests]
+    with io.atomic_dir(out) as tmp, progress(len(thetas_u), "feature recovery") as bar:
+        (tmp / "grids").mkdir()
+
+        def on_request(index: int, result) -> None:
+            req = next(r for r in setting.requests if r["index"] == index)
+            truth = setting.du_x[torch.tensor(req["forget"])]
+            if setting.image:
+                io.save_figure(tmp / "grids" / f"request_{index:03d}.png", figures.reconstruction_grid(
+                    truth, campaign.ordered_for_display(result.reconstruction, truth),
+                    title=f"request {index}: {setting.method} unlearning, {result.label_source} labels"))
+            bar.update()
+
+        fr_started = time.perf_counter()
+        fr_frame, fr_results = campaign.feature_recovery(
+            setting, thetas_u, a.feature_recovery, base.seed, campaign.inferred_labels(li_results, ks),
+            on_request=on_request, progress=lambda it, loss: bar.set_postfix(iteration=it, loss=f"{loss:.4f}"))
+        fr_summary = campaign.summarise_feature_recovery(fr_frame)
+        fr_summary["seconds"] = time.perf_counter() - fr_started
+        io.save_tensors(tmp / "reconstructions.safetensors",
+                        {f"request_{r['index']:03d}": res.reconstruction for r, res in zip(setting.requests, fr_results)})
+        io.save_figure(tmp / "label_confusion.png", figures.confusion_matrix(
+            li_frame["true_label"].tolist(), li_frame["predicted"].tolist(), setting.card["num_classes"]))
+
+    result = {"feature_recovery": fr_summary, "label_inference": li_summary,
+              "seconds": time.perf_counter() - started}
+    io.save_json(metrics, result)
+    frame = fr_frame.merge(li_frame.add_prefix("li_").rename(columns={"li_request": "request"}), on="request")
+    io.save_csv(details, frame)
+    io.save_csv(curve, pd.DataFrame([{"request": r["index"], "iteration": it, "loss": loss}
+                                     for r, res in zip(setting.requests, fr_results) for it, loss in res.curve]))
+    typer.echo(_describe(fr_summary, li_summary, setting.image))
+    tracking.log_run("attack", {"base": base.model_dump(), "attack": a.model_dump()}, result,
+                     section_hash(base, a), artifacts=[metrics, details])
+
+
+def _describe(fr_s: dict, li_s: dict, image: bool) -> str:
+    label = (f"label inference: accuracy {li_s['accuracy']:.2f} [{li_s['accuracy_ci95_low']:.2f}, "
+             f"{li_s['accuracy_ci95_high']:.2f}], {li_s['queries_per_request']:.0f} queries/request "
+             f"+ {li_s['probe_queries']} for probes")
+    if image:
+        features = (f"feature recovery: PSNR {fr_s['psnr_mean']:.2f} ± {fr_s['psnr_ci95']:.2f} dB (mean-image "
+                    f"baseline {fr_s['baseline_psnr']:.2f}, class-mean {fr_s['class_baseline_psnr']:.2f}), "
+                    f"SSIM {fr_s['ssim_mean']:.3f}, labels {fr_s['label_accuracy']:.2f}, "
+                    f"{fr_s['seconds_per_request']:.1f} s/request")
+    else:
+        features = (f"feature recovery: numeric MAE {fr_s['numeric_mae_std']:.3f} sd (baseline "
+                    f"{fr_s['baseline_numeric_mae_std']:.3f}), categorical {fr_s['categorical_accuracy']:.3f} "
+                    f"(baseline {fr_s['baseline_categorical_accuracy']:.3f})")
+    return f"{label}\n{features}"
+
+
+app = single_command(main)
+
+if __name__ == "__main__":
+    app()
