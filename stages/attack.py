@@ -4,8 +4,6 @@ scores against what was really removed."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -14,59 +12,12 @@ import pandas as pd
 import torch
 import typer
 
-from stages.common import ParamsOption, clean_errors, device_for, progress, seed_everything, single_command
+from stages.common import (
+    ParamsOption, cached_probes, clean_errors, device_for, load_setting, progress, seed_everything, single_command,
+)
 from uia_pipe import figures, io, tracking
 from uia_pipe.attacks import campaign
-from uia_pipe.attacks import label_inference as li
-from uia_pipe.attacks.probes import Probes
 from uia_pipe.config import load_params, section_hash
-from uia_pipe.data import as_inputs
-from uia_pipe.metrics import class_mean_images, mean_image
-
-
-def load_setting(data: Path, trained: Path, unlearned: Path, device, max_requests: int = 0):
-    """The evaluator's view of a run (models, D_u, requests) and each θ_u."""
-    ds = io.load_dataset_artifact(data)
-    card = ds.card
-    split, _ = io.load_tensors(trained / "split.safetensors")
-    record = io.load_json(unlearned / "requests.json")
-    requests = record["requests"][: max_requests or None]
-    train_x = as_inputs(ds.x_train[split["pretrain"]])
-    image = card["kind"] == "image"
-    setting = campaign.Setting(
-        theta_pretrained=io.load_model(trained / "theta_pretrained.safetensors", device)[0],
-        theta_original=io.load_model(unlearned / "theta_original.safetensors", device)[0],
-        method=record["method"], card=card,
-        du_x=as_inputs(ds.x_train[split["du"]]), du_y=ds.y_train[split["du"]], requests=requests,
-        mean_guess=mean_image(train_x),
-        class_guess=class_mean_images(train_x, ds.y_train[split["pretrain"]], card["num_classes"]) if image else None,
-        train_x=train_x,
-    )
-    thetas_u = [io.load_model(unlearned / f"theta_unlearned_{r['index']:03d}.safetensors", device)[0]
-                for r in requests]
-    return setting, thetas_u, as_inputs(ds.x_test)
-
-
-def cached_probes(setting, cfg: li.Config, seed: int, public_x: torch.Tensor, cache_dir: Path) -> tuple[Probes, dict]:
-    """Probes depend only on θ, the probe settings and the seed: made once and
-    kept under cache_dir/probes, keyed by a hash of the three."""
-    key = hashlib.sha256()
-    for name, t in setting.theta_original.state_dict().items():
-        key.update(name.encode() + t.detach().cpu().numpy().tobytes())
-    key.update(json.dumps([cfg.probes.model_dump(mode="json"), cfg.access, cfg.topk, seed]).encode())
-    path = cache_dir / "probes" / f"{key.hexdigest()[:24]}.safetensors"
-    if path.is_file():
-        tensors, meta = io.load_tensors(path)
-        return Probes(tensors["x"], tensors["target"], tensors["before"], tensors["reached"], meta["access"]), \
-            {**meta["stats"], "cached": True}
-    before = li.oracle(setting.theta_original, cfg)
-    probes, stats = li.make_probes(before, cfg, seed, input_shape=tuple(setting.card["input_shape"]),
-                                   num_classes=setting.card["num_classes"], auxiliary=public_x,
-                                   model=setting.theta_original)
-    stats = {k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))}
-    io.save_tensors(path, {"x": probes.x, "target": probes.target, "before": probes.before,
-                           "reached": probes.reached}, {"access": probes.access, "stats": stats})
-    return probes, {**stats, "cached": False}
 
 
 @clean_errors
