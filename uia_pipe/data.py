@@ -13,6 +13,7 @@ others need torchvision's download, or its files already under ``cache_dir``.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -252,129 +253,95 @@ def _stage_debian_fashion_mnist(cache_dir: Path) -> bool:
     return True
 
 
-def load_fashion_mnist(cache_dir: Path) -> Dataset:
-    """Fashion-MNIST, 60k/10k 1x28x28. Offline from the Debian package when
-    installed (staged into cache_dir), else torchvision's download."""
-    staged = _stage_debian_fashion_mnist(cache_dir)
-    train, test = _fetch(
-        "fashion_mnist",
-        "Fashion-MNIST",
-        cache_dir,
-        lambda split: torchvision.datasets.FashionMNIST(root=cache_dir, train=split, download=not staged),
-    )
-    (x_tr, y_tr), (x_te, y_te) = _mnist_like(train), _mnist_like(test)
-    origin = "https://github.com/zalandoresearch/fashion-mnist"
-    source = f"Debian package dataset-fashion-mnist ({DEBIAN_FASHION_MNIST}); {origin}" if staged else origin
-    return _image_dataset(
-        name="fashion_mnist",
-        x_train=x_tr,
-        y_train=y_tr,
-        x_test=x_te,
-        y_test=y_te,
-        class_names=list(train.classes),
-        source=source,
-        licence="MIT (Zalando Research)",
-        citation="Xiao, Rasul & Vollgraf 2017, Fashion-MNIST, arXiv:1708.07747",
-    )
+@dataclass(frozen=True)
+class _TorchvisionSet:
+    """How to read one torchvision dataset and what its card says."""
+
+    title: str
+    make: Callable[[Path, bool, bool], Any]  # (root, train split?, download?) -> torchvision dataset
+    tensors: Callable[[Any], tuple[torch.Tensor, torch.Tensor]]  # -> (uint8 NCHW, int64 labels)
+    source: str
+    licence: str
+    citation: str
 
 
-def load_mnist(cache_dir: Path) -> Dataset:
-    """MNIST, 60k/10k 1x28x28, via torchvision (download unless already in cache_dir)."""
-    train, test = _fetch(
-        "mnist",
-        "MNIST",
-        cache_dir,
-        lambda split: torchvision.datasets.MNIST(root=cache_dir, train=split, download=True),
-    )
-    (x_tr, y_tr), (x_te, y_te) = _mnist_like(train), _mnist_like(test)
-    return _image_dataset(
-        name="mnist",
-        x_train=x_tr,
-        y_train=y_tr,
-        x_test=x_te,
-        y_test=y_te,
-        class_names=list(train.classes),
-        source="http://yann.lecun.com/exdb/mnist/",
-        licence="CC BY-SA 3.0 (Yann LeCun & Corinna Cortes)",
-        citation="LeCun, Bottou, Bengio & Haffner 1998, Gradient-based learning applied to document recognition",
-    )
-
-
-def load_cifar10(cache_dir: Path) -> Dataset:
-    """CIFAR-10, 50k/10k 3x32x32, via torchvision (download unless already in cache_dir)."""
-    train, test = _fetch(
-        "cifar10",
-        "CIFAR-10",
-        cache_dir,
-        lambda split: torchvision.datasets.CIFAR10(root=cache_dir, train=split, download=True),
-    )
-    (x_tr, y_tr), (x_te, y_te) = _hwc_numpy(train), _hwc_numpy(test)
-    return _image_dataset(
-        name="cifar10",
-        x_train=x_tr,
-        y_train=y_tr,
-        x_test=x_te,
-        y_test=y_te,
-        class_names=list(train.classes),
-        source="https://www.cs.toronto.edu/~kriz/cifar.html",
-        licence="no licence stated; see source",
-        citation="Krizhevsky 2009, Learning Multiple Layers of Features from Tiny Images",
-    )
-
-
-def load_cifar100(cache_dir: Path) -> Dataset:
-    """CIFAR-100 (fine labels), 50k/10k 3x32x32, via torchvision (download unless already in cache_dir)."""
-    train, test = _fetch(
-        "cifar100",
-        "CIFAR-100",
-        cache_dir,
-        lambda split: torchvision.datasets.CIFAR100(root=cache_dir, train=split, download=True),
-    )
-    (x_tr, y_tr), (x_te, y_te) = _hwc_numpy(train), _hwc_numpy(test)
-    return _image_dataset(
-        name="cifar100",
-        x_train=x_tr,
-        y_train=y_tr,
-        x_test=x_te,
-        y_test=y_te,
-        class_names=list(train.classes),
-        source="https://www.cs.toronto.edu/~kriz/cifar.html",
-        licence="no licence stated; see source",
-        citation="Krizhevsky 2009, Learning Multiple Layers of Features from Tiny Images",
-    )
+def _stl10_tensors(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    # STL10.data is already uint8 NCHW.
+    return torch.from_numpy(ds.data).contiguous(), torch.as_tensor(ds.labels, dtype=torch.int64)
 
 
 _STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+_CIFAR_SOURCE = "https://www.cs.toronto.edu/~kriz/cifar.html"
+_CIFAR_CITATION = "Krizhevsky 2009, Learning Multiple Layers of Features from Tiny Images"
+_NO_LICENCE = "no licence stated; see source"
 
-
-def load_stl10(cache_dir: Path) -> Dataset:
-    """STL-10 labelled splits only (5k train / 8k test, 3x96x96), via torchvision
-    (download unless already in cache_dir); the unlabelled 100k are not read."""
-    train, test = _fetch(
-        "stl10",
+_TORCHVISION: dict[str, _TorchvisionSet] = {
+    "fashion_mnist": _TorchvisionSet(
+        "Fashion-MNIST",
+        lambda root, train, dl: torchvision.datasets.FashionMNIST(root=root, train=train, download=dl),
+        _mnist_like,
+        "https://github.com/zalandoresearch/fashion-mnist",
+        "MIT (Zalando Research)",
+        "Xiao, Rasul & Vollgraf 2017, Fashion-MNIST, arXiv:1708.07747",
+    ),
+    "mnist": _TorchvisionSet(
+        "MNIST",
+        lambda root, train, dl: torchvision.datasets.MNIST(root=root, train=train, download=dl),
+        _mnist_like,
+        "http://yann.lecun.com/exdb/mnist/",
+        "CC BY-SA 3.0 (Yann LeCun & Corinna Cortes)",
+        "LeCun, Bottou, Bengio & Haffner 1998, Gradient-based learning applied to document recognition",
+    ),
+    "cifar10": _TorchvisionSet(
+        "CIFAR-10",
+        lambda root, train, dl: torchvision.datasets.CIFAR10(root=root, train=train, download=dl),
+        _hwc_numpy, _CIFAR_SOURCE, _NO_LICENCE, _CIFAR_CITATION,
+    ),
+    "cifar100": _TorchvisionSet(
+        "CIFAR-100",
+        lambda root, train, dl: torchvision.datasets.CIFAR100(root=root, train=train, download=dl),
+        _hwc_numpy, _CIFAR_SOURCE, _NO_LICENCE, _CIFAR_CITATION,
+    ),
+    "stl10": _TorchvisionSet(
         "STL-10",
-        cache_dir,
-        lambda split: torchvision.datasets.STL10(
-            root=cache_dir, split="train" if split else "test", download=True
+        lambda root, train, dl: torchvision.datasets.STL10(
+            root=root, split="train" if train else "test", download=dl
         ),
-    )
+        _stl10_tensors,
+        "https://cs.stanford.edu/~acoates/stl10/",
+        _NO_LICENCE,
+        "Coates, Ng & Lee 2011, An Analysis of Single-Layer Networks in Unsupervised Feature Learning",
+    ),
+}
 
-    def tensors(ds: torchvision.datasets.STL10) -> tuple[torch.Tensor, torch.Tensor]:
-        # STL10.data is already uint8 NCHW.
-        return torch.from_numpy(ds.data).contiguous(), torch.as_tensor(ds.labels, dtype=torch.int64)
 
-    (x_tr, y_tr), (x_te, y_te) = tensors(train), tensors(test)
+def _load_torchvision(name: str, cache_dir: Path, download: bool = True, source: str | None = None) -> Dataset:
+    """One of _TORCHVISION through torchvision's own class (download unless the
+    files are already in cache_dir; STL-10: the labelled splits only)."""
+    spec = _TORCHVISION[name]
+    train, test = _fetch(name, spec.title, cache_dir, lambda split: spec.make(cache_dir, split, download))
+    (x_tr, y_tr), (x_te, y_te) = spec.tensors(train), spec.tensors(test)
     return _image_dataset(
-        name="stl10",
+        name=name,
         x_train=x_tr,
         y_train=y_tr,
         x_test=x_te,
         y_test=y_te,
         class_names=list(getattr(train, "classes", _STL10_CLASSES)),
-        source="https://cs.stanford.edu/~acoates/stl10/",
-        licence="no licence stated; see source",
-        citation="Coates, Ng & Lee 2011, An Analysis of Single-Layer Networks in Unsupervised Feature Learning",
+        source=source or spec.source,
+        licence=spec.licence,
+        citation=spec.citation,
     )
+
+
+def load_fashion_mnist(cache_dir: Path) -> Dataset:
+    """Fashion-MNIST, 60k/10k 1x28x28. Offline from the Debian package when
+    installed (staged into cache_dir), else torchvision's download."""
+    staged = _stage_debian_fashion_mnist(cache_dir)
+    source = _TORCHVISION["fashion_mnist"].source
+    if staged:
+        source = f"Debian package dataset-fashion-mnist ({DEBIAN_FASHION_MNIST}); {source}"
+    return _load_torchvision("fashion_mnist", cache_dir, download=not staged, source=source)
 
 
 # --------------------------------------------------------------------------- tabular
@@ -502,10 +469,10 @@ def decode_tabular(x: torch.Tensor, encoding: dict) -> dict[str, torch.Tensor]:
 
 DATASETS: dict[str, Callable[[Path], Dataset]] = {
     "fashion_mnist": load_fashion_mnist,
-    "mnist": load_mnist,
-    "cifar10": load_cifar10,
-    "cifar100": load_cifar100,
-    "stl10": load_stl10,
+    "mnist": functools.partial(_load_torchvision, "mnist"),
+    "cifar10": functools.partial(_load_torchvision, "cifar10"),
+    "cifar100": functools.partial(_load_torchvision, "cifar100"),
+    "stl10": functools.partial(_load_torchvision, "stl10"),
     "german_credit": load_german_credit,
 }
 """Registry used by `load_dataset`; each loader takes the cache directory."""
