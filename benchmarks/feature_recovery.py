@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from uia_pipe import io, metrics  # noqa: E402
 from uia_pipe.attacks import feature_recovery as fr  # noqa: E402
 from uia_pipe.attacks.view import AttackerView  # noqa: E402
-from uia_pipe.config import OptimParams  # noqa: E402
+from uia_pipe.config import OptimParams, load_params  # noqa: E402
 from uia_pipe.data import as_inputs  # noqa: E402
 from uia_pipe.models import build_model  # noqa: E402
 from uia_pipe.unlearning import METHODS, UnlearningProblem  # noqa: E402
@@ -133,7 +133,9 @@ def main() -> None:
     # 3. PSNR vs iterations / wall time
     gen = torch.Generator().manual_seed(0)
     targets = torch.randperm(n, generator=gen)[: args.targets].tolist()
-    ours_cfg = fr.Config(labels="oracle")
+    # ours: the pipeline's own settings (params.yaml), with the reference's true labels for parity
+    ours = load_params(ROOT / "params.yaml").attack.feature_recovery
+    ours_cfg = ours.model_copy(update={"labels": "oracle"})
     ref_cfg = fr.Config(**REFERENCE, iterations=args.ref_iterations, labels="oracle", record_every=25)
     summary = {}
     for method in args.methods.split(","):

@@ -14,6 +14,7 @@ import typer
 
 from stages.common import (
     ParamsOption, cached_probes, clean_errors, device_for, load_setting, progress, seed_everything, single_command,
+    torch_threads,
 )
 from uia_pipe import figures, io, tracking
 from uia_pipe.attacks import campaign
@@ -36,50 +37,51 @@ def main(
     base, a = p.base, p.attack
     device = device_for(base.device)
     seed_everything(base.seed)
-    setting, thetas_u, test_x = load_setting(data, trained, unlearned, device, a.max_requests)
-    started = time.perf_counter()
+    with torch_threads(a.threads):
+        setting, thetas_u, test_x = load_setting(data, trained, unlearned, device, a.max_requests)
+        started = time.perf_counter()
 
-    li_cfg = a.label_inference
-    probes, probe_stats = cached_probes(setting, li_cfg, base.seed, test_x,
-                                        Path(p.download.cache_dir).expanduser())
-    li_frame, li_results = campaign.label_inference(setting, thetas_u, probes, li_cfg)
-    li_summary = campaign.summarise_label_inference(li_frame, int(probe_stats.get("queries", 0)))
-    li_summary["seconds"] = time.perf_counter() - started
+        li_cfg = a.label_inference
+        probes, probe_stats = cached_probes(setting, li_cfg, base.seed, test_x,
+                                            Path(p.download.cache_dir).expanduser())
+        li_frame, li_results = campaign.label_inference(setting, thetas_u, probes, li_cfg)
+        li_summary = campaign.summarise_label_inference(li_frame, int(probe_stats.get("queries", 0)))
+        li_summary["seconds"] = time.perf_counter() - started
 
-    ks = [len(r["forget"]) for r in setting.requests]
-    with io.atomic_dir(out) as tmp, progress(len(thetas_u), "feature recovery") as bar:
-        (tmp / "grids").mkdir()
+        ks = [len(r["forget"]) for r in setting.requests]
+        with io.atomic_dir(out) as tmp, progress(len(thetas_u), "feature recovery") as bar:
+            (tmp / "grids").mkdir()
 
-        def on_request(index: int, result) -> None:
-            req = next(r for r in setting.requests if r["index"] == index)
-            truth = setting.du_x[torch.tensor(req["forget"])]
-            if setting.image:
-                io.save_figure(tmp / "grids" / f"request_{index:03d}.png", figures.reconstruction_grid(
-                    truth, campaign.ordered_for_display(result.reconstruction, truth),
-                    title=f"request {index}: {setting.method} unlearning, {result.label_source} labels"))
-            bar.update()
+            def on_request(index: int, result) -> None:
+                req = next(r for r in setting.requests if r["index"] == index)
+                truth = setting.du_x[torch.tensor(req["forget"])]
+                if setting.image:
+                    io.save_figure(tmp / "grids" / f"request_{index:03d}.png", figures.reconstruction_grid(
+                        truth, campaign.ordered_for_display(result.reconstruction, truth),
+                        title=f"request {index}: {setting.method} unlearning, {result.label_source} labels"))
+                bar.update()
 
-        fr_started = time.perf_counter()
-        fr_frame, fr_results = campaign.feature_recovery(
-            setting, thetas_u, a.feature_recovery, base.seed, campaign.inferred_labels(li_results, ks),
-            on_request=on_request, progress=lambda it, loss: bar.set_postfix(iteration=it, loss=f"{loss:.4f}"))
-        fr_summary = campaign.summarise_feature_recovery(fr_frame)
-        fr_summary["seconds"] = time.perf_counter() - fr_started
-        io.save_tensors(tmp / "reconstructions.safetensors",
-                        {f"request_{r['index']:03d}": res.reconstruction for r, res in zip(setting.requests, fr_results)})
-        io.save_figure(tmp / "label_confusion.png", figures.confusion_matrix(
-            li_frame["true_label"].tolist(), li_frame["predicted"].tolist(), setting.card["num_classes"]))
+            fr_started = time.perf_counter()
+            fr_frame, fr_results = campaign.feature_recovery(
+                setting, thetas_u, a.feature_recovery, base.seed, campaign.inferred_labels(li_results, ks),
+                on_request=on_request, progress=lambda it, loss: bar.set_postfix(iteration=it, loss=f"{loss:.4f}"))
+            fr_summary = campaign.summarise_feature_recovery(fr_frame)
+            fr_summary["seconds"] = time.perf_counter() - fr_started
+            io.save_tensors(tmp / "reconstructions.safetensors",
+                            {f"request_{r['index']:03d}": res.reconstruction for r, res in zip(setting.requests, fr_results)})
+            io.save_figure(tmp / "label_confusion.png", figures.confusion_matrix(
+                li_frame["true_label"].tolist(), li_frame["predicted"].tolist(), setting.card["num_classes"]))
 
-    result = {"feature_recovery": fr_summary, "label_inference": li_summary,
-              "seconds": time.perf_counter() - started}
-    io.save_json(metrics, result)
-    frame = fr_frame.merge(li_frame.add_prefix("li_").rename(columns={"li_request": "request"}), on="request")
-    io.save_csv(details, frame)
-    io.save_csv(curve, pd.DataFrame([{"request": r["index"], "iteration": it, "loss": loss}
-                                     for r, res in zip(setting.requests, fr_results) for it, loss in res.curve]))
-    typer.echo(_describe(fr_summary, li_summary, setting.image))
-    tracking.log_run("attack", {"base": base.model_dump(), "attack": a.model_dump()}, result,
-                     section_hash(base, a), artifacts=[metrics, details])
+        result = {"feature_recovery": fr_summary, "label_inference": li_summary,
+                  "seconds": time.perf_counter() - started}
+        io.save_json(metrics, result)
+        frame = fr_frame.merge(li_frame.add_prefix("li_").rename(columns={"li_request": "request"}), on="request")
+        io.save_csv(details, frame)
+        io.save_csv(curve, pd.DataFrame([{"request": r["index"], "iteration": it, "loss": loss}
+                                         for r, res in zip(setting.requests, fr_results) for it, loss in res.curve]))
+        typer.echo(_describe(fr_summary, li_summary, setting.image))
+        tracking.log_run("attack", {"base": base.model_dump(), "attack": a.model_dump()}, result,
+                         section_hash(base, a), artifacts=[metrics, details])
 
 
 def _describe(fr_s: dict, li_s: dict, image: bool) -> str:

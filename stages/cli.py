@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 
-from stages import attack, download, train, unlearn
+from stages import attack, defend, download, evaluate, train, unlearn
 from uia_pipe import tracking
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Unlearning inversion attacks as a DVC pipeline; each stage is a sub-command.")
-for _name, _module in {"download": download, "train": train, "unlearn": unlearn, "attack": attack}.items():
+for _name, _module in {"download": download, "train": train, "unlearn": unlearn, "attack": attack,
+              "defend": defend, "evaluate": evaluate}.items():
     app.command(_name, help=_module.main.__doc__)(_module.main)
 
 

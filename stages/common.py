@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated, Callable, Iterator
 
 import torch
 import typer
@@ -58,6 +59,18 @@ def device_for(choice: str) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         raise UiaError("base.device: cuda requested but no CUDA device is available (use auto or cpu)")
     return torch.device(choice)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with n torch threads (0: leave torch's default), restoring the count after."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def seed_everything(seed: int) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
+import pandas as pd
 import pytest
 import yaml
 
 from tests.conftest import ROOT, small_params
+from uia_pipe.config import parse_params, section_hash
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +29,10 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> str:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> tuple[Path, dict]:
     repo = tmp_path_factory.mktemp("repo")
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    # tracked files and new ones not yet committed (ignored ones stay out)
+    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for rel in tracked:
-        if rel == "dvc.lock" or rel.startswith("metrics/") or not (ROOT / rel).is_file():
+        if rel == "dvc.lock" or rel.startswith(("metrics/", "reports/")) or not (ROOT / rel).is_file():
             continue
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, repo / rel)
@@ -49,9 +54,16 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
 def test_repro_then_noop_then_experiment_skips_download_and_train(repo):
     path, env = repo
     first = _run(["dvc", "repro"], path, env)
-    for stage in ("download", "train", "unlearn"):
+    for stage in ("download", "train", "unlearn", "attack", "defend", "evaluate"):
         assert f"Running stage '{stage}'" in first
     assert (path / "metrics" / "unlearn.json").is_file()
+    defend = json.loads((path / "metrics" / "defend.json").read_text())
+    assert {"noise:0", "noise:1", "prune:0.5", "finetune:1", "noisy_unlearning:1"} <= set(defend)
+    assert all(isinstance(v, float) for entry in defend.values() for v in entry.values())
+    assert len(pd.read_csv(path / "metrics" / "defend.csv")) == 8 * 2
+    assert {"feature_recovery", "label_inference", "unlearning", "attack_cost"} <= set(
+        json.loads((path / "metrics" / "evaluate.json").read_text()))
+    assert (path / "reports" / "report.html").is_file() and (path / "reports" / "defences.png").is_file()
 
     second = _run(["dvc", "repro"], path, env)
     assert "Running stage" not in second
@@ -62,3 +74,26 @@ def test_repro_then_noop_then_experiment_skips_download_and_train(repo):
     assert "Running stage 'unlearn'" in exp
     assert "Running stage 'download'" not in exp and "Running stage 'train'" not in exp
     assert yaml.safe_load((path / "params.yaml").read_text())["unlearn"]["method"] == "approx"
+
+
+def test_the_tracking_store_holds_one_summary_run_per_experiment(repo):
+    path, env = repo
+    if not (path / "metrics" / "evaluate.json").is_file():
+        _run(["dvc", "repro"], path, env)
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("uia-pipe")
+    digest = section_hash(parse_params(small_params()))
+    runs = [r for r in client.search_runs([experiment.experiment_id],
+                                          f"tags.summary = 'true' and tags.params_hash = '{digest}'")
+            if not r.data.tags.get("dvc_exp_name")]
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.params["unlearn.method"] == "exact" and run.data.params["defend.max_requests"] == "2"
+    assert "feature_recovery.categorical_accuracy_mean" in run.data.metrics
+    assert "label_inference.accuracy_ci95_low" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.html", "report.md", "defences.png", "evaluate.json"} <= artifacts
+
+    exp = [r for r in client.search_runs([experiment.experiment_id], "tags.summary = 'true'")
+           if r.data.tags["dvc_exp_name"]]
+    assert {r.data.params["unlearn.method"] for r in exp} == {"approx"}

@@ -28,7 +28,6 @@ def setting() -> tuple[UnlearningProblem, torch.Tensor]:
     D_u of 60 (removing a class keeps the number of steps); plus 90 held-out
     public samples of the same classes."""
     torch.manual_seed(0)
-    torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
     n = 450
     y = torch.arange(n) % C

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from .attacks import feature_recovery as fr
 from .attacks import label_inference as li
 from .data import DATASETS
+from .defenses import DEFENSES
 from .errors import UiaError
 from .models import MODELS
 from .unlearning import METHODS
@@ -103,8 +104,32 @@ class UnlearnParams(_MethodSettings):
 
 class AttackParams(Section):
     max_requests: int = Field(0, ge=0, description="attack the first this many requests; 0 = all")
+    threads: int = Field(1, ge=0, description="torch threads while attacking; 0 = torch's default")
     feature_recovery: fr.Config = fr.Config()
     label_inference: li.Config = li.Config()
+
+
+_DefenceSettings = _registry_settings("DefenceSettings", DEFENSES)
+
+
+class DefendParams(_DefenceSettings):
+    max_requests: int = Field(2, ge=1, description="defend the first this many requests")
+    defences: tuple[str, ...] = Field(tuple(DEFENSES), min_length=1, description="defences to run, in order")
+    attack_iterations: int = Field(200, ge=0, description="feature-recovery iterations on defended models; 0 = attack's")
+
+    @field_validator("defences")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            _one_of("defence", name, DEFENSES)
+        if len(set(v)) != len(v):
+            raise ValueError(f"defences listed twice: {list(v)}")
+        return v
+
+
+class EvaluateParams(Section):
+    level: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
+    small_sample: int = Field(30, ge=1, description="a result over fewer requests gets a caveat")
 
 
 class Params(Section):
@@ -113,6 +138,8 @@ class Params(Section):
     train: TrainParams = TrainParams()
     unlearn: UnlearnParams = UnlearnParams()
     attack: AttackParams = AttackParams()
+    defend: DefendParams = DefendParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
     @model_validator(mode="after")
     def _cross(self) -> "Params":

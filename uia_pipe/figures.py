@@ -57,3 +57,68 @@ def confusion_matrix(truth: list[int], predicted: list[int], num_classes: int) -
     ax.set_title("label inference", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def image_panels(panels: list[tuple[str, "object"]], title: str | None = None) -> Figure:
+    """Already-rendered images (H×W×C arrays, e.g. saved grids) side by side, each with a title."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), squeeze=False)
+    for ax, (caption, img) in zip(axes[0], panels):
+        ax.imshow(img)
+        ax.set_title(caption, fontsize=9)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff_curves(curves: dict[str, list[tuple[float, float, float, float]]], leakage: str) -> Figure:
+    """Utility against leakage, one curve per defence: points (strength,
+    test accuracy, leakage, label accuracy), averaged over requests."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, points in curves.items():
+        s, acc, leak, lab = zip(*points)
+        for ax, y in zip(axes, (leak, lab)):
+            ax.plot(acc, y, marker="o", label=name)
+            for si, xi, yi in zip(s, acc, y):
+                ax.annotate(f"{si:g}", (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes[0].set_ylabel(leakage)
+    axes[1].set_ylabel("label-inference accuracy")
+    for ax in axes:
+        ax.set_xlabel("test accuracy of the defended model")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("defences: utility against leakage (labels: strength)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(rows: list[dict]) -> Figure:
+    """Per-epoch loss and accuracy, one curve per phase (rows: phase, epoch, loss, accuracy)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for phase in dict.fromkeys(r["phase"] for r in rows):
+        sub = [r for r in rows if r["phase"] == phase]
+        for ax, key in zip(axes, ("loss", "accuracy")):
+            ax.plot([r["epoch"] for r in sub], [r[key] for r in sub], marker="o", label=phase)
+    for ax, key in zip(axes, ("training loss", "training accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def per_request_scores(requests: list[int], scores: list[float], baseline: list[float], ylabel: str) -> Figure:
+    """The attack's score per request beside the baseline guess's (tabular
+    rows, where there is no image to show)."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(requests) + 2), 3.4))
+    pos = list(range(len(requests)))
+    ax.bar([p - 0.2 for p in pos], scores, width=0.4, label="attack")
+    ax.bar([p + 0.2 for p in pos], baseline, width=0.4, label="baseline guess")
+    ax.set_xticks(pos, [str(r) for r in requests])
+    ax.set_xlabel("request")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

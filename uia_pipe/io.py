@@ -137,3 +137,30 @@ def save_figure(path: Path | str, fig) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def load_csv(path: Path | str):
+    """A CSV file as a pandas DataFrame."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise UiaError(f"{path}: file not found (run the stage that writes it first)")
+    return pd.read_csv(path)
+
+
+def read_bytes(path: Path | str) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise UiaError(f"{path}: file not found")
+    return path.read_bytes()
+
+
+def load_png(path: Path | str):
+    """A PNG as an H×W×C float array (for composing saved figures)."""
+    import matplotlib.image
+
+    path = Path(path)
+    if not path.is_file():
+        raise UiaError(f"{path}: file not found (run the stage that writes it first)")
+    return matplotlib.image.imread(str(path), format="png")

@@ -97,3 +97,26 @@ def log_run(
     except Exception as exc:  # noqa: BLE001 — tracking must never lose a result
         warnings.warn(f"MLflow tracking failed for stage {stage}: {type(exc).__name__}: {exc}", stacklevel=2)
         return None
+
+
+def log_summary(params: dict, metrics: dict, params_hash: str, artifacts: Iterable[Path | str] = ()) -> str | None:
+    """The experiment's summary run (tags summary=true, dvc_exp_name): every
+    param, every headline metric, the figures and the report. Re-running
+    evaluate for the same experiment and params replaces its summary run, so
+    the MLflow UI shows one comparable row per experiment."""
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri())
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+        if experiment is not None:
+            exp_name = os.environ.get("DVC_EXP_NAME", "")
+            client = mlflow.MlflowClient()
+            for run in client.search_runs(
+                [experiment.experiment_id],
+                f"tags.summary = 'true' and tags.dvc_exp_name = '{exp_name}' and tags.params_hash = '{params_hash}'",
+            ):
+                client.delete_run(run.info.run_id)
+    except Exception as exc:  # noqa: BLE001
+        warnings.warn(f"MLflow: could not replace an earlier summary run: {type(exc).__name__}: {exc}", stacklevel=2)
+    return log_run("summary", params, metrics, params_hash, artifacts, tags={"summary": "true"})

@@ -1,0 +1,82 @@
+"""evaluate: every stage's per-request results → headline numbers with
+intervals, figures, reports/report.md + report.html, one MLflow summary run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stages.common import ParamsOption, clean_errors, single_command
+from uia_pipe import figures, io, report, summary, tracking
+from uia_pipe.config import load_params, section_hash
+
+def _in(help_: str, folder: bool = False):
+    return Annotated[Path, typer.Option(help=help_, exists=True, file_okay=not folder, dir_okay=folder)]
+
+
+@clean_errors
+def main(
+    data: _in("download stage output folder (its card)", folder=True),
+    train_metrics: _in("train stage metrics JSON"),
+    train_curve: _in("train stage per-epoch CSV"),
+    unlearn_details: _in("unlearn stage per-request CSV"),
+    attack_metrics: _in("attack stage metrics JSON"),
+    attack_details: _in("attack stage per-request CSV"),
+    attack_out: _in("attack stage output folder (reconstruction grids)", folder=True),
+    defend_details: _in("defend stage tidy CSV"),
+    metrics: Annotated[Path, typer.Option(help="headline metrics JSON to write")],
+    reports: Annotated[Path, typer.Option(help="folder for report.md, report.html and the figures")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Summarise the run with intervals; write the figures, the report and the MLflow summary run."""
+    p = load_params(params)
+    card = io.load_json(data / "card.json")
+    unlearn_rows, attack_rows = io.load_csv(unlearn_details), io.load_csv(attack_details)
+    head = summary.headline(io.load_json(train_metrics), unlearn_rows, io.load_json(attack_metrics), attack_rows,
+                            p.evaluate.level)
+    defences = summary.defence_table(io.load_csv(defend_details))
+    io.save_json(metrics, head)
+
+    captions = {}
+    with io.atomic_dir(reports) as tmp:
+        if "psnr" in attack_rows and (attack_out / "grids").is_dir():
+            ranked = attack_rows.sort_values("psnr")
+            panels = [(f"{which}: request {int(r.request)}, {r.psnr:.1f} dB", io.load_png(
+                attack_out / "grids" / f"request_{int(r.request):03d}.png"))
+                for which, r in (("best", ranked.iloc[-1]), ("worst", ranked.iloc[0]))]
+            io.save_figure(tmp / "reconstructions.png", figures.image_panels(panels))
+            captions["reconstructions.png"] = "Feature recovery: removed sample (top) and reconstruction (bottom), best and worst requests"
+        else:  # tabular rows: the recovered rows' accuracy per request against the mode guess
+            io.save_figure(tmp / "reconstructions.png", figures.per_request_scores(
+                attack_rows["request"].tolist(), attack_rows["categorical_accuracy"].tolist(),
+                attack_rows["baseline_categorical_accuracy"].tolist(), "categorical accuracy"))
+            captions["reconstructions.png"] = "Feature recovery: categorical features recovered per request, against the training mode"
+        leak = "psnr" if defences["psnr"].notna().any() else "numeric_mae_std"
+        io.save_figure(tmp / "defences.png", figures.tradeoff_curves(
+            {name: list(zip(g["strength"], g["test_accuracy"], g[leak], g["label_accuracy"]))
+             for name, g in defences.groupby("defence", sort=False)}, leak))
+        captions["defences.png"] = f"Defences: test accuracy against {leak} and label-inference accuracy"
+        io.save_figure(tmp / "label_confusion.png", figures.confusion_matrix(
+            attack_rows["li_true_label"].astype(int).tolist(), attack_rows["li_predicted"].astype(int).tolist(),
+            card["num_classes"]))
+        captions["label_confusion.png"] = "Label inference: removed label against inferred label"
+        io.save_figure(tmp / "training_curves.png", figures.training_curves(io.load_csv(train_curve).to_dict("records")))
+        captions["training_curves.png"] = "Training: pretraining (θ₀) and fine-tuning on D_u (θ)"
+        setting = {"dataset": card["name"], "model": p.train.model, "unlearning method": p.unlearn.method,
+                   "N = |D_u|": p.train.n, "requests": len(unlearn_rows), "selection": p.unlearn.selection,
+                   "k (random requests)": p.unlearn.k, "seed": p.base.seed}
+        doc = summary.build_report(setting, head, defences, captions, p.evaluate.small_sample, p.evaluate.level)
+        io.write_text(tmp / "report.md", report.markdown(doc))
+        io.write_text(tmp / "report.html", report.to_html(doc, {n: io.read_bytes(tmp / n) for n in captions}))
+    typer.echo(report.markdown(doc).split("## Defences")[0].split("## Headline results")[-1].strip())
+
+    tracking.log_summary(p.model_dump(mode="json"), head, section_hash(p),
+                         artifacts=[metrics, *(reports / n for n in ["report.md", "report.html", *captions])])
+
+
+app = single_command(main)
+
+if __name__ == "__main__":
+    app()

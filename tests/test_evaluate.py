@@ -1,0 +1,137 @@
+"""evaluate on small synthetic per-request results: the intervals, the report, the figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+from scipy import stats as sps
+from typer.testing import CliRunner
+
+from stages.cli import app
+from tests.conftest import ROOT
+from uia_pipe import summary
+
+PSNR = [20.0, 22.0, 30.0, 24.0, 19.0]
+CORRECT = [True, True, False, True, True]
+
+
+def _attack_rows() -> pd.DataFrame:
+    n = len(PSNR)
+    return pd.DataFrame({
+        "request": range(n), "k": 1, "iterations": 100, "seconds": [1.0, 2.0, 3.0, 2.0, 2.0],
+        "label_accuracy": 1.0, "psnr": PSNR, "ssim": [0.5, 0.6, 0.9, 0.7, 0.4], "mse": [0.01] * n,
+        "baseline_psnr": [10.0] * n, "li_correct": CORRECT, "li_queries": 100, "li_true_label": [0, 1, 2, 1, 0],
+        "li_predicted": [0, 1, 1, 1, 0],
+    })
+
+
+def _unlearn_rows() -> pd.DataFrame:
+    return pd.DataFrame({"request": range(5), "seconds": [0.1] * 5, "test_accuracy": [0.8] * 5,
+                         "forget_accuracy": [1.0, 0, 1, 1, 1], "retain_accuracy": [0.9] * 5})
+
+
+def _defend_rows() -> pd.DataFrame:
+    rows = []
+    for name, strengths in {"noise": [0.0, 1.0], "prune": [0.0, 0.5]}.items():
+        for s in strengths:
+            for r in range(2):
+                rows.append({"defence": name, "strength": s, "request": r, "test_accuracy": 0.8 - 0.1 * s,
+                             "forget_accuracy": 1.0, "psnr": 25 - 5 * s, "ssim": 0.5, "label_correct": r == 0,
+                             "fr_label_accuracy": 1.0})
+    return pd.DataFrame(rows)
+
+
+ATTACK = {"seconds": 12.0, "label_inference": {"probe_queries": 500, "seconds": 1.0}}
+TRAIN = {"test_accuracy": 0.85, "pretrain_test_accuracy": 0.84}
+
+
+def test_headline_intervals_are_student_t_and_wilson():
+    head = summary.headline(TRAIN, _unlearn_rows(), ATTACK, _attack_rows())
+    fr, li = head["feature_recovery"], head["label_inference"]
+    n, mean = len(PSNR), sum(PSNR) / len(PSNR)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in PSNR) / (n - 1))
+    half = sps.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    assert fr["psnr_mean"] == pytest.approx(mean)
+    assert (fr["psnr_ci95_low"], fr["psnr_ci95_high"]) == pytest.approx((mean - half, mean + half))
+    assert fr["psnr_gain_db"] == pytest.approx(mean - 10.0)
+    # Wilson for 4 of 5: centre (p + z²/2n)/(1 + z²/n), known values
+    assert li["accuracy"] == 0.8
+    assert (li["accuracy_ci95_low"], li["accuracy_ci95_high"]) == pytest.approx((0.3755, 0.9638), abs=1e-4)
+    assert head["unlearning"]["forget_accuracy"] == pytest.approx(0.8)
+    assert head["attack_cost"]["label_queries_per_request"] == 100
+    assert all(isinstance(v, float) for sec in head.values() for v in sec.values())
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.tables, self.stack = [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        self.tables += tag == "table"
+        if tag not in ("img", "meta"):
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack.pop() == tag
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "card.json").write_text(json.dumps({"name": "synthetic", "num_classes": 3}))
+    (tmp_path / "train.json").write_text(json.dumps(TRAIN))
+    pd.DataFrame({"phase": ["pretrain", "pretrain", "finetune"], "epoch": [1, 2, 1], "loss": [1.0, 0.5, 0.4],
+                  "accuracy": [0.6, 0.8, 0.85]}).to_csv(tmp_path / "curve.csv", index=False)
+    _unlearn_rows().to_csv(tmp_path / "unlearn.csv", index=False)
+    (tmp_path / "attack.json").write_text(json.dumps(ATTACK))
+    _attack_rows().to_csv(tmp_path / "attack.csv", index=False)
+    (tmp_path / "attack" / "grids").mkdir(parents=True)
+    for i in range(len(PSNR)):
+        plt.imsave(tmp_path / "attack" / "grids" / f"request_{i:03d}.png", [[0.0, 1.0], [0.5, 0.2]], cmap="gray")
+    _defend_rows().to_csv(tmp_path / "defend.csv", index=False)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    return tmp_path
+
+
+def test_evaluate_stage_writes_metrics_figures_and_a_self_contained_report(inputs):
+    t = inputs
+    result = CliRunner().invoke(app, [
+        "evaluate", "--params", str(t / "params.yaml"), "--data", str(t / "data"),
+        "--train-metrics", str(t / "train.json"), "--train-curve", str(t / "curve.csv"),
+        "--unlearn-details", str(t / "unlearn.csv"), "--attack-metrics", str(t / "attack.json"),
+        "--attack-details", str(t / "attack.csv"), "--attack-out", str(t / "attack"),
+        "--defend-details", str(t / "defend.csv"), "--metrics", str(t / "evaluate.json"),
+        "--reports", str(t / "reports")])
+    assert result.exit_code == 0, result.output
+    head = json.loads((t / "evaluate.json").read_text())
+    assert head["feature_recovery"]["psnr_mean"] == pytest.approx(sum(PSNR) / len(PSNR))
+
+    md = (t / "reports" / "report.md").read_text()
+    linked = [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
+    assert {"reconstructions.png", "defences.png", "label_confusion.png", "training_curves.png"} <= set(linked)
+    assert all((t / "reports" / name).is_file() for name in linked)
+    for phrase in ("white-box server", "black-box user", "## Caveats", "rests on 5 requests"):
+        assert phrase in md
+    assert "| noise | 1 |" in md
+
+    parser = _Collect()
+    parser.feed((t / "reports" / "report.html").read_text())
+    parser.close()
+    assert len(parser.images) == len(linked) and all(s.startswith("data:image/png;base64,") for s in parser.images)
+    assert parser.tables == 2 and parser.stack == []
+
+
+def test_defence_table_averages_requests_per_strength():
+    table = summary.defence_table(_defend_rows())
+    assert list(table["defence"]) == ["noise", "noise", "prune", "prune"]
+    row = table[(table.defence == "noise") & (table.strength == 1.0)].iloc[0]
+    assert row.psnr == 20 and row.label_accuracy == 0.5 and row.requests == 2

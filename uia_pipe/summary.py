@@ -1,0 +1,143 @@
+"""The evaluate stage's algorithm: per-request results of every stage → the
+headline numbers with intervals, and the report's content. Pure: tables in,
+dicts and a `report.Report` out."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .report import THREAT_MODELS, Report
+from .stats import mean_ci, wilson_ci
+
+
+def _interval(values, level: float) -> dict[str, float]:
+    values = [float(v) for v in values if pd.notna(v)]
+    mean, half = mean_ci(values, level)
+    return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def headline(train: dict, unlearn_rows: pd.DataFrame, attack: dict, attack_rows: pd.DataFrame,
+             level: float = 0.95) -> dict[str, dict[str, float]]:
+    """One level of nesting, numbers only (NaN where undefined, e.g. an
+    interval over one request, is left out so the JSON stays valid for DVC)."""
+    out: dict[str, dict[str, float]] = {
+        "model": {"test_accuracy": train["test_accuracy"], "pretrain_test_accuracy": train["pretrain_test_accuracy"]},
+        "unlearning": {
+            "requests": len(unlearn_rows),
+            "seconds_per_request": float(unlearn_rows["seconds"].mean()),
+            "test_accuracy": float(unlearn_rows["test_accuracy"].mean()),
+            "forget_accuracy": float(unlearn_rows["forget_accuracy"].mean()),
+            "retain_accuracy": float(unlearn_rows["retain_accuracy"].mean()),
+        },
+    }
+    fr: dict[str, float] = {"requests": len(attack_rows)}
+    metrics = ("psnr", "ssim", "mse") if "psnr" in attack_rows else ("numeric_mae_std", "categorical_accuracy")
+    for m in metrics:
+        ci = _interval(attack_rows[m], level)
+        fr.update({f"{m}_mean": ci["mean"], f"{m}_ci95_low": ci["ci95_low"], f"{m}_ci95_high": ci["ci95_high"]})
+    if "psnr" in attack_rows:
+        gain = _interval(attack_rows["psnr"] - attack_rows["baseline_psnr"], level)
+        fr.update({"baseline_psnr": float(attack_rows["baseline_psnr"].mean()), "psnr_gain_db": gain["mean"],
+                   "psnr_gain_ci95_low": gain["ci95_low"]})
+    fr["label_accuracy"] = float(attack_rows["label_accuracy"].mean())
+    out["feature_recovery"] = fr
+    hits, n = int(attack_rows["li_correct"].astype(bool).sum()), len(attack_rows)
+    low, high = wilson_ci(hits, n, level)
+    out["label_inference"] = {"accuracy": hits / n, "accuracy_ci95_low": low, "accuracy_ci95_high": high,
+                              "requests": n}
+    li = attack["label_inference"]
+    out["attack_cost"] = {
+        "seconds": attack["seconds"],
+        "feature_recovery_seconds_per_request": float(attack_rows["seconds"].mean()),
+        "label_queries_per_request": float(attack_rows["li_queries"].mean()),
+        "probe_queries": li["probe_queries"],
+        "label_inference_seconds": li["seconds"],
+    }
+    return {k: {m: float(v) for m, v in sec.items() if not (isinstance(v, float) and math.isnan(v))}
+            for k, sec in out.items()}
+
+
+def defence_table(defend_rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean over requests per (defence, strength), in the order they ran."""
+    agg = {"test_accuracy": "mean", "forget_accuracy": "mean", "psnr": "mean", "ssim": "mean",
+           "label_correct": "mean", "request": "count"}
+    if "numeric_mae_std" in defend_rows:
+        agg["numeric_mae_std"] = "mean"
+    table = defend_rows.groupby(["defence", "strength"], sort=False).agg(agg).reset_index()
+    return table.rename(columns={"label_correct": "label_accuracy", "request": "requests"})
+
+
+STRENGTH = {"noise": "σ (× ‖θ_u − θ‖)", "prune": "rate", "finetune": "epochs on D_u \\ X",
+            "noisy_unlearning": "σ (× C)"}
+
+
+def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figures: dict[str, str],
+                 small_sample: int = 30, level: float = 0.95) -> Report:
+    """The report: setting, headline table, defences, figures, threat models, caveats.
+    `setting` holds the run's description (dataset, model, method, N, k, requests, ...);
+    `figures` maps a figure's file name to its caption."""
+    r = Report("Unlearning inversion: what the deletion leaked")
+    pct = f"{level:.0%}"
+    r.heading("Setting")
+    r.bullets([f"{k}: {v}" for k, v in setting.items()])
+    r.heading("Headline results")
+    fr, li, un, cost = head["feature_recovery"], head["label_inference"], head["unlearning"], head["attack_cost"]
+    rows = [["θ test accuracy", head["model"]["test_accuracy"], ""],
+            ["θ_u test accuracy (mean)", un["test_accuracy"], ""],
+            ["θ_u forget accuracy (mean)", un["forget_accuracy"], ""],
+            ["unlearning seconds / request", un["seconds_per_request"], ""]]
+    if "psnr_mean" in fr:
+        rows += [["feature recovery PSNR (dB)", fr["psnr_mean"], _ci(fr, "psnr")],
+                 ["feature recovery SSIM", fr["ssim_mean"], _ci(fr, "ssim")],
+                 ["mean-image baseline PSNR (dB)", fr["baseline_psnr"], ""]]
+    else:
+        rows += [["feature recovery numeric MAE (sd)", fr["numeric_mae_std_mean"], _ci(fr, "numeric_mae_std")],
+                 ["feature recovery categorical accuracy", fr["categorical_accuracy_mean"],
+                  _ci(fr, "categorical_accuracy")]]
+    rows += [["label inference accuracy", li["accuracy"],
+              f"[{li['accuracy_ci95_low']:.3f}, {li['accuracy_ci95_high']:.3f}] (Wilson)"],
+             ["attack seconds (both attacks)", cost["seconds"], ""],
+             ["label queries / request (+ probe queries)", cost["label_queries_per_request"],
+              f"+ {cost['probe_queries']:.0f} once"]]
+    r.table(["quantity", "value", f"{pct} interval"], rows)
+    if defences is not None and len(defences):
+        r.heading("Defences")
+        r.para("Each defence at each strength on the first requests' θ_u, then both attacks again; means over "
+               "requests. Strength: " + "; ".join(f"{k}: {v}" for k, v in STRENGTH.items()) + ".")
+        r.table(["defence", "strength", "test acc.", "forget acc.", "PSNR (dB)", "SSIM", "label acc.", "requests"],
+                [[row.defence, row.strength, row.test_accuracy, row.forget_accuracy, row.psnr, row.ssim,
+                  row.label_accuracy, int(row.requests)] for row in defences.itertuples()])
+    r.heading("Figures")
+    for name, caption in figures.items():
+        r.figure(name, caption)
+    r.heading("Threat models")
+    r.bullets([f"{name}: {text}" for name, text in THREAT_MODELS.items()])
+    r.heading("Caveats")
+    caveats = []
+    n = int(fr["requests"])
+    if n < small_sample and "psnr_ci95_high" in fr:
+        caveats.append(f"Feature recovery rests on {n} requests: the {pct} interval of the mean PSNR is "
+                       f"{fr['psnr_ci95_high'] - fr['psnr_ci95_low']:.2f} dB wide.")
+    elif n < 2:
+        caveats.append(f"Feature recovery rests on {n} request: no interval.")
+    if li["requests"] < small_sample:
+        caveats.append(f"Label inference rests on {int(li['requests'])} requests: the {pct} Wilson interval is "
+                       f"{li['accuracy_ci95_high'] - li['accuracy_ci95_low']:.2f} wide.")
+    if defences is not None and len(defences) and defences["requests"].max() < small_sample:
+        caveats.append(f"Each defence point averages {int(defences['requests'].max())} requests; differences "
+                       "between nearby strengths are within noise.")
+    if defences is not None and "baseline_psnr" in fr and (defences["psnr"] < fr["baseline_psnr"]).any():
+        caveats.append("Some defended models score below the mean-image baseline PSNR: the attack failed there "
+                       "(the defence moved θ_u by far more than the unlearning update, which drowns it), and "
+                       "an attacker who models the defence may do better.")
+    caveats.append("Exact against approximate unlearning: one run holds one method; compare the summary runs "
+                   "of two experiments in MLflow (see the README).")
+    r.bullets(caveats)
+    return r
+
+
+def _ci(section: dict, m: str) -> str:
+    low, high = section.get(f"{m}_ci95_low"), section.get(f"{m}_ci95_high")
+    return "" if low is None else f"[{low:.3f}, {high:.3f}]"
