@@ -13,8 +13,7 @@ import torch
 import typer
 
 from stages.common import (
-    ParamsOption, cached_probes, clean_errors, device_for, load_setting, progress, seed_everything, single_command,
-    torch_threads,
+    DataDir, ParamsOption, TrainedDir, UnlearnedDir, cached_probes, clean_errors, device_for, load_setting, progress, seed_everything, single_command, torch_threads,
 )
 from uia_pipe import figures, io, tracking
 from uia_pipe.attacks import campaign
@@ -23,9 +22,9 @@ from uia_pipe.config import load_params, section_hash
 
 @clean_errors
 def main(
-    data: Annotated[Path, typer.Option(help="download stage output folder", exists=True, file_okay=False)],
-    trained: Annotated[Path, typer.Option(help="train stage output folder", exists=True, file_okay=False)],
-    unlearned: Annotated[Path, typer.Option(help="unlearn stage output folder", exists=True, file_okay=False)],
+    data: DataDir,
+    trained: TrainedDir,
+    unlearned: UnlearnedDir,
     out: Annotated[Path, typer.Option(help="folder for reconstructions and figures")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON to write")],
     details: Annotated[Path, typer.Option(help="per-request CSV to write")],

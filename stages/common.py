@@ -30,6 +30,10 @@ ParamsOption = Annotated[
     Path, typer.Option("--params", help="params file (validated whole before any work)", dir_okay=False)
 ]
 
+DataDir = Annotated[Path, typer.Option(help="download stage output folder", exists=True, file_okay=False)]
+TrainedDir = Annotated[Path, typer.Option(help="train stage output folder", exists=True, file_okay=False)]
+UnlearnedDir = Annotated[Path, typer.Option(help="unlearn stage output folder", exists=True, file_okay=False)]
+
 
 def clean_errors(fn: Callable) -> Callable:
     """Turn a UiaError into `error: <message>` on stderr and exit status 2."""

@@ -10,8 +10,7 @@ from typing import Annotated
 import typer
 
 from stages.common import (
-    ParamsOption, cached_probes, clean_errors, device_for, load_setting, progress, seed_everything, single_command,
-    torch_threads,
+    DataDir, ParamsOption, TrainedDir, UnlearnedDir, cached_probes, clean_errors, device_for, load_setting, progress, seed_everything, single_command, torch_threads,
 )
 from uia_pipe import io, tracking
 from uia_pipe.config import load_params, section_hash
@@ -20,9 +19,9 @@ from uia_pipe.defenses import sweep
 
 @clean_errors
 def main(
-    data: Annotated[Path, typer.Option(help="download stage output folder", exists=True, file_okay=False)],
-    trained: Annotated[Path, typer.Option(help="train stage output folder", exists=True, file_okay=False)],
-    unlearned: Annotated[Path, typer.Option(help="unlearn stage output folder", exists=True, file_okay=False)],
+    data: DataDir,
+    trained: TrainedDir,
+    unlearned: UnlearnedDir,
     metrics: Annotated[Path, typer.Option(help="metrics JSON to write ({defence:strength: {...}})")],
     details: Annotated[Path, typer.Option(help="tidy per-(defence, strength, request) CSV to write")],
     params: ParamsOption = Path("params.yaml"),

@@ -11,7 +11,9 @@ import pandas as pd
 import torch
 import typer
 
-from stages.common import ParamsOption, clean_errors, device_for, progress, seed_everything, single_command
+from stages.common import (
+    DataDir, ParamsOption, clean_errors, device_for, progress, seed_everything, single_command,
+)
 from uia_pipe import io, tracking
 from uia_pipe.config import load_params, section_hash
 from uia_pipe.data import as_inputs
@@ -23,7 +25,7 @@ from uia_pipe.unlearning.problem import clone
 
 @clean_errors
 def main(
-    data: Annotated[Path, typer.Option(help="download stage output folder", exists=True, file_okay=False)],
+    data: DataDir,
     out: Annotated[Path, typer.Option(help="folder for θ₀, θ and the split")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON to write")],
     curve: Annotated[Path, typer.Option(help="per-epoch loss/accuracy CSV (DVC plot data)")],

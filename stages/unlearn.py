@@ -9,7 +9,9 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from stages.common import ParamsOption, clean_errors, device_for, progress, seed_everything, single_command
+from stages.common import (
+    DataDir, ParamsOption, TrainedDir, clean_errors, device_for, progress, seed_everything, single_command,
+)
 from uia_pipe import io, tracking
 from uia_pipe.config import OptimParams, PretrainParams, load_params, section_hash
 from uia_pipe.data import as_inputs
@@ -21,8 +23,8 @@ from uia_pipe.unlearning import METHODS, Pretraining, UnlearningProblem, served_
 
 @clean_errors
 def main(
-    data: Annotated[Path, typer.Option(help="download stage output folder", exists=True, file_okay=False)],
-    trained: Annotated[Path, typer.Option(help="train stage output folder", exists=True, file_okay=False)],
+    data: DataDir,
+    trained: TrainedDir,
     out: Annotated[Path, typer.Option(help="folder for the requests and one θ_u per request")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON to write")],
     details: Annotated[Path, typer.Option(help="per-request CSV to write")],
