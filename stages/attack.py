@@ -13,7 +13,8 @@ import torch
 import typer
 
 from stages.common import (
-    DataDir, ParamsOption, TrainedDir, UnlearnedDir, cached_probes, clean_errors, device_for, load_setting, progress, seed_everything, single_command, torch_threads,
+    DataDir, ParamsOption, TrainedDir, UnlearnedDir, cached_probes, clean_errors, device_for, load_setting,
+    progress, seed_everything, single_command, torch_threads,
 )
 from uia_pipe import figures, io, tracking
 from uia_pipe.attacks import campaign

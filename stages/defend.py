@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from stages.common import (
-    DataDir, ParamsOption, TrainedDir, UnlearnedDir, cached_probes, clean_errors, device_for, load_setting, progress, seed_everything, single_command, torch_threads,
+    DataDir, ParamsOption, TrainedDir, UnlearnedDir, cached_probes, clean_errors, device_for, load_setting,
+    progress, seed_everything, single_command, torch_threads,
 )
 from uia_pipe import io, tracking
 from uia_pipe.config import load_params, section_hash
