@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -146,3 +148,20 @@ def test_sisa_ensemble_saves_and_loads(tiny_problem, tmp_path):
     x = tiny_problem.du_x[:4]
     torch.testing.assert_close(loaded(x), served(x))
     torch.testing.assert_close(served(x).exp().sum(1), torch.ones(4))
+
+
+def test_distance_to_retrain_is_zero_for_exact_and_positive_for_ascent(tiny_problem):
+    from uia_pipe.unlearning.efficacy import distance_to_retrain
+
+    forget = torch.zeros(len(tiny_problem.du_y), dtype=torch.bool)
+    forget[:6] = True
+    x_test, _ = tiny_data(100, seed=5)
+    gold = METHODS["retrain"][0](tiny_problem, forget, retrain.Config())
+    same = distance_to_retrain(METHODS["exact"][0](tiny_problem, forget, METHODS["exact"][1]()), gold,
+                               tiny_problem.du_x[forget], x_test)
+    assert same == {"retrain_agreement_forget": 1.0, "retrain_agreement_test": 1.0, "retrain_param_distance": 0.0}
+    far = distance_to_retrain(METHODS["approx"][0](tiny_problem, forget, METHODS["approx"][1]()), gold,
+                              tiny_problem.du_x[forget], x_test)
+    assert far["retrain_param_distance"] > 0.01 and far["retrain_agreement_test"] < 1.0
+    ensemble = served_model("sisa", tiny_problem, sisa.Config(shards=2, slices=1))
+    assert math.isnan(distance_to_retrain(ensemble, gold, tiny_problem.du_x[forget], x_test)["retrain_param_distance"])
