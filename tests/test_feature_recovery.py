@@ -224,3 +224,10 @@ def test_tabular_rows_are_recovered_unboxed():
     assert stats["analytic_init"]
     assert result.reconstruction.shape == (1, d)
     assert torch.allclose(result.reconstruction, x[3:4], atol=1e-3)
+
+
+def test_yaml_yes_and_no_select_batching():
+    assert fr.Config(batch_restarts=True).batch_restarts == "yes"
+    assert fr.Config(batch_restarts=False).batch_restarts == "no"
+    with pytest.raises(ValueError):
+        fr.Config(batch_restarts="sometimes")

@@ -43,7 +43,7 @@ from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 from torch.func import functional_call
 
@@ -125,6 +125,12 @@ class Config(BaseModel):
         "auto", description="run restarts as one vmapped step: auto = on CUDA only (the CPU is compute-bound)"
     )
     record_every: int = Field(10, ge=1, description="loss-curve sampling interval in steps")
+
+    @field_validator("batch_restarts", mode="before")
+    @classmethod
+    def _yaml_yes_no(cls, v):
+        # YAML 1.1 (params.yaml, `dvc exp run -S`) reads a bare yes/no as a boolean.
+        return {True: "yes", False: "no"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
