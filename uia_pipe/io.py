@@ -54,6 +54,14 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _existing(path: Path | str) -> Path:
+    """`path` as a Path, or a one-line UiaError when no such file exists."""
+    path = Path(path)
+    if not path.is_file():
+        raise UiaError(f"{path}: file not found (run the stage that writes it first)")
+    return path
+
+
 def write_text(path: Path | str, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -64,9 +72,7 @@ def save_json(path: Path | str, obj: Any) -> None:
 
 
 def load_json(path: Path | str) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise UiaError(f"{path}: file not found (run the stage that writes it first)")
+    path = _existing(path)
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -88,9 +94,7 @@ def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor], metadata: d
 
 def load_tensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict | None]:
     """Tensors and metadata of a safetensors file (no code is executed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UiaError(f"{path}: file not found (run the stage that writes it first)")
+    path = _existing(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -143,24 +147,17 @@ def load_csv(path: Path | str):
     """A CSV file as a pandas DataFrame."""
     import pandas as pd
 
-    path = Path(path)
-    if not path.is_file():
-        raise UiaError(f"{path}: file not found (run the stage that writes it first)")
+    path = _existing(path)
     return pd.read_csv(path)
 
 
 def read_bytes(path: Path | str) -> bytes:
-    path = Path(path)
-    if not path.is_file():
-        raise UiaError(f"{path}: file not found")
-    return path.read_bytes()
+    return _existing(path).read_bytes()
 
 
 def load_png(path: Path | str):
     """A PNG as an H×W×C float array (for composing saved figures)."""
     import matplotlib.image
 
-    path = Path(path)
-    if not path.is_file():
-        raise UiaError(f"{path}: file not found (run the stage that writes it first)")
+    path = _existing(path)
     return matplotlib.image.imread(str(path), format="png")
