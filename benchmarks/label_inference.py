@@ -4,11 +4,17 @@ Run by hand from the repository root (needs data/dataset and models/train):
 
     .venv/bin/python benchmarks/label_inference.py            # default, ~5 min on 2 cores
     .venv/bin/python benchmarks/label_inference.py --requests 30 --per-class 20
+    .venv/bin/python benchmarks/label_inference.py --strategies zoo,zoo@0.9995 --n 512,32   # θ₀ reference
 
-θ = θ₀ (models/train/theta_pretrained) fine-tuned on N=512 pool samples with the
-finetune settings, batch norm in eval mode. Requests: single samples and a
-fraction p of one class in D_u, unlearned exactly and approximately (η).
-Each cell: accuracy over the requests with a 95% Wilson interval.
+θ = θ₀ (models/train/theta_pretrained) fine-tuned on N pool samples (each N of
+--n its own θ) with the finetune settings, batch norm in eval mode. Requests:
+single samples and a fraction p of one class in D_u, unlearned exactly and
+approximately (η). Each is read with the plain drop (reference none) and
+against θ₀ (reference pretrained, weight li.reference_weight(N, k, B); θ₀'s
+outputs on the probes cost one query each, once), without and with
+leave-one-out calibration. `auto` = pretrained on exact rows, none on approx.
+Each cell: accuracy over the requests with a 95% Wilson interval. A strategy
+written name@t makes probes to threshold t.
 """
 
 from __future__ import annotations
@@ -47,9 +53,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=10, help="requests per cell")
     ap.add_argument("--per-class", type=int, default=10, help="probes per class")
-    ap.add_argument("--n", type=int, default=512, help="|D_u|")
+    ap.add_argument("--n", default="512", help="|D_u|, comma-separated for several θ (e.g. 512,32)")
     ap.add_argument("--eta", type=float, default=1e-3, help="approximate unlearning step (≤ 1e-2)")
-    ap.add_argument("--strategies", default="zoo,whitebox,auxiliary,noise")
+    ap.add_argument("--strategies", default="zoo,whitebox,auxiliary,noise", help="name or name@threshold, comma-separated")
+    ap.add_argument("--references", default="none,pretrained", help="label_inference.reference values to compare")
     ap.add_argument("--threshold", type=float, default=P.ProbeConfig().threshold)
     ap.add_argument("--zoo-reference", action="store_true",
                     help="also run zoo at the reference settings (1,024 coordinates, lr 0.1/0.02, full input, "
@@ -66,9 +73,24 @@ def main() -> None:
     ft = io.load_json("models/train/finetune.json")
     ft_seed = ft.pop("seed")
     finetune = OptimParams(**ft)
+    for n in (int(v) for v in args.n.split(",")):
+        measure(n, args, ds, split, theta0, spec, finetune, ft_seed)
+    print(f"\nreference bound per probe: {REFERENCE_BOUND:,} queries; 0.5% = {REFERENCE_BOUND // 200:,}")
+    print(f"total {time.time() - t0:.0f}s")
+
+
+def _config(name: str, args) -> li.Config:
+    strategy, _, threshold = name.partition("@")
+    return li.Config(probes=P.ProbeConfig(strategy=strategy, per_class=args.per_class,
+                                          threshold=float(threshold or args.threshold)))
+
+
+def measure(n: int, args, ds, split, theta0, spec, finetune: OptimParams, ft_seed: int) -> None:
+    """Every cell for one θ fine-tuned on N = n samples; prints its tables."""
+    t0 = time.time()
     pool = split["pool"]
     gen = torch.Generator().manual_seed(args.seed)
-    du = pool[torch.randperm(len(pool), generator=gen)[: args.n]]
+    du = pool[torch.randperm(len(pool), generator=gen)[:n]]
     x_train = as_inputs(ds.x_train)
     du_x, du_y = x_train[du], ds.y_train[du]
     x_test, y_test = as_inputs(ds.x_test), ds.y_test
@@ -76,39 +98,40 @@ def main() -> None:
     fit(theta, du_x, du_y, finetune, ft_seed, batchnorm_eval=True)
     problem = UnlearningProblem(theta0, theta, du_x, du_y, finetune, ft_seed)
     shape, classes = tuple(spec["input_shape"]), spec["num_classes"]
-    print(f"θ: N={args.n}, test accuracy {evaluate(theta, x_test, y_test)['accuracy']:.3f}")
+    print(f"\n===== θ: N={n}, B={finetune.batch_size}, test accuracy {evaluate(theta, x_test, y_test)['accuracy']:.3f}")
 
-    # probes, once per θ
+    # probes, once per θ; θ₀'s outputs on them, once
     public = x_test[torch.randperm(len(x_test), generator=gen)[: args.auxiliary]]
-    configs = {
-        name: li.Config(probes=P.ProbeConfig(strategy=name, per_class=args.per_class, threshold=args.threshold))
-        for name in args.strategies.split(",")
-    }
+    configs = {name: _config(name, args) for name in args.strategies.split(",")}
     if args.zoo_reference:
         configs["zoo_reference"] = li.Config(probes=P.ProbeConfig(
             strategy="zoo", per_class=args.per_class, threshold=0.9995,
             zoo=P.ZooConfig(coordinates=1024, lr=0.1, lr_fine=0.02, resolution=None, max_iterations=200)))
     probes, pstats = {}, {}
     print("\nprobe generation (once per θ)")
-    print(f"{'strategy':14} {'queries':>9} {'per probe':>10} {'% of ref bound':>15} {'reached':>8} {'classes':>8} {'s':>6}")
+    print(f"{'strategy':14} {'queries':>9} {'per probe':>10} {'% of ref bound':>15} {'reached':>8} {'classes':>8} "
+          f"{'θ₀ queries':>10} {'s':>6}")
     for name, cfg in configs.items():
         t = time.time()
         before = li.oracle(theta, cfg)
-        probes[name], pstats[name] = li.make_probes(
-            before, cfg, args.seed, input_shape=shape, num_classes=classes, auxiliary=public, model=theta)
-        s = pstats[name]
+        made, s = li.make_probes(before, cfg, args.seed, input_shape=shape, num_classes=classes, auxiliary=public,
+                                 model=theta)
+        probes[name], rstats = li.with_reference(made, li.oracle(theta0, cfg))
+        pstats[name] = {**s, **rstats}
         print(f"{name:14} {s['queries']:9d} {s['queries_per_probe']:10.0f} "
               f"{100 * s['queries_per_probe'] / REFERENCE_BOUND:14.2f}% {s['reached']:4d}/{s['probes']:<3d} "
-              f"{s['classes_covered']:8d} {time.time() - t:6.0f}", flush=True)
+              f"{s['classes_covered']:8d} {rstats['reference_queries']:10d} {time.time() - t:6.0f}", flush=True)
 
     # requests
     cells = {"single": draw_requests(du_y, args.requests, "random", 1, 0.0, args.seed + 1)}
     for p in (0.1, 0.5, 1.0):
         cells[f"p={p}"] = draw_requests(du_y, args.requests, "class", 1, p, args.seed + 2)
     methods = {"exact": METHODS["exact"][1](), "approx": METHODS["approx"][1](eta=args.eta)}
+    references = args.references.split(",")
     hits: dict[tuple, list[bool]] = {}
     queries: dict[str, list[int]] = {}
     for cell, requests in cells.items():
+        ks = [len(r.forget) for r in requests]
         for method, mcfg in methods.items():
             unlearned = []
             truth = []
@@ -117,36 +140,45 @@ def main() -> None:
                 unlearned.append(METHODS[method][0](problem, mask, mcfg))
                 truth.append(r.target_class if r.target_class is not None else int(du_y[mask][0]))
             for name, cfg in configs.items():
-                for calibration in ("none", "leave_one_out"):
-                    c2 = cfg.model_copy(update={"calibration": calibration})
-                    views = [BlackBoxView(li.oracle(theta, c2), li.oracle(tu, c2), classes, shape) for tu in unlearned]
-                    for (res, st), y in zip(li.infer_many(views, probes[name], c2), truth):
-                        hits.setdefault((name, method, calibration, cell), []).append(res.predicted[0] == y)
-                        queries.setdefault(name, []).append(st["queries"])
-        print(f"  {cell} done at {time.time() - t0:.0f}s", flush=True)
+                for reference in references:
+                    use = li.uses_reference(cfg.model_copy(update={"reference": reference}), method)
+                    weights = [li.reference_weight(n, k, finetune.batch_size) for k in ks] if use else None
+                    for calibration in ("none", "leave_one_out"):
+                        c2 = cfg.model_copy(update={"calibration": calibration, "reference": reference})
+                        views = [BlackBoxView(li.oracle(theta, c2), li.oracle(tu, c2), classes, shape)
+                                 for tu in unlearned]
+                        for (res, st), y in zip(li.infer_many(views, probes[name], c2, k=ks, reference_weight=weights),
+                                                truth):
+                            hits.setdefault((name, method, reference, calibration, cell), []).append(
+                                res.predicted[0] == y)
+                            queries.setdefault(name, []).append(st["queries"])
+        print(f"  {cell} (k = {min(ks)}..{max(ks)}) done at {time.time() - t0:.0f}s", flush=True)
 
-    print(f"\nlabel inference accuracy [95% CI], {args.requests} requests per cell, statistic "
+    print(f"\nN={n}: label inference accuracy [95% CI], {args.requests} requests per cell, statistic "
           f"{li.Config().statistic}, approx η={args.eta}")
-    header = f"{'strategy':14} {'method':7} {'calib':6} " + " ".join(f"{c:>17}" for c in cells)
+    header = f"{'strategy':14} {'method':7} {'reference':10} {'calib':6} " + " ".join(f"{c:>17}" for c in cells)
     print(header)
     for name in configs:
         for method in methods:
-            for calibration in ("none", "leave_one_out"):
-                row = f"{name:14} {method:7} {'loo' if calibration != 'none' else '-':6} "
-                for cell in cells:
-                    h = hits[(name, method, calibration, cell)]
-                    lo, hi = wilson(sum(h), len(h))
-                    row += f" {sum(h) / len(h):.2f} [{lo:.2f},{hi:.2f}]"
-                print(row)
+            for reference in references:
+                for calibration in ("none", "leave_one_out"):
+                    row = f"{name:14} {method:7} {reference:10} {'loo' if calibration != 'none' else '-':6} "
+                    for cell in cells:
+                        h = hits[(name, method, reference, calibration, cell)]
+                        lo, hi = wilson(sum(h), len(h))
+                        row += f" {sum(h) / len(h):.2f} [{lo:.2f},{hi:.2f}]"
+                    print(row)
 
-    print("\naccuracy against queries (all cells, no calibration)")
-    print(f"{'strategy':14} {'probe queries':>14} {'per request':>12} {'accuracy':>9}")
+    print(f"\nN={n}: accuracy against queries (all cells, no calibration; θ₀ queries only where referenced)")
+    print(f"{'strategy':14} {'reference':10} {'probe queries':>14} {'θ₀ queries':>11} {'per request':>12} {'accuracy':>9}")
     for name in configs:
-        h = [x for (n, _, c, _), v in hits.items() if n == name and c == "none" for x in v]
-        print(f"{name:14} {pstats[name]['queries']:14d} {sum(queries[name]) / len(queries[name]):12.0f} "
-              f"{sum(h) / len(h):9.2f}")
-    print(f"\nreference bound per probe: {REFERENCE_BOUND:,} queries; 0.5% = {REFERENCE_BOUND // 200:,}")
-    print(f"total {time.time() - t0:.0f}s")
+        for reference in references:
+            h = [x for (s_, _, r_, c_, _), v in hits.items() if s_ == name and r_ == reference and c_ == "none"
+                 for x in v]
+            theta0_queries = pstats[name]["reference_queries"] if reference != "none" else 0
+            print(f"{name:14} {reference:10} {pstats[name]['queries']:14d} {theta0_queries:11d} "
+                  f"{sum(queries[name]) / len(queries[name]):12.0f} {sum(h) / len(h):9.2f}")
+    print(f"N={n} done in {time.time() - t0:.0f}s", flush=True)
 
 
 if __name__ == "__main__":

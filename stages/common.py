@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Callable, Iterator
 
@@ -103,21 +104,57 @@ def load_setting(data: Path, trained: Path, unlearned: Path, device, max_request
         du_x=as_inputs(ds.x_train[split["du"]]), du_y=ds.y_train[split["du"]], requests=requests,
         mean_guess=mean_image(train_x),
         class_guess=class_mean_images(train_x, ds.y_train[split["pretrain"]], card["num_classes"]) if image else None,
-        train_x=train_x,
+        train_x=train_x, finetune_batch_size=io.load_json(trained / "finetune.json")["batch_size"],
     )
     thetas_u = [io.load_model(unlearned / f"theta_unlearned_{r['index']:03d}.safetensors", device)[0]
                 for r in requests]
+    if record.get("method") == "sisa" and "server_state" in record:
+        setting = replace(setting, sisa=_sisa_store(unlearned, record, requests, device))
     return setting, thetas_u, as_inputs(ds.x_test)
+
+
+def _sisa_store(unlearned: Path, record: dict, requests: list[dict], device) -> campaign.SisaStore:
+    """SISA's checkpoint store before and after each request, as the unlearn stage kept it."""
+    from uia_pipe.unlearning.sisa import unflatten
+
+    slices = record["server_state"]["slices"]
+
+    def load(name: str):
+        return unflatten(io.load_model(unlearned / name, device)[0], slices)
+
+    return campaign.SisaStore(slices, load("server_state.safetensors"),
+                              [load(f"server_state_{r['index']:03d}.safetensors") for r in requests])
+
+
+def _model_hash(model: torch.nn.Module):
+    key = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        key.update(name.encode() + t.detach().cpu().numpy().tobytes())
+    return key
 
 
 def cached_probes(setting, cfg: li.Config, seed: int, public_x: torch.Tensor, cache_dir: Path) -> tuple[Probes, dict]:
     """Probes depend only on θ, the probe settings and the seed: made once and
-    kept under cache_dir/probes, keyed by a hash of the three."""
-    key = hashlib.sha256()
-    for name, t in setting.theta_original.state_dict().items():
-        key.update(name.encode() + t.detach().cpu().numpy().tobytes())
+    kept under cache_dir/probes, keyed by a hash of the three. Where
+    `cfg.reference` applies to the run's method they carry θ₀'s outputs too,
+    kept beside them under a key that adds θ₀ (stats["reference_queries"])."""
+    key = _model_hash(setting.theta_original)
     key.update(json.dumps([cfg.probes.model_dump(mode="json"), cfg.access, cfg.topk, seed]).encode())
     path = cache_dir / "probes" / f"{key.hexdigest()[:24]}.safetensors"
+    probes, stats = _probes_at(path, setting, cfg, seed, public_x)
+    if not li.uses_reference(cfg, setting.method):
+        return probes, stats
+    key.update(_model_hash(setting.theta_pretrained).digest())
+    ref_path = path.with_name(f"{key.hexdigest()[:24]}.reference.safetensors")
+    if ref_path.is_file():
+        tensors, meta = io.load_tensors(ref_path)
+        return replace(probes, reference=tensors["reference"]), {**stats, **meta}
+    probes, more = li.with_reference(probes, li.oracle(setting.theta_pretrained, cfg))
+    io.save_tensors(ref_path, {"reference": probes.reference}, more)
+    return probes, {**stats, **more}
+
+
+def _probes_at(path: Path, setting, cfg: li.Config, seed: int, public_x: torch.Tensor) -> tuple[Probes, dict]:
     if path.is_file():
         tensors, meta = io.load_tensors(path)
         return Probes(tensors["x"], tensors["target"], tensors["before"], tensors["reached"], meta["access"]), \

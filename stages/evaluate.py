@@ -24,6 +24,7 @@ def main(
     unlearn_details: _in("unlearn stage per-request CSV"),
     attack_metrics: _in("attack stage metrics JSON"),
     attack_details: _in("attack stage per-request CSV"),
+    attack_methods: _in("attack stage per-(method, request) CSV"),
     attack_out: _in("attack stage output folder (reconstruction grids)", folder=True),
     defend_details: _in("defend stage tidy CSV"),
     metrics: Annotated[Path, typer.Option(help="headline metrics JSON to write")],
@@ -33,9 +34,14 @@ def main(
     """Summarise the run with intervals; write the figures, the report and the MLflow summary run."""
     p = load_params(params)
     card = io.load_json(data / "card.json")
-    unlearn_rows, attack_rows = io.load_csv(unlearn_details), io.load_csv(attack_details)
+    all_unlearn_rows, attack_rows = io.load_csv(unlearn_details), io.load_csv(attack_details)
+    unlearn_rows = all_unlearn_rows[all_unlearn_rows["method"] == p.unlearn.method]
     head = summary.headline(io.load_json(train_metrics), unlearn_rows, io.load_json(attack_metrics), attack_rows,
                             p.evaluate.level)
+    method_rows = io.load_csv(attack_methods)
+    methods = summary.methods_table(all_unlearn_rows, method_rows, p.evaluate.level)
+    comparisons = summary.compare_methods(method_rows, p.unlearn.method, p.evaluate.level)
+    head.update({key: {m: v for m, v in c.items() if v == v} for key, c in comparisons.items()})
     defences = summary.defence_table(io.load_csv(defend_details))
     io.save_json(metrics, head)
 
@@ -67,7 +73,8 @@ def main(
         setting = {"dataset": card["name"], "model": p.train.model, "unlearning method": p.unlearn.method,
                    "N = |D_u|": p.train.n, "requests": len(unlearn_rows), "selection": p.unlearn.selection,
                    "k (random requests)": p.unlearn.k, "seed": p.base.seed}
-        doc = summary.build_report(setting, head, defences, captions, p.evaluate.small_sample, p.evaluate.level)
+        doc = summary.build_report(setting, head, defences, captions, p.evaluate.small_sample, p.evaluate.level,
+                                   methods, comparisons)
         io.write_text(tmp / "report.md", report.markdown(doc))
         io.write_text(tmp / "report.html", report.to_html(doc, {n: io.read_bytes(tmp / n) for n in captions}))
     typer.echo(report.markdown(doc).split("## Defences")[0].split("## Headline results")[-1].strip())

@@ -18,7 +18,7 @@ from uia_pipe.data import as_inputs
 from uia_pipe.requests import draw_requests
 from uia_pipe.training import evaluate
 from uia_pipe.models import init_model, spec_of
-from uia_pipe.unlearning import METHODS, Pretraining, UnlearningProblem, exact, served_model
+from uia_pipe.unlearning import METHODS, SERVER_STATE, Pretraining, UnlearningProblem, exact, served_model
 from uia_pipe.unlearning.efficacy import distance_to_retrain
 
 
@@ -61,61 +61,74 @@ def main(
             augment=pretrain["augment"],
         ),
     )
-    method, _ = METHODS[u.method]
-    method_cfg = getattr(u, u.method)
     requests = draw_requests(du_y, u.requests, u.selection, u.k, u.fraction, base.seed)
+    # The gold standard, retraining without X: X lies in D_u only, so `exact`
+    # equals `retrain` bit for bit (tested) at a fraction of the cost.
+    gold = [exact.unlearn(problem, req.mask(len(du)), exact.Config()) for req in requests]
 
-    theta = served_model(u.method, problem, method_cfg)
     rows = []
-    with io.atomic_dir(out) as tmp, progress(len(requests), f"unlearn ({u.method})") as bar:
-        io.save_model(tmp / "theta_original.safetensors", theta, spec_of(theta, spec))
-        for req in requests:
-            forget = req.mask(len(du))
-            started = time.perf_counter()
-            theta_u = method(problem, forget, method_cfg)
-            seconds = time.perf_counter() - started
-            io.save_model(tmp / f"theta_unlearned_{req.index:03d}.safetensors", theta_u, spec_of(theta_u, spec))
-            # The gold standard, retraining without X: X lies in D_u only, so
-            # `exact` equals `retrain` bit for bit (tested) at a fraction of the cost.
-            gold = exact.unlearn(problem, forget, exact.Config())
-            rows.append({
-                "request": req.index,
-                "k": len(req.forget),
-                "target_class": req.target_class if req.target_class is not None else -1,
-                "seconds": seconds,
-                "forget_accuracy": evaluate(theta_u, du_x[forget], du_y[forget])["accuracy"],
-                "original_forget_accuracy": evaluate(theta, du_x[forget], du_y[forget])["accuracy"],
-                "retain_accuracy": evaluate(theta_u, du_x[~forget], du_y[~forget])["accuracy"],
-                "test_accuracy": evaluate(theta_u, x_test, ds.y_test)["accuracy"],
-                **distance_to_retrain(theta_u, gold, du_x[forget], x_test),
+    with io.atomic_dir(out) as tmp, progress(len(requests) * len(u.methods), f"unlearn ({', '.join(u.methods)})") as bar:
+        for name in u.methods:
+            # unlearn.method at the top of the folder, each compared method under compare/<name>/
+            folder = tmp if name == u.method else tmp / "compare" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            method, _ = METHODS[name]
+            method_cfg = getattr(u, name)
+            theta = served_model(name, problem, method_cfg)
+            io.save_model(folder / "theta_original.safetensors", theta, spec_of(theta, spec))
+            keep_state = SERVER_STATE.get(name)
+            if keep_state:  # e.g. SISA's checkpoints: what a server attacker that knows the method diffs
+                state, index = keep_state(problem, method_cfg)
+                io.save_model(folder / "server_state.safetensors", state, spec_of(state, spec))
+            for req, gold_u in zip(requests, gold):
+                forget = req.mask(len(du))
+                started = time.perf_counter()
+                theta_u = method(problem, forget, method_cfg)
+                seconds = time.perf_counter() - started
+                io.save_model(folder / f"theta_unlearned_{req.index:03d}.safetensors", theta_u, spec_of(theta_u, spec))
+                if keep_state:
+                    state, _ = keep_state(problem, method_cfg, forget)
+                    io.save_model(folder / f"server_state_{req.index:03d}.safetensors", state, spec_of(state, spec))
+                rows.append({
+                    "method": name,
+                    "request": req.index,
+                    "k": len(req.forget),
+                    "target_class": req.target_class if req.target_class is not None else -1,
+                    "seconds": seconds,
+                    "forget_accuracy": evaluate(theta_u, du_x[forget], du_y[forget])["accuracy"],
+                    "original_forget_accuracy": evaluate(theta, du_x[forget], du_y[forget])["accuracy"],
+                    "retain_accuracy": evaluate(theta_u, du_x[~forget], du_y[~forget])["accuracy"],
+                    "test_accuracy": evaluate(theta_u, x_test, ds.y_test)["accuracy"],
+                    **distance_to_retrain(theta_u, gold_u, du_x[forget], x_test),
+                })
+                bar.update()
+            io.save_json(folder / "requests.json", {
+                "method": name,
+                "n": len(du),
+                "requests": [req.to_dict() for req in requests],
+                **({"compare": list(u.compared)} if name == u.method else {}),
+                **({"server_state": index} if keep_state else {}),
             })
-            bar.update()
-        io.save_json(tmp / "requests.json", {
-            "method": u.method,
-            "n": len(du),
-            "requests": [req.to_dict() for req in requests],
-        })
     frame = pd.DataFrame(rows)
-    result = {
-        "seconds_per_request": float(frame["seconds"].mean()),
-        "forget_accuracy": float(frame["forget_accuracy"].mean()),
-        "retain_accuracy": float(frame["retain_accuracy"].mean()),
-        "test_accuracy": float(frame["test_accuracy"].mean()),
-        "original_forget_accuracy": float(frame["original_forget_accuracy"].mean()),
-        **{k: float(frame[k].mean()) for k in ("retrain_agreement_forget", "retrain_agreement_test",
-                                               "retrain_param_distance")},
-        "requests": len(rows),
-    }
+    per_method = {name: _summary(g) for name, g in frame.groupby("method", sort=False)}
+    result = {**per_method[u.method], "compare": {name: per_method[name] for name in u.compared}}
     io.save_json(metrics, result)
     io.save_csv(details, frame)
-    typer.echo(
-        f"{u.method}: {len(rows)} requests, {result['seconds_per_request']:.3f} s each; "
-        f"forget {result['forget_accuracy']:.3f}, retain {result['retain_accuracy']:.3f}, test {result['test_accuracy']:.3f}"
-    )
+    for name, r in per_method.items():
+        typer.echo(f"{name}: {r['requests']} requests, {r['seconds_per_request']:.3f} s each; "
+                   f"forget {r['forget_accuracy']:.3f}, retain {r['retain_accuracy']:.3f}, test {r['test_accuracy']:.3f}")
     tracking.log_run(
         "unlearn", {"base": base.model_dump(), "unlearn": u.model_dump()}, result, section_hash(base, u),
         artifacts=[metrics, details],
     )
+
+
+def _summary(frame: pd.DataFrame) -> dict:
+    """One method's means over its requests."""
+    keys = ("seconds", "forget_accuracy", "retain_accuracy", "test_accuracy", "original_forget_accuracy",
+            "retrain_agreement_forget", "retrain_agreement_test", "retrain_param_distance")
+    out = {("seconds_per_request" if k == "seconds" else k): float(frame[k].mean()) for k in keys}
+    return {**out, "requests": len(frame)}
 
 
 app = single_command(main)

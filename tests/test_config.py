@@ -38,6 +38,8 @@ BAD = [
     (["download", "dataset"], "imagenet21k", "download.dataset: unknown dataset 'imagenet21k'"),
     (["train", "model"], "vit", "train.model: unknown model 'vit'"),
     (["unlearn", "method"], "magic", "unlearn.method: unknown unlearning method 'magic'"),
+    (["unlearn", "compare"], ["approx", "magic"], "unlearn.compare: unknown unlearning method 'magic'"),
+    (["unlearn", "compare"], ["approx", "approx"], "unlearn.compare: methods listed twice"),
     (["unlearn", "approx", "eta"], -1, "unlearn.approx.eta:"),
     (["train", "convnet", "depth"], 3, "train.convnet.depth: unknown key"),
     (["base", "device"], "tpu", "base.device:"),
@@ -89,3 +91,10 @@ def test_repository_params_are_valid_and_cover_every_registry_entry():
     for name in METHODS:
         assert name in raw["unlearn"], f"params.yaml has no unlearn.{name} section"
     assert params.download.dataset in DATASETS
+
+
+def test_compared_methods_skip_the_main_one():
+    raw = _with(["unlearn", "compare"], ["approx", "neggrad"])
+    assert parse_params(raw).unlearn.methods == ("exact", "approx", "neggrad")
+    raw["unlearn"]["method"] = "approx"  # `dvc exp run -S unlearn.method=approx` beside compare: [approx]
+    assert parse_params(raw).unlearn.methods == ("approx", "neggrad")

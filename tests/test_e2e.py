@@ -61,7 +61,7 @@ def test_repro_then_noop_then_experiment_skips_download_and_train(repo):
     assert {"noise:0", "noise:1", "prune:0.5", "finetune:1", "noisy_unlearning:1"} <= set(defend)
     assert all(isinstance(v, float) for entry in defend.values() for v in entry.values())
     assert len(pd.read_csv(path / "metrics" / "defend.csv")) == 8 * 2
-    assert {"feature_recovery", "label_inference", "unlearning", "attack_cost"} <= set(
+    assert {"feature_recovery", "label_inference", "unlearning", "attack_cost", "approx_vs_exact"} <= set(
         json.loads((path / "metrics" / "evaluate.json").read_text()))
     assert (path / "reports" / "report.html").is_file() and (path / "reports" / "defences.png").is_file()
 

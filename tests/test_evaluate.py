@@ -31,9 +31,39 @@ def _attack_rows() -> pd.DataFrame:
     })
 
 
-def _unlearn_rows() -> pd.DataFrame:
-    return pd.DataFrame({"request": range(5), "seconds": [0.1] * 5, "test_accuracy": [0.8] * 5,
-                         "forget_accuracy": [1.0, 0, 1, 1, 1], "retain_accuracy": [0.9] * 5})
+def _unlearn_rows(method: str = "exact") -> pd.DataFrame:
+    return pd.DataFrame({"method": method, "request": range(5), "seconds": [0.1] * 5, "test_accuracy": [0.8] * 5,
+                         "forget_accuracy": [1.0, 0, 1, 1, 1], "retain_accuracy": [0.9] * 5,
+                         "retrain_agreement_forget": 1.0})
+
+
+APPROX_PSNR = [23.0, 23.0, 31.0, 28.0, 21.0]  # paired differences from PSNR: 3, 1, 1, 4, 2
+APPROX_CORRECT = [True, True, True, True, True]
+
+
+def _method_rows() -> pd.DataFrame:
+    approx = _attack_rows().assign(psnr=APPROX_PSNR, li_correct=APPROX_CORRECT)
+    return pd.concat([_attack_rows().assign(method="exact"), approx.assign(method="approx")], ignore_index=True)
+
+
+def test_methods_are_compared_paired_over_the_same_requests():
+    c = summary.compare_methods(_method_rows(), "exact")["approx_vs_exact"]
+    diffs = [a - b for a, b in zip(APPROX_PSNR, PSNR)]
+    mean, sd = sum(diffs) / 5, math.sqrt(sum((d - 2.2) ** 2 for d in diffs) / 4)
+    half = sps.t.ppf(0.975, 4) * sd / math.sqrt(5)
+    assert c["psnr_diff"] == pytest.approx(mean) and c["psnr_diff_ci95_low"] == pytest.approx(mean - half)
+    assert c["psnr_diff_ci95_low"] > 0 and c["features_leaked_more"] == 1.0  # every pair higher
+    # labels: approx finds one request exact missed, misses none: sign test p = 1 (one discordant pair)
+    assert (c["label_hits_more"], c["label_hits_fewer"], c["label_sign_test_p"]) == (1, 0, 1.0)
+    assert c["labels_leaked_more"] == 0.0 and c["label_accuracy_diff"] == pytest.approx(0.2)
+    # the other way round the verdict flips
+    back = summary.compare_methods(_method_rows(), "approx")["exact_vs_approx"]
+    assert back["features_leaked_more"] == -1.0 and back["psnr_diff"] == pytest.approx(-mean)
+
+    table = summary.methods_table(pd.concat([_unlearn_rows(), _unlearn_rows("approx")]), _method_rows())
+    assert list(table["method"]) == ["exact", "approx"]
+    assert table["psnr_mean"].tolist() == pytest.approx([sum(PSNR) / 5, sum(APPROX_PSNR) / 5])
+    assert table["label_accuracy"].tolist() == pytest.approx([0.8, 1.0])
 
 
 def _defend_rows() -> pd.DataFrame:
@@ -91,7 +121,8 @@ def inputs(tmp_path) -> Path:
     (tmp_path / "train.json").write_text(json.dumps(TRAIN))
     pd.DataFrame({"phase": ["pretrain", "pretrain", "finetune"], "epoch": [1, 2, 1], "loss": [1.0, 0.5, 0.4],
                   "accuracy": [0.6, 0.8, 0.85]}).to_csv(tmp_path / "curve.csv", index=False)
-    _unlearn_rows().to_csv(tmp_path / "unlearn.csv", index=False)
+    pd.concat([_unlearn_rows(), _unlearn_rows("approx")]).to_csv(tmp_path / "unlearn.csv", index=False)
+    _method_rows().to_csv(tmp_path / "methods.csv", index=False)
     (tmp_path / "attack.json").write_text(json.dumps(ATTACK))
     _attack_rows().to_csv(tmp_path / "attack.csv", index=False)
     (tmp_path / "attack" / "grids").mkdir(parents=True)
@@ -108,12 +139,14 @@ def test_evaluate_stage_writes_metrics_figures_and_a_self_contained_report(input
         "evaluate", "--params", str(t / "params.yaml"), "--data", str(t / "data"),
         "--train-metrics", str(t / "train.json"), "--train-curve", str(t / "curve.csv"),
         "--unlearn-details", str(t / "unlearn.csv"), "--attack-metrics", str(t / "attack.json"),
-        "--attack-details", str(t / "attack.csv"), "--attack-out", str(t / "attack"),
-        "--defend-details", str(t / "defend.csv"), "--metrics", str(t / "evaluate.json"),
+        "--attack-details", str(t / "attack.csv"), "--attack-methods", str(t / "methods.csv"),
+        "--attack-out", str(t / "attack"), "--defend-details", str(t / "defend.csv"), "--metrics", str(t / "evaluate.json"),
         "--reports", str(t / "reports")])
     assert result.exit_code == 0, result.output
     head = json.loads((t / "evaluate.json").read_text())
     assert head["feature_recovery"]["psnr_mean"] == pytest.approx(sum(PSNR) / len(PSNR))
+    assert head["unlearning"]["requests"] == 5  # unlearn.method's rows only
+    assert head["approx_vs_exact"]["features_leaked_more"] == 1.0
 
     md = (t / "reports" / "report.md").read_text()
     linked = [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
@@ -122,12 +155,13 @@ def test_evaluate_stage_writes_metrics_figures_and_a_self_contained_report(input
     for phrase in ("white-box server", "black-box user", "## Caveats", "rests on 5 requests"):
         assert phrase in md
     assert "| noise | 1 |" in md
+    assert "| approx | 0.1 |" in md and "Did approx leak more than exact? Features: more" in md
 
     parser = _Collect()
     parser.feed((t / "reports" / "report.html").read_text())
     parser.close()
     assert len(parser.images) == len(linked) and all(s.startswith("data:image/png;base64,") for s in parser.images)
-    assert parser.tables == 2 and parser.stack == []
+    assert parser.tables == 3 and parser.stack == []
 
 
 def test_defence_table_averages_requests_per_strength():

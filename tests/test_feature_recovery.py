@@ -7,12 +7,16 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from tests.conftest import tiny_data
 from uia_pipe import metrics
 from uia_pipe.attacks import feature_recovery as fr
 from uia_pipe.attacks.view import AttackerView
-from uia_pipe.config import OptimParams
+from uia_pipe.config import OptimParams, parse_params
+from uia_pipe.errors import UiaError
 from uia_pipe.models import build_model
+from uia_pipe.training import fit
 from uia_pipe.unlearning import METHODS, UnlearningProblem
 from uia_pipe.unlearning.problem import clone
 
@@ -52,7 +56,7 @@ def mlp_problem() -> UnlearningProblem:
 def test_attacker_view_has_no_forget_set():
     names = {f.name for f in dataclasses.fields(AttackerView)}
     assert names == {"theta_original", "theta_unlearned", "theta_pretrained", "method", "input_shape",
-                     "num_classes", "n", "k"}
+                     "num_classes", "n", "k", "finetune_batch_size"}
     assert not any("forget" in n or "label" in n or n in ("x", "y", "du_x", "du_y") for n in names)
 
 
@@ -132,6 +136,123 @@ def test_objective_is_lowest_at_the_true_sample_exact_full_batch(tiny_problem):
     d32 = fr.observed_update(view, torch.float32)
     at_truth32 = fr._Objective(tiny_problem.theta_pretrained, d32, 0.0, True).value(x, y)
     assert at_truth <= at_truth32 + 1e-6
+
+
+# --------------------------------------------------------------------------- exact: one batch or several
+
+
+def _flat(d: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([v.reshape(-1).double() for v in d.values()])
+
+
+def _cos(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    fa, fb = _flat(a), _flat({n: b[n] for n in a})
+    return float(fa @ fb / (fa.norm() * fb.norm()))
+
+
+def _summed_gradient(model, x, y) -> dict[str, torch.Tensor]:
+    names = [n for n, _ in model.named_parameters()]
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), list(model.parameters()))
+    return {n: g.double() for n, g in zip(names, grads)}
+
+
+def test_exact_estimators_are_bit_identical_within_one_batch(tiny_problem):
+    """N ≤ B (the default N = 32, B = 128): a = N, b = N − k for both, so the
+    default pipeline's Δ does not change whichever estimator is chosen."""
+    n = len(tiny_problem.du_x)
+    for batch in (n, 128):
+        settings = OptimParams(epochs=1, lr=1e-3, batch_size=batch)
+        theta = clone(tiny_problem.theta_pretrained)
+        fit(theta, tiny_problem.du_x, tiny_problem.du_y, settings, 1, batchnorm_eval=True)
+        problem = UnlearningProblem(tiny_problem.theta_pretrained, theta, tiny_problem.du_x, tiny_problem.du_y,
+                                    settings, 1)
+        for k in (1, 3):
+            forget = torch.zeros(n, dtype=torch.bool)
+            forget[:k] = True
+            theta_u = METHODS["exact"][0](problem, forget, METHODS["exact"][1]())
+            view = AttackerView(theta, theta_u, tiny_problem.theta_pretrained, "exact", (1, 28, 28), 3, n, k, batch)
+            count = fr.observed_update(view, exact_update="count_weighted")
+            by_batch = fr.observed_update(view, exact_update="batch_weighted")
+            assert all(torch.equal(count[p], by_batch[p]) for p in count)
+
+
+class _BatchRecorder(torch.nn.Module):
+    """Wraps a model and keeps every input batch it is called on (to read
+    which samples formed the retrain's last minibatch)."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.batches: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.detach().clone())
+        return self.inner(x)
+
+
+def test_several_minibatches_leave_the_last_batchs_mean_gradient_in_the_plain_difference():
+    """N = 24 in minibatches of B = 8 (lr 1e-3): to first order the retrain
+    without x moves θ by (lr/B)(g_x − Σ_L g/(B−1)), L its last (one short)
+    minibatch, so batch_weighted's Δ = B(θ_u − θ) is that vector (cosine
+    > 0.97 for every x), not lr·g_x. Measured: neither estimator is exact
+    (mean cosine to g_x: count_weighted 0.48, batch_weighted 0.51), both
+    still find the sample with the largest gradient (cosine > 0.9)."""
+    n, batch, lr = 24, 8, 1e-3
+    x, y = tiny_data(256 + n, seed=0)
+    torch.manual_seed(0)
+    theta0 = build_model("mlp", {"hidden": [32]}, (1, 28, 28), 3, [0.5], [0.3])
+    fit(theta0, x[:256], y[:256], OptimParams(epochs=1, lr=0.05, momentum=0.9, batch_size=64), seed=0)
+    settings = OptimParams(epochs=1, lr=lr, batch_size=batch)
+    theta = clone(theta0)
+    du_x, du_y = x[256:], y[256:]
+    fit(theta, du_x, du_y, settings, 1, batchnorm_eval=True)
+    cos = {name: [] for name in fr.EXACT_UPDATES}
+    norms = []
+    for i in range(n):
+        forget = torch.zeros(n, dtype=torch.bool)
+        forget[i] = True
+        recorder = _BatchRecorder(clone(theta0))  # exact unlearning's own refit, batches observed
+        fit(recorder, du_x, du_y, settings, 1, batchnorm_eval=True, keep=~forget)
+        assert all(torch.equal(a, b) for a, b in zip(
+            recorder.inner.parameters(), METHODS["exact"][0](
+                UnlearningProblem(theta0, theta, du_x, du_y, settings, 1), forget, METHODS["exact"][1]()).parameters()))
+        last = torch.tensor([int((du_x.flatten(1) == r.flatten()).all(1).nonzero()[0]) for r in recorder.batches[-1]])
+        assert len(last) == batch - 1
+        view = AttackerView(theta, recorder.inner, theta0, "exact", (1, 28, 28), 3, n, 1, batch)
+        g_x = _summed_gradient(theta0, du_x[forget], du_y[forget])
+        g_last = _summed_gradient(theta0, du_x[last], du_y[last])
+        predicted = {p: lr * (g_x[p] - g_last[p] / (batch - 1)) for p in g_x}
+        deltas = {name: fr.observed_update(view, exact_update=name) for name in fr.EXACT_UPDATES}
+        assert _cos(deltas["batch_weighted"], predicted) > 0.97
+        for name, delta in deltas.items():
+            cos[name].append(_cos(delta, g_x))
+        norms.append(float(_flat(g_x).norm()))
+    for name, values in cos.items():
+        assert sum(values) / n < 0.8, name
+        assert values[max(range(n), key=norms.__getitem__)] > 0.9, name
+    assert cos["count_weighted"] != cos["batch_weighted"]
+
+
+def test_batch_weighted_needs_the_batch_size(tiny_problem):
+    n = len(tiny_problem.du_x)
+    forget = torch.zeros(n, dtype=torch.bool)
+    forget[0] = True
+    theta_u = METHODS["exact"][0](tiny_problem, forget, METHODS["exact"][1]())
+    view = AttackerView(tiny_problem.theta_original, theta_u, tiny_problem.theta_pretrained, "exact", (1, 28, 28), 3,
+                        n, 1)
+    with pytest.raises(ValueError, match="batch size"):
+        fr.observed_update(view, exact_update="batch_weighted")
+    with pytest.raises(ValueError, match="unknown exact_update"):
+        fr.observed_update(view, exact_update="median")
+
+
+def test_exact_update_rejects_unknown_values_with_the_key_named():
+    with pytest.raises(ValueError, match="unknown exact_update"):
+        fr.Config(exact_update="plain")
+    with pytest.raises(UiaError, match=r"^params\.yaml: attack\.feature_recovery\.exact_update: unknown exact_update"):
+        parse_params({"attack": {"feature_recovery": {"exact_update": "plain"}}})
+    assert parse_params({"attack": {"feature_recovery": {"exact_update": "batch_weighted"}}}) \
+        .attack.feature_recovery.exact_update == "batch_weighted"
 
 
 # --------------------------------------------------------------------------- labels
@@ -231,3 +352,26 @@ def test_yaml_yes_and_no_select_batching():
     assert fr.Config(batch_restarts=False).batch_restarts == "no"
     with pytest.raises(ValueError):
         fr.Config(batch_restarts="sometimes")
+
+
+def test_campaign_grants_the_finetune_batch_size_to_the_exact_attack(tiny_problem):
+    """The evaluator's Setting carries B (models/train/finetune.json) into each
+    AttackerView, so batch_weighted runs in the pipeline; without B it cannot."""
+    from uia_pipe.attacks import campaign
+
+    x, y = tiny_problem.du_x, tiny_problem.du_y
+    setting = campaign.Setting(
+        theta_pretrained=tiny_problem.theta_pretrained, theta_original=tiny_problem.theta_original, method="exact",
+        card={"kind": "image", "input_shape": [1, 28, 28], "num_classes": 3}, du_x=x, du_y=y,
+        requests=[{"index": 0, "forget": [5]}], mean_guess=metrics.mean_image(x),
+        class_guess=metrics.class_mean_images(x, y, 3), train_x=x,
+        finetune_batch_size=tiny_problem.finetune.batch_size,
+    )
+    forget = torch.zeros(len(y), dtype=torch.bool)
+    forget[5] = True
+    thetas_u = [METHODS["exact"][0](tiny_problem, forget, METHODS["exact"][1]())]
+    cfg = fr.Config(iterations=2, restarts=1, exact_update="batch_weighted")
+    frame, results = campaign.feature_recovery(setting, thetas_u, cfg, seed=0)
+    assert len(frame) == 1 and results[0].reconstruction.shape == (1, 1, 28, 28)
+    with pytest.raises(ValueError, match="batch size"):
+        campaign.feature_recovery(dataclasses.replace(setting, finetune_batch_size=None), thetas_u, cfg, seed=0)

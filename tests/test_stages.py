@@ -33,7 +33,8 @@ def pipeline(tmp_path, params_file) -> Path:
     _invoke("attack", "--params", p, "--data", str(tmp_path / "dataset"), "--trained", str(tmp_path / "train"),
             "--unlearned", str(tmp_path / "unlearn"), "--out", str(tmp_path / "attack"),
             "--metrics", str(tmp_path / "attack.json"), "--details", str(tmp_path / "attack.csv"),
-            "--curve", str(tmp_path / "attack_curve.csv"))
+            "--curve", str(tmp_path / "attack_curve.csv"), "--methods", str(tmp_path / "methods.csv"),
+            "--queries", str(tmp_path / "queries.csv"))
     return tmp_path
 
 
@@ -53,10 +54,16 @@ def test_stages_write_the_contracted_metrics_and_artifacts(pipeline):
     for key in ("seconds_per_request", "forget_accuracy", "retain_accuracy", "test_accuracy"):
         assert isinstance(unlearn[key], float)
     rows = pd.read_csv(pipeline / "requests.csv")
-    assert len(rows) == 3 and (rows["k"] == 2).all()
+    # unlearn.method and the compared method (params.yaml: compare [approx]) on the same requests
+    assert list(rows["method"]) == ["exact"] * 3 + ["approx"] * 3 and (rows["k"] == 2).all()
+    assert rows.groupby("method")["request"].apply(list).to_dict() == {"exact": [0, 1, 2], "approx": [0, 1, 2]}
     requests = json.loads((pipeline / "unlearn" / "requests.json").read_text())
-    assert [len(r["forget"]) for r in requests["requests"]] == [2, 2, 2]
+    assert [len(r["forget"]) for r in requests["requests"]] == [2, 2, 2] and requests["compare"] == ["approx"]
     assert len(list((pipeline / "unlearn").glob("theta_unlearned_*.safetensors"))) == 3
+    approx = json.loads((pipeline / "unlearn" / "compare" / "approx" / "requests.json").read_text())
+    assert approx["method"] == "approx" and approx["requests"] == requests["requests"]
+    assert len(list((pipeline / "unlearn" / "compare" / "approx").glob("theta_unlearned_*.safetensors"))) == 3
+    assert unlearn["compare"]["approx"]["requests"] == 3
 
     attack = json.loads((pipeline / "attack.json").read_text())
     fr, li = attack["feature_recovery"], attack["label_inference"]
@@ -67,6 +74,17 @@ def test_stages_write_the_contracted_metrics_and_artifacts(pipeline):
     rows = pd.read_csv(pipeline / "attack.csv")
     assert len(rows) == 3 and {"numeric_mae_std", "li_correct", "li_queries"} <= set(rows.columns)
     assert (pipeline / "attack" / "label_confusion.png").is_file()
+    # accuracy against queries: 1, 2, 3 probes per class (3 made); all of them give the stage's accuracy
+    queries = pd.read_csv(pipeline / "queries.csv")
+    assert queries["probes_per_class"].tolist() == [1, 2, 3] and queries["queries_per_request"].is_monotonic_increasing
+    assert queries["accuracy"].iloc[-1] == li["accuracy"] and queries["queries_per_request"].iloc[-1] == li["queries_per_request"]
+    methods = pd.read_csv(pipeline / "methods.csv")
+    assert list(methods["method"]) == ["exact"] * 3 + ["approx"] * 3
+    pd.testing.assert_frame_equal(methods[methods["method"] == "exact"].drop(columns="method"), rows)
+    assert 0 <= attack["compare"]["approx"]["label_inference"]["accuracy"] <= 1
+    # label_inference.reference auto: θ₀'s outputs on the probes (counted, once) read for exact, not for approx
+    assert li["reference_queries"] > 0 and (rows["li_signal"] == "logit-referenced").all()
+    assert attack["compare"]["approx"]["label_inference"]["reference_queries"] == 0
 
 
 def test_repeating_a_run_gives_identical_metrics(pipeline, params_file, tmp_path):
@@ -133,7 +151,7 @@ def test_image_run_scores_reconstructions_on_the_unit_scale(tmp_path, params_fil
     raw = yaml.safe_load(params_file.read_text())
     raw["train"].update(model="lenet", pool_size=100, n=16)
     raw["train"]["lenet"]["width"] = 4
-    raw["unlearn"].update(method="approx", requests=2, k=1)
+    raw["unlearn"].update(method="approx", requests=2, k=1, compare=[])
     raw["attack"]["feature_recovery"].update(iterations=40)
     params_file.write_text(yaml.safe_dump(raw))
     p = str(params_file)
@@ -143,7 +161,8 @@ def test_image_run_scores_reconstructions_on_the_unit_scale(tmp_path, params_fil
             "--out", str(tmp_path / "u"), "--metrics", str(tmp_path / "u.json"), "--details", str(tmp_path / "u.csv"))
     _invoke("attack", "--params", p, "--data", str(data), "--trained", str(tmp_path / "t"),
             "--unlearned", str(tmp_path / "u"), "--out", str(tmp_path / "a"), "--metrics", str(tmp_path / "a.json"),
-            "--details", str(tmp_path / "a.csv"), "--curve", str(tmp_path / "ac.csv"))
+            "--details", str(tmp_path / "a.csv"), "--curve", str(tmp_path / "ac.csv"),
+            "--methods", str(tmp_path / "am.csv"), "--queries", str(tmp_path / "q.csv"))
     fr = json.loads((tmp_path / "a.json").read_text())["feature_recovery"]
     rows = pd.read_csv(tmp_path / "a.csv")
     assert rows["psnr"].between(5, 100).all() and rows["ssim"].between(-1, 1).all()

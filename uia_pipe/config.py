@@ -95,16 +95,41 @@ class UnlearnParams(_MethodSettings):
     selection: Literal["random", "class"] = "random"
     k: int = Field(1, ge=1)
     fraction: float = Field(0.5, gt=0, le=1)
+    compare: tuple[str, ...] = Field((), description="methods also run on the same requests and attacked, side by side")
 
     @field_validator("method")
     @classmethod
     def _known(cls, v: str) -> str:
         return _one_of("unlearning method", v, METHODS)
 
+    @field_validator("compare")
+    @classmethod
+    def _known_all(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            _one_of("unlearning method", name, METHODS)
+        if len(set(v)) != len(v):
+            raise ValueError(f"methods listed twice: {list(v)}")
+        return v
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        """The compared methods other than unlearn.method (listing it is a no-op,
+        so that `-S unlearn.method=approx` works beside `compare: [approx]`)."""
+        return tuple(m for m in self.compare if m != self.method)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """unlearn.method first, then the compared methods."""
+        return (self.method, *self.compared)
+
 
 class AttackParams(Section):
     max_requests: int = Field(0, ge=0, description="attack the first this many requests; 0 = all")
     threads: int = Field(1, ge=0, description="torch threads while attacking; 0 = torch's default")
+    sisa_view: Literal["shard", "ensemble"] = Field(
+        "shard", description="under sisa: shard = invert the changed shard's retrained stage from the server's "
+        "checkpoints; ensemble = the served ensemble's parameters, as for any method"
+    )
     feature_recovery: fr.Config = fr.Config()
     label_inference: li.Config = li.Config()
 
@@ -146,7 +171,7 @@ class Params(Section):
         t, u = self.train, self.unlearn
         if t.n > t.pool_size:
             raise ValueError(f"train.n: must be <= train.pool_size (got {t.n} > {t.pool_size})")
-        if u.method == "sisa" and u.sisa.shards * u.sisa.slices > t.n:
+        if "sisa" in u.methods and u.sisa.shards * u.sisa.slices > t.n:
             raise ValueError(
                 f"unlearn.sisa: shards × slices must be <= train.n (got {u.sisa.shards} × {u.sisa.slices} > {t.n})"
             )

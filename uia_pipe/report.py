@@ -51,6 +51,11 @@ def cell(value) -> str:
     return str(value)
 
 
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *("| " + " | ".join(cell(v) for v in row) + " |" for row in rows)])
+
+
 def markdown(report: Report) -> str:
     """Markdown with figures referenced by their (relative) names."""
     out = [f"# {report.title}", ""]
@@ -66,11 +71,7 @@ def markdown(report: Report) -> str:
         elif kind == "li":
             out.append(f"- {block[1]}")
         elif kind == "table":
-            header, rows = block[1], block[2]
-            out.append("| " + " | ".join(header) + " |")
-            out.append("|" + "---|" * len(header))
-            out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-            out.append("")
+            out += [markdown_table(block[1], block[2]), ""]
         elif kind == "figure":
             out += [f"![{block[2]}]({block[1]})", "", f"*{block[2]}*", ""]
         previous = kind

@@ -1,4 +1,5 @@
-"""Intervals for the numbers we publish: means over requests, proportions."""
+"""Intervals for the numbers we publish: means over requests, proportions,
+and paired comparisons of two methods on the same requests."""
 
 from __future__ import annotations
 
@@ -29,3 +30,10 @@ def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def sign_test(more: int, less: int) -> float:
+    """Two-sided exact sign test on paired outcomes: `more` pairs favour the
+    first of two methods, `less` the second, ties left out; 1.0 without any."""
+    n = more + less
+    return 1.0 if n == 0 else float(_stats.binomtest(more, n, 0.5).pvalue)

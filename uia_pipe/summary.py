@@ -9,7 +9,7 @@ import math
 import pandas as pd
 
 from .report import THREAT_MODELS, Report
-from .stats import mean_ci, wilson_ci
+from .stats import mean_ci, sign_test, wilson_ci
 
 
 def _interval(values, level: float) -> dict[str, float]:
@@ -53,10 +53,91 @@ def headline(train: dict, unlearn_rows: pd.DataFrame, attack: dict, attack_rows:
         "feature_recovery_seconds_per_request": float(attack_rows["seconds"].mean()),
         "label_queries_per_request": float(attack_rows["li_queries"].mean()),
         "probe_queries": li["probe_queries"],
+        "reference_queries": li.get("reference_queries", 0),  # θ₀'s outputs on the probes, once
         "label_inference_seconds": li["seconds"],
     }
     return {k: {m: float(v) for m, v in sec.items() if not (isinstance(v, float) and math.isnan(v))}
             for k, sec in out.items()}
+
+
+def leak_metric(rows: pd.DataFrame) -> str:
+    """The feature-recovery score where higher means more leaked: PSNR on
+    images, categorical accuracy of the decoded features on tabular rows."""
+    return "psnr" if "psnr" in rows else "categorical_accuracy"
+
+
+def methods_table(unlearn_rows: pd.DataFrame, method_rows: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """One row per unlearning method (in the order they ran): cost, efficacy
+    and both attacks' success with their intervals, over the same requests."""
+    leak, out = leak_metric(method_rows), []
+    for name, attacked in method_rows.groupby("method", sort=False):
+        un = unlearn_rows[unlearn_rows["method"] == name]
+        fr = _interval(attacked[leak], level)
+        hits, n = int(attacked["li_correct"].astype(bool).sum()), len(attacked)
+        low, high = wilson_ci(hits, n, level)
+        out.append({"method": name, "requests": n, "seconds_per_request": un["seconds"].mean(),
+                    "forget_accuracy": un["forget_accuracy"].mean(), "test_accuracy": un["test_accuracy"].mean(),
+                    "retrain_agreement_forget": un["retrain_agreement_forget"].mean(),
+                    f"{leak}_mean": fr["mean"], f"{leak}_ci95_low": fr["ci95_low"], f"{leak}_ci95_high": fr["ci95_high"],
+                    "label_accuracy": hits / n, "label_accuracy_ci95_low": low, "label_accuracy_ci95_high": high})
+    return pd.DataFrame(out)
+
+
+def compare_methods(method_rows: pd.DataFrame, main: str, level: float = 0.95) -> dict[str, dict[str, float]]:
+    """Did each compared method leak more than `main` on the same requests?
+    Paired over requests: the mean difference of the feature-recovery score
+    with its Student-t interval, and the label-inference hits that differ with
+    an exact sign test. `*_leaked_more`: 1 (significantly more at `level`),
+    -1 (significantly less) or 0 (no significant difference)."""
+    leak = leak_metric(method_rows)
+    base = method_rows[method_rows["method"] == main].set_index("request")
+    out = {}
+    for name, rows in method_rows[method_rows["method"] != main].groupby("method", sort=False):
+        rows = rows.set_index("request").loc[base.index]
+        diff = _interval(rows[leak] - base[leak], level)
+        mine, theirs = rows["li_correct"].astype(bool), base["li_correct"].astype(bool)
+        more, less = int((mine & ~theirs).sum()), int((~mine & theirs).sum())
+        p = sign_test(more, less)
+        out[f"{name}_vs_{main}"] = {
+            f"{leak}_diff": diff["mean"], f"{leak}_diff_ci95_low": diff["ci95_low"],
+            f"{leak}_diff_ci95_high": diff["ci95_high"],
+            "features_leaked_more": float((diff["ci95_low"] > 0) - (diff["ci95_high"] < 0)),
+            "label_accuracy_diff": float(mine.mean() - theirs.mean()), "label_hits_more": more,
+            "label_hits_fewer": less, "label_sign_test_p": p,
+            "labels_leaked_more": float((more > less) - (more < less)) if p < 1 - level else 0.0,
+            "requests": len(rows),
+        }
+    return out
+
+
+SEED = "base.seed"
+HEADLINE = ("feature_recovery.psnr_mean", "feature_recovery.ssim_mean", "feature_recovery.categorical_accuracy_mean",
+            "label_inference.accuracy", "unlearning.test_accuracy", "unlearning.seconds_per_request")
+
+
+def over_seeds(runs: list[dict], metrics: tuple[str, ...] = HEADLINE, level: float = 0.95) -> pd.DataFrame:
+    """Intervals over seeds: summary runs whose params differ only in
+    base.seed form one setting (the newest run per seed counts); per setting
+    and metric, the mean over seeds with its Student-t interval. `setting`
+    names the params in which the settings differ ("all" when only one)."""
+    groups: dict[tuple, dict[str, dict]] = {}
+    for run in runs:  # newest first
+        key = tuple(sorted((k, v) for k, v in run["params"].items() if k != SEED))
+        groups.setdefault(key, {}).setdefault(run["params"].get(SEED, ""), run)
+    varying = sorted({k for key in groups for k, v in key if any(dict(other).get(k) != v for other in groups)})
+    rows = []
+    for key, by_seed in groups.items():
+        params = dict(key)
+        setting = ", ".join(f"{k}={params.get(k, '')}" for k in varying) or "all"
+        for m in metrics:
+            values = [r["metrics"][m] for r in by_seed.values() if m in r["metrics"]]
+            if not values:
+                continue
+            ci = _interval(values, level)
+            rows.append({"setting": setting, "metric": m, "seeds": len(values), "mean": ci["mean"],
+                         "ci_low": ci["ci95_low"], "ci_high": ci["ci95_high"],
+                         "seed_list": " ".join(sorted((s for s, r in by_seed.items() if m in r["metrics"]), key=str))})
+    return pd.DataFrame(rows, columns=["setting", "metric", "seeds", "mean", "ci_low", "ci_high", "seed_list"])
 
 
 def defence_table(defend_rows: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +155,8 @@ STRENGTH = {"noise": "σ (× ‖θ_u − θ‖)", "prune": "rate", "finetune": "
 
 
 def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figures: dict[str, str],
-                 small_sample: int = 30, level: float = 0.95) -> Report:
+                 small_sample: int = 30, level: float = 0.95, methods: pd.DataFrame | None = None,
+                 comparisons: dict[str, dict[str, float]] | None = None) -> Report:
     """The report: setting, headline table, defences, figures, threat models, caveats.
     `setting` holds the run's description (dataset, model, method, N, k, requests, ...);
     `figures` maps a figure's file name to its caption."""
@@ -102,6 +184,8 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
              ["label queries / request (+ probe queries)", cost["label_queries_per_request"],
               f"+ {cost['probe_queries']:.0f} once"]]
     r.table(["quantity", "value", f"{pct} interval"], rows)
+    if methods is not None and len(methods) > 1:
+        _methods_section(r, methods, comparisons or {}, pct)
     if defences is not None and len(defences):
         r.heading("Defences")
         r.para("Each defence at each strength on the first requests' θ_u, then both attacks again; means over "
@@ -132,10 +216,38 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
         caveats.append("Some defended models score below the mean-image baseline PSNR: the attack failed there "
                        "(the defence moved θ_u by far more than the unlearning update, which drowns it), and "
                        "an attacker who models the defence may do better.")
-    caveats.append("Exact against approximate unlearning: one run holds one method; compare the summary runs "
-                   "of two experiments in MLflow (see the README).")
+    if methods is None or len(methods) < 2:
+        caveats.append("One unlearning method only: list others in unlearn.compare to attack them on the same "
+                       "requests, or compare the summary runs of two experiments in MLflow (see the README).")
     r.bullets(caveats)
     return r
+
+
+def _methods_section(r: Report, methods: pd.DataFrame, comparisons: dict, pct: str) -> None:
+    leak = "psnr" if "psnr_mean" in methods else "categorical_accuracy"
+    label = "PSNR (dB)" if leak == "psnr" else "categorical acc."
+    r.heading("Unlearning methods side by side")
+    r.para("Every method unlearns the same requests from the same θ and both attacks run against each alike "
+           "(`unlearn.compare`). Agreement: θ_u's predictions on the forgotten samples against retraining without them.")
+    r.table(["method", "s / request", "forget acc.", "test acc.", "agreement with retrain", label,
+             f"{pct} interval", "label acc.", f"{pct} interval"],
+            [[row["method"], row["seconds_per_request"], row["forget_accuracy"], row["test_accuracy"],
+              row["retrain_agreement_forget"], row[f"{leak}_mean"],
+              f"[{row[f'{leak}_ci95_low']:.2f}, {row[f'{leak}_ci95_high']:.2f}]", row["label_accuracy"],
+              f"[{row['label_accuracy_ci95_low']:.2f}, {row['label_accuracy_ci95_high']:.2f}]"]
+             for _, row in methods.iterrows()])
+    verdict = {1.0: "more", -1.0: "less", 0.0: "no significant difference"}
+    lines = []
+    for key, c in comparisons.items():
+        other, main = key.split("_vs_")
+        lines.append(
+            f"Did {other} leak more than {main}? Features: {verdict[c['features_leaked_more']]} "
+            f"({label} {c[f'{leak}_diff']:+.2f}, paired {pct} interval [{c.get(f'{leak}_diff_ci95_low', math.nan):.2f}, "
+            f"{c.get(f'{leak}_diff_ci95_high', math.nan):.2f}] over {int(c['requests'])} requests). Labels: "
+            f"{verdict[c['labels_leaked_more']]} (found in {int(c['label_hits_more'])} requests where {main} "
+            f"was not, missed in {int(c['label_hits_fewer'])} where {main} found it; sign test p = "
+            f"{c['label_sign_test_p']:.3f}).")
+    r.bullets(lines)
 
 
 def _ci(section: dict, m: str) -> str:

@@ -120,3 +120,23 @@ def log_summary(params: dict, metrics: dict, params_hash: str, artifacts: Iterab
     except Exception as exc:  # noqa: BLE001
         warnings.warn(f"MLflow: could not replace an earlier summary run: {type(exc).__name__}: {exc}", stacklevel=2)
     return log_run("summary", params, metrics, params_hash, artifacts, tags={"summary": "true"})
+
+
+def summary_runs() -> list[dict]:
+    """Every summary run in the store, newest first: {"params", "metrics",
+    "experiment", "start_time"} (params as MLflow keeps them: strings). A
+    SQLite store that does not exist yet holds none (and is not created)."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return []
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return []
+    runs = client.search_runs([experiment.experiment_id], "tags.summary = 'true'",
+                              order_by=["attributes.start_time DESC"], max_results=50_000)
+    return [{"params": dict(r.data.params), "metrics": dict(r.data.metrics),
+             "experiment": r.data.tags.get("dvc_exp_name", ""), "start_time": r.info.start_time} for r in runs]

@@ -11,9 +11,26 @@ with one global cosine over all parameter tensors. The sign convention here is
 that Δ ∝ +Σ_{x∈X} ∇_θ CE at the point where dummy gradients are taken:
 
 - approx (one ascent step θ_u = θ + η∇CE(θ; X)): Δ = θ_u − θ, gradients at θ;
-- exact (one SGD epoch from θ₀ redone without X): Δ = −(N(θ−θ₀) − (N−k)(θ_u−θ₀))
-  = lr·Σ_X ∇CE(θ₀), gradients at θ₀ (exact for one full-batch step, a
-  linearisation for several minibatches).
+- exact (one SGD epoch from θ₀ redone without X): Δ = −(a(θ−θ₀) − b(θ_u−θ₀)),
+  gradients at θ₀, with (a, b) from `exact_update` (EXACT_UPDATES):
+  count_weighted (the reference) a = N, b = N−k; batch_weighted a = min(N, B),
+  b = min(N−k, B), B the fine-tune batch size. For one full-batch step (N ≤ B,
+  the default N = 32) both give lr·Σ_X ∇CE(θ₀) exactly and are bit-identical.
+
+  With several minibatches neither is exact. To first order in lr (which
+  matched the real update at cosine ≈ 0.99 on Fashion-MNIST, N = 512),
+  θ−θ₀ = −lr Σ_i g_i/B_i; for N a multiple of B the retrain's last batch L
+  is k short, so θ_u − θ = (lr/B)(Σ_X g − (k/(B−k)) Σ_L g). The plain
+  difference (batch_weighted) keeps L's mean gradient, often larger than a
+  well-fitted sample's own. count_weighted = N(θ_u−θ) − k(θ_u−θ₀) also
+  subtracts k times the retrain's update, whose mean-gradient part cancels
+  L's, leaving only L's deviation from the mean. Measured mean cosine to
+  Σ_X ∇CE(θ₀), count vs batch (benchmarks/exact_leakage.py): pipeline θ₀
+  0.58 vs 0.53 at N = 256, 0.32 vs 0.37 at N = 512; a less fitted θ₀ 0.86
+  vs 0.77 and 0.78 vs 0.68; so count_weighted stays the default. Either way
+  a sample leaks only where its gradient outweighs that residue: misfit
+  samples (‖g‖ ≳ 1) are still recovered at N = 512, well-fitted ones are not.
+  (For N ≤ B what is lost is float32 rounding of the released weights alone.)
 
 Δ is formed in float64 by default: N·(θ−θ₀) multiplies float32 rounding, which
 swamps the signal of well-fitted samples.
@@ -110,6 +127,11 @@ class Config(BaseModel):
     delta_dtype: Literal["float64", "float32"] = Field(
         "float64", description="dtype in which Δ is formed (reference: float32)"
     )
+    exact_update: str = Field(
+        "count_weighted",
+        description="key of EXACT_UPDATES, exact unlearning's Δ: count_weighted (the reference) | batch_weighted "
+        "(needs the fine-tune batch size in the view; identical for N ≤ B)",
+    )
     init: Literal["randn_clamped", "uniform", "gray"] = Field(
         "randn_clamped",
         description="start: randn clamped to the box (reference), uniform in the box, or 0.5 plus small noise",
@@ -131,6 +153,13 @@ class Config(BaseModel):
     def _yaml_yes_no(cls, v):
         # YAML 1.1 (params.yaml, `dvc exp run -S`) reads a bare yes/no as a boolean.
         return {True: "yes", False: "no"}.get(v, v) if isinstance(v, bool) else v
+
+    @field_validator("exact_update")
+    @classmethod
+    def _known_exact_update(cls, v: str) -> str:
+        if v not in EXACT_UPDATES:
+            raise ValueError(f"unknown exact_update {v!r}; expected one of: {', '.join(EXACT_UPDATES)}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
@@ -164,9 +193,30 @@ def _named_params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def observed_update(view: AttackerView, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
+def _count_weighted(view: AttackerView) -> tuple[int, int]:
+    return view.n, view.n - view.k
+
+
+def _batch_weighted(view: AttackerView) -> tuple[int, int]:
+    b = view.finetune_batch_size
+    if b is None:
+        raise ValueError("exact_update 'batch_weighted' needs the fine-tune batch size (finetune_batch_size) in the view")
+    return min(view.n, b), min(view.n - view.k, b)
+
+
+# Exact unlearning's Δ = −(a(θ−θ₀) − b(θ_u−θ₀)): name -> (a, b) from the view.
+EXACT_UPDATES: dict[str, Callable[[AttackerView], tuple[int, int]]] = {
+    "count_weighted": _count_weighted,
+    "batch_weighted": _batch_weighted,
+}
+
+
+def observed_update(
+    view: AttackerView, dtype: torch.dtype = torch.float64, exact_update: str = "count_weighted"
+) -> dict[str, torch.Tensor]:
     """Δ per parameter, oriented along +Σ_X ∇CE at the point where dummy
-    gradients are taken (θ for approx, θ₀ for exact)."""
+    gradients are taken (θ for approx, θ₀ for exact; `exact_update` names
+    the exact estimator, a key of EXACT_UPDATES)."""
     theta = _named_params(view.theta_original)
     theta_u = _named_params(view.theta_unlearned)
     if view.method == "approx":
@@ -174,12 +224,14 @@ def observed_update(view: AttackerView, dtype: torch.dtype = torch.float64) -> d
     if view.method == "exact":
         if view.theta_pretrained is None:
             raise ValueError("exact unlearning's update needs θ₀ (theta_pretrained) in the view")
+        if exact_update not in EXACT_UPDATES:
+            raise ValueError(f"unknown exact_update {exact_update!r}; expected one of: {', '.join(EXACT_UPDATES)}")
         theta0 = _named_params(view.theta_pretrained)
-        n, k = view.n, view.k
+        a, b = EXACT_UPDATES[exact_update](view)
         out = {}
         for name in theta:
             t0 = theta0[name].detach().to(dtype)
-            out[name] = -(n * (theta[name].detach().to(dtype) - t0) - (n - k) * (theta_u[name].detach().to(dtype) - t0))
+            out[name] = -(a * (theta[name].detach().to(dtype) - t0) - b * (theta_u[name].detach().to(dtype) - t0))
         return out
     raise ValueError(f"unknown unlearning method {view.method!r}; expected approx or exact")
 
@@ -445,7 +497,7 @@ def recover(
     """
     started = time.perf_counter()
     dtype = torch.float64 if cfg.delta_dtype == "float64" else torch.float32
-    delta = observed_update(view, dtype)
+    delta = observed_update(view, dtype, cfg.exact_update)
     point = _attack_point(view)
     device = next(point.parameters()).device
     image = len(view.input_shape) >= 2

@@ -11,10 +11,13 @@ Use:
     view = BlackBoxView(before, li.oracle(theta_u, cfg), 10, (1, 28, 28))
     result, stats = li.infer(view, probes, cfg)          # one request
     pairs = li.infer_many(views, probes, cfg)            # several, with optional calibration
+    # against exact unlearning: θ₀'s outputs once (P counted queries), then the referenced drop
+    probes, rstats = li.with_reference(probes, li.oracle(theta_pretrained, cfg))
+    result, stats = li.infer(view, probes, cfg, k=1, reference_weight=li.reference_weight(512, 1, 128))
 
 Probes depend only on θ: make them once per served model and reuse them for
-every request. θ's outputs on the probes travel with them, so a request costs
-one query of θ_u per probe.
+every request. θ's outputs on the probes travel with them (and θ₀'s, when
+referenced), so a request costs one query of θ_u per probe.
 
 Signals, by access mode (the result says which it used):
 - probabilities: `cfg.statistic` — `logit` (default: mean drop of the probe's
@@ -26,19 +29,31 @@ Signals, by access mode (the result says which it used):
   labels c) / probes of c, on probes moved next to θ's decision boundary.
 
 Exact unlearning (redo the fine-tune without X) shifts θ_u by a drift common to
-every request (the last minibatch is one sample short), which for confidently
-fitted samples is larger than the removed sample's own effect. With
-`calibration: leave_one_out`, `infer_many` subtracts per class the median score
-of the other requests on the same θ: per-class normalisation against that drift.
+every request, which for confidently fitted samples is larger than the removed
+sample's own effect: with one full-batch step (N ≤ B), θ − θ₀ = −(lr/N)Σ_all g
+and θ_u − θ₀ = −(lr/(N−k))Σ_rest g, so θ_u − θ = (lr/N)(Σ_X g − k·mean_rest g),
+the removed samples' gradients beside the mean gradient of the rest of D_u. Two
+remedies:
+- `reference` (one request, needs θ₀: the model served before D_u was fine-tuned
+  in, which the user could query then): the per-probe drop plus w·(f(θ) − f(θ₀)),
+  w = k/(N−k), i.e. ∝ N·f(θ) − (N−k)·f(θ_u) − k·f(θ₀) ≈ −lr·J·Σ_X g, the output
+  image of the count-weighted exact update. Exact for one step to first order in
+  the outputs; with N > B the drift is the last minibatch's own mean gradient,
+  which no endpoint model shows, and `reference_weight` removes only its
+  expectation (see there). `auto` uses θ₀ for exact and retrain only, never
+  under label access; the result's signal then ends in `-referenced`.
+- `calibration: leave_one_out`: `infer_many` subtracts per class the median score
+  of the other requests on the same θ: per-class normalisation against the drift.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Literal, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from torch import nn
 
 from .probes import STRATEGIES, ProbeConfig, Probes, to_boundary
@@ -47,6 +62,7 @@ from .view import BlackBoxView, QueryOracle
 __all__ = [
     "Config", "Result", "STATISTICS", "BlackBoxView", "Probes",
     "oracle", "make_probes", "infer", "infer_many", "class_scores",
+    "with_reference", "reference_weight", "uses_reference",
 ]
 
 
@@ -68,6 +84,12 @@ class Config(BaseModel):
         description="infer_many only: subtract per class the median score of the other requests on the same θ; "
         "use for exact unlearning, whose θ_u carries a common drift (reference: none)",
     )
+    reference: Literal["none", "pretrained", "auto"] = Field(
+        "auto",
+        description="read the drop against θ₀ too (N·f(θ) − (N−k)·f(θ_u) − k·f(θ₀) for one step; θ₀'s "
+        "outputs on the probes cost one query each, once): none | pretrained (always) | auto (only when θ_u "
+        "is a retrained fine-tune from θ₀: exact, retrain); not under label access (reference: none)",
+    )
 
     @field_validator("statistic")
     @classmethod
@@ -81,6 +103,13 @@ class Config(BaseModel):
     def _strategy(cls, v: ProbeConfig) -> ProbeConfig:
         if v.strategy not in STRATEGIES:
             raise ValueError(f"unknown probe strategy {v.strategy!r}; choose from {sorted(STRATEGIES)}")
+        return v
+
+    @field_validator("reference")
+    @classmethod
+    def _reference_needs_scores(cls, v: str, info: ValidationInfo) -> str:
+        if v == "pretrained" and info.data.get("access") == "label":
+            raise ValueError("pretrained needs probabilities or topk access (label access counts flips)")
         return v
 
 
@@ -141,7 +170,8 @@ def make_probes(
     return probes, stats
 
 
-# ---- statistics: (before, after, label, num_classes) -> per-class drop, nan where no probe
+# ---- statistics: a per-probe value v (log-odds or p_c of the probe's class) and how a class
+# reduces its probes' drops v(θ) − v(θ_u) (+ w·(v(θ) − v(θ₀)) when referenced); nan where no probe
 
 _TINY = torch.finfo(torch.float64).tiny
 
@@ -177,17 +207,8 @@ def _per_class(values: torch.Tensor, label: torch.Tensor, num_classes: int, redu
     return out
 
 
-def _probability(before, after, label, num_classes):
-    drop = _own(before, label)[0] - _own(after, label)[0]
-    return _per_class(drop, label, num_classes, "mean")
-
-
-def _logit(before, after, label, num_classes):
-    return _per_class(_log_odds(before, label) - _log_odds(after, label), label, num_classes, "mean")
-
-
-def _logit_median(before, after, label, num_classes):
-    return _per_class(_log_odds(before, label) - _log_odds(after, label), label, num_classes, "median")
+def _probability(out: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    return _own(out, label)[0]
 
 
 def _label_flips(before, after, label, num_classes):
@@ -202,13 +223,70 @@ def _label_flips(before, after, label, num_classes):
     return out
 
 
-Statistic = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+Value = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-STATISTICS: dict[str, Statistic] = {
-    "logit": _logit,
-    "logit_median": _logit_median,
-    "probability": _probability,
+STATISTICS: dict[str, tuple[Value, Literal["mean", "median"]]] = {
+    "logit": (_log_odds, "mean"),
+    "logit_median": (_log_odds, "median"),
+    "probability": (_probability, "mean"),
 }
+
+
+def _drops(name: str, before, after, label, num_classes, reference=None, weight: float = 0.0) -> torch.Tensor:
+    value, reduce = STATISTICS[name]
+    v = value(before, label)
+    drop = v - value(after, label)
+    if reference is not None:
+        drop = drop + weight * (v - value(reference, label))
+    return _per_class(drop, label, num_classes, reduce)
+
+
+# ---- the θ₀ reference against exact unlearning
+
+RETRAINED = ("exact", "retrain")  # methods whose θ_u is the fine-tune from θ₀ redone without X
+
+
+def uses_reference(cfg: Config, method: str) -> bool:
+    """Whether `cfg` reads the drop against θ₀ for requests unlearned by `method`."""
+    if cfg.access == "label" or cfg.reference == "none":
+        return False
+    return cfg.reference == "pretrained" or method in RETRAINED
+
+
+def reference_weight(n: int, k: int, batch_size: int) -> float:
+    """w in the per-probe score (f(θ) − f(θ_u)) + w·(f(θ) − f(θ₀)), for a
+    request removing k of the N = |D_u| samples θ was fine-tuned on from θ₀
+    with minibatches of `batch_size` (the server's; the attacker is granted
+    it, as it is granted N and k).
+
+    N ≤ B (one step an epoch): w = k/(N−k), so (N−k)·score = N·f(θ) −
+    (N−k)·f(θ_u) − k·f(θ₀), the output image of N(θ−θ₀) − (N−k)(θ_u−θ₀) =
+    −lr·Σ_X ∇CE(θ₀): exact in parameters for one step, and to first order in
+    the outputs. N > B: nb = ⌈N/B⌉ steps an epoch, nb' = ⌈(N−k)/B⌉ after
+    removal; with each gradient ≈ the mean gradient ḡ plus its own part,
+    θ − θ_u ≈ −lr·[Σ_X ∇CE/B + (nb − nb' − k/B)·ḡ] and θ − θ₀ ≈ −lr·nb·ḡ, so
+    w = (k/B − (nb − nb'))/nb (≈ k/N; capping N and N−k at B instead would
+    give w = 0, the plain drop). Only first order there: the drift is the mean
+    gradient of the last minibatch, whose samples take over the removed ones'
+    weight, and ḡ estimates it with that batch's own sampling error.
+    """
+    if not 0 <= k < n:
+        raise ValueError(f"need 0 <= k < N (got k={k}, N={n})")
+    if n <= batch_size:
+        return k / (n - k)
+    steps, steps_after = math.ceil(n / batch_size), math.ceil((n - k) / batch_size)
+    return (k / batch_size - (steps - steps_after)) / steps
+
+
+def with_reference(probes: Probes, pretrained: QueryOracle) -> tuple[Probes, dict]:
+    """The probes with θ₀'s outputs on them, one counted query of
+    `pretrained` (θ₀'s oracle) per probe, taken once and reused for every
+    request. The oracle must return what the probes recorded for θ."""
+    if pretrained.access != probes.access:
+        raise ValueError(f"θ₀'s oracle gives {pretrained.access} but the probes hold {probes.access} outputs")
+    start = pretrained.queries
+    reference = pretrained(probes.x) if len(probes) else probes.before.clone()
+    return replace(probes, reference=reference), {"reference_queries": pretrained.queries - start}
 
 
 def _oracles(view: BlackBoxView | tuple[QueryOracle, QueryOracle]) -> tuple[QueryOracle, QueryOracle]:
@@ -219,11 +297,14 @@ def _oracles(view: BlackBoxView | tuple[QueryOracle, QueryOracle]) -> tuple[Quer
 
 
 def class_scores(
-    view: BlackBoxView | tuple[QueryOracle, QueryOracle], probes: Probes, cfg: Config
+    view: BlackBoxView | tuple[QueryOracle, QueryOracle], probes: Probes, cfg: Config,
+    reference_weight: float | None = None,
 ) -> tuple[torch.Tensor, str, int]:
     """(per-class score [C] float64, signal used, queries spent): the raw
     drops, before any calibration. θ's outputs are reused from the probes
-    when they were recorded in the access mode of θ_u's oracle."""
+    when they were recorded in the access mode of θ_u's oracle.
+    `reference_weight`: read against θ₀'s outputs carried by the probes
+    (see `reference_weight()`); None = the plain drop."""
     before_oracle, after_oracle = _oracles(view)
     start = before_oracle.queries + after_oracle.queries if before_oracle is not after_oracle else after_oracle.queries
     num_classes = probes.before.shape[1]
@@ -236,8 +317,16 @@ def class_scores(
     if after_oracle.access == "label":
         scores, signal = _label_flips(before, after, label, num_classes), "label_flips"
     else:
-        scores = STATISTICS[cfg.statistic](before, after, label, num_classes)
+        reference = None
+        if reference_weight is not None:
+            if probes.reference is None or probes.access != after_oracle.access:
+                raise ValueError("the θ₀-referenced statistic needs θ₀'s outputs on the probes in θ_u's "
+                                 "access mode (label_inference.with_reference)")
+            reference = probes.reference
+        scores = _drops(cfg.statistic, before, after, label, num_classes, reference, reference_weight or 0.0)
         signal = cfg.statistic if after_oracle.access == "probabilities" else f"top{after_oracle.topk}_{cfg.statistic}"
+        if reference is not None:
+            signal += "-referenced"
     end = before_oracle.queries + after_oracle.queries if before_oracle is not after_oracle else after_oracle.queries
     return scores, signal, end - start
 
@@ -286,15 +375,19 @@ def infer(
     n_labels: int = 1,
     k: int | None = None,
     baseline: torch.Tensor | None = None,
+    reference_weight: float | None = None,
 ) -> tuple[Result, dict]:
     """The removed label(s) of one request from (θ, θ_u) query access.
 
     `view`: a BlackBoxView or a (before, after) pair of oracles. `n_labels`:
     how many classes the request removed (top-N). `k`: the request's size,
     when known, for the label-count estimate. `baseline`: a per-class score to
-    subtract (see infer_many). Stats: queries, signal, probes used.
+    subtract (see infer_many). `reference_weight`: read against θ₀ too (the
+    probes must carry θ₀'s outputs: `with_reference`). Stats: queries (of θ_u,
+    and of θ where re-asked; θ₀'s were spent once in with_reference), signal,
+    probes used.
     """
-    scores, signal, queries = class_scores(view, probes, cfg)
+    scores, signal, queries = class_scores(view, probes, cfg, reference_weight)
     if baseline is not None:
         scores = scores - baseline
         signal += "-calibrated"
@@ -310,15 +403,18 @@ def infer_many(
     *,
     n_labels: int | Sequence[int] = 1,
     k: int | Sequence[int | None] | None = None,
+    reference_weight: float | Sequence[float | None] | None = None,
 ) -> list[tuple[Result, dict]]:
     """`infer` for several requests on the same θ. With `cfg.calibration ==
     "leave_one_out"` (and at least 3 requests) each request's scores have the
     per-class median of the other requests' scores subtracted; otherwise
-    identical to calling infer on each."""
+    identical to calling infer on each. `reference_weight`: one for all
+    requests or one each (see infer)."""
     n = len(views)
     ns = [n_labels] * n if isinstance(n_labels, int) else list(n_labels)
     ks = list(k) if isinstance(k, Sequence) else [k] * n
-    raw = [class_scores(v, probes, cfg) for v in views]
+    ws = list(reference_weight) if isinstance(reference_weight, Sequence) else [reference_weight] * n
+    raw = [class_scores(v, probes, cfg, w) for v, w in zip(views, ws)]
     counts = torch.bincount(probes.label, minlength=probes.before.shape[1]).tolist()
     stack = torch.stack([r[0] for r in raw]) if raw else torch.zeros(0)
     out = []

@@ -103,7 +103,9 @@ class Probes:
     x: [P, *input_shape] float32 in [0,1]; target: [P] the class each was made
     for; before: [P, C] float64, θ's outputs in `access` mode (what the oracle
     returned); reached: [P] whether θ gives the target at least the threshold
-    (under label access: whether θ's label is the target).
+    (under label access: whether θ's label is the target); reference: [P, C]
+    float64 or None, θ₀'s outputs in the same access mode, for the
+    θ₀-referenced statistic against exact unlearning (label_inference.with_reference).
     """
 
     x: torch.Tensor
@@ -111,6 +113,7 @@ class Probes:
     before: torch.Tensor
     reached: torch.Tensor
     access: str
+    reference: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -119,6 +122,12 @@ class Probes:
     def label(self) -> torch.Tensor:
         """θ's argmax on each probe: the class the decision files it under."""
         return self.before.argmax(1)
+
+    def first_per_class(self, m: int) -> "Probes":
+        """The first m probes made for each class (fewer probes, fewer queries)."""
+        keep = torch.cat([torch.nonzero(self.target == c).flatten()[:m] for c in self.target.unique()]).sort().values
+        return Probes(self.x[keep], self.target[keep], self.before[keep], self.reached[keep], self.access,
+                      None if self.reference is None else self.reference[keep])
 
 
 class _Stop(Exception):
@@ -459,7 +468,7 @@ def to_boundary(
         before[movable] = meter(x[movable])
     except _Stop:
         x = probes.x  # the outputs must match the inputs; keep the originals
-    moved = replace(probes, x=x, before=before)
+    moved = replace(probes, x=x, before=before, reference=None)  # θ₀'s outputs were for the old x
     return moved, {"boundary_queries": meter.spent, "boundary_steps": done, "boundary_moved": len(movable)}
 
 

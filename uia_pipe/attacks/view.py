@@ -13,7 +13,8 @@ from torch import nn
 @dataclass(frozen=True)
 class AttackerView:
     """White-box view of the server (feature recovery): θ and θ_u, θ₀ where the
-    exact-unlearning attack assumes it, and public facts about the setting.
+    exact-unlearning attack assumes it, public facts about the setting, and
+    the fine-tune's batch size (the server's own training settings).
 
     There is deliberately no field for the forget set or its labels.
     """
@@ -26,6 +27,61 @@ class AttackerView:
     num_classes: int
     n: int  # N = |D_u|
     k: int  # |X|, the number of removed samples
+    # B, the batch size of the fine-tune on D_u: the server ran that fine-tune, so
+    # knows it (the exact attack's batch_weighted estimator needs it); None = not given.
+    finetune_batch_size: int | None = None
+
+
+def _same(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def sisa_shard_views(
+    before: list[list[nn.Module]],
+    after: list[list[nn.Module]],
+    slice_sizes: list[list[int]],
+    removed: list[list[int]],
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    finetune_batch_size: int | None = None,
+) -> list[tuple[int, int, AttackerView]]:
+    """A SISA-aware server's views of one deletion: (shard, slice, view) for
+    each shard whose models changed.
+
+    What this attacker holds: SISA's checkpoint store before and after the
+    deletion (`before[s][j]`, `after[s][j]`: shard s after training on slices
+    0..j−1, so [s][0] is θ₀; the server must keep these to serve the next
+    deletion), the slice sizes, and SISA's index of where each deleted record
+    lives (`removed[s][j]`: how many of X's records slice j of shard s holds)
+    — the records' locations, never their contents.
+
+    Comparing the stores finds the changed shard s (the others are
+    bit-identical) and its first changed checkpoint j+1: retraining restarted
+    from c = before[s][j] and redid stage j, `fit(c, slices 0..j without X)`
+    with the same settings, seed and batch order. That one stage is exactly
+    the paper's exact-unlearning setting, so the view is θ₀ := c,
+    θ := before[s][j+1], θ_u := after[s][j+1], N := |slices 0..j|,
+    k := removed[s][j], method "exact". With the default fine-tune (one
+    epoch, batch ≥ N) the stage is one full-batch step and
+    −(N(θ−c) − (N−k)(θ_u−c)) = lr·Σ_X ∇CE(c) holds exactly; with several
+    minibatches it is the same linearisation as for exact unlearning. The
+    later stages start from different checkpoints before and after, so
+    their difference mixes the drift in: X's records in later slices of an
+    already affected shard are not covered by any view.
+    """
+    views = []
+    for s, (old, new) in enumerate(zip(before, after)):
+        j = next((i for i in range(1, len(old)) if not _same(old[i], new[i])), None)
+        if j is None:
+            continue
+        stage = j - 1
+        views.append((s, stage, AttackerView(
+            theta_original=old[j], theta_unlearned=new[j], theta_pretrained=old[stage], method="exact",
+            input_shape=tuple(input_shape), num_classes=num_classes,
+            n=int(sum(slice_sizes[s][: stage + 1])), k=int(removed[s][stage]),
+            finetune_batch_size=finetune_batch_size,  # each stage is a fit with the fine-tune's settings
+        )))
+    return views
 
 
 class QueryOracle:

@@ -60,10 +60,7 @@ def sweep(
                 continue
             first = len(rows)
             defended = [defend(inp, strength, cfg, seed + req["index"]) for inp, req in zip(inputs, setting.requests)]
-            li_frame, li_results = campaign.label_inference(attacked, defended, probes, li_cfg)
-            ks = [len(r["forget"]) for r in setting.requests]
-            fr_frame, _ = campaign.feature_recovery(attacked, defended, fr_cfg, seed,
-                                                     campaign.inferred_labels(li_results, ks))
+            li_frame, _, fr_frame, _ = campaign.both(attacked, defended, probes, li_cfg, fr_cfg, seed)
             for j, (inp, model) in enumerate(zip(inputs, defended)):
                 fr_row, li_row = fr_frame.iloc[j], li_frame.iloc[j]
                 row = {"defence": name, "strength": float(strength), "request": int(fr_row["request"]),

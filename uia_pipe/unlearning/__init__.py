@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import approx, exact, finetune, influence, neggrad, random_label, retrain, sisa
+from . import approx, exact, finetune, influence, neggrad, random_label, retrain, scrub, sisa
 from .problem import MethodConfig, Pretraining, UnlearningProblem
 
 METHODS: dict[str, tuple[Callable, type[MethodConfig]]] = {
@@ -22,10 +22,15 @@ METHODS: dict[str, tuple[Callable, type[MethodConfig]]] = {
     "random_label": (random_label.unlearn, random_label.Config),
     "influence": (influence.unlearn, influence.Config),
     "sisa": (sisa.unlearn, sisa.Config),
+    "scrub": (scrub.unlearn, scrub.Config),
 }
 
 # Methods whose served model is not the train stage's θ (name -> serve(problem, cfg)).
 SERVED: dict[str, Callable] = {"sisa": sisa.serve}
+
+# Methods whose server keeps more than the served model (name ->
+# server_state(problem, cfg, forget=None) -> (models as one module, JSON-ready index)).
+SERVER_STATE: dict[str, Callable] = {"sisa": sisa.server_state}
 
 
 def served_model(name: str, problem: UnlearningProblem, cfg: MethodConfig):
@@ -33,4 +38,4 @@ def served_model(name: str, problem: UnlearningProblem, cfg: MethodConfig):
     serve = SERVED.get(name)
     return serve(problem, cfg) if serve else problem.theta_original
 
-__all__ = ["METHODS", "SERVED", "MethodConfig", "Pretraining", "UnlearningProblem", "served_model"]
+__all__ = ["METHODS", "SERVED", "SERVER_STATE", "MethodConfig", "Pretraining", "UnlearningProblem", "served_model"]

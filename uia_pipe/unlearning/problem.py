@@ -62,12 +62,16 @@ def forget_and_retain(problem: UnlearningProblem, forget: torch.Tensor, device: 
             problem.du_x[~forget].to(device), problem.du_y[~forget].to(device))
 
 
-def sgd_steps(model: nn.Module, objective: Callable[[nn.Module], torch.Tensor], steps: int, lr: float) -> nn.Module:
-    """`steps` plain SGD steps on objective(model), batch norm in eval mode."""
+def sgd_steps(model: nn.Module, objective: Callable[[nn.Module], torch.Tensor], steps: int, lr: float,
+              max_grad_norm: float = 0.0) -> nn.Module:
+    """`steps` plain SGD steps on objective(model), batch norm in eval mode;
+    max_grad_norm > 0 clips each step's global gradient norm to it."""
     model.eval()
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
         objective(model).backward()
+        if max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step()
     return model

@@ -9,6 +9,8 @@ before X's first slice, on the same slices without X.
 What the attacker sees: the ensemble's parameters before and after, i.e. S
 shard models of which only the affected ones changed; the update of a shard is
 a fine-tune on ~N/S samples, so exact-unlearning inversion faces a smaller N.
+A server that keeps the checkpoints (SISA must, to serve the next deletion)
+sees more: see attacks.view.sisa_shard_views.
 """
 
 from __future__ import annotations
@@ -89,11 +91,46 @@ def affected_shards(system: SisaSystem, forget: torch.Tensor) -> dict[int, int]:
     return out
 
 
-def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:
-    """Retrain only the shards holding X, from the checkpoint before X's first slice."""
+def retrain(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> SisaSystem:
+    """The system after deleting X: each shard holding X retrained from the
+    checkpoint before X's first slice, its later checkpoints replaced (SISA
+    keeps them for the next deletion); the other shards' checkpoints shared."""
     system = build(problem, cfg)
-    members = [clone(c[-1]) for c in system.checkpoints]
+    checkpoints = [list(c) for c in system.checkpoints]
     for s, j in affected_shards(system, forget).items():
         model = clone(system.checkpoints[s][j])
-        members[s] = _train_slices(problem, model, system.slices[s], s, j, forget)[-1]
-    return Ensemble(members).eval()
+        checkpoints[s][j + 1:] = _train_slices(problem, model, system.slices[s], s, j, forget)
+    return SisaSystem(system.slices, checkpoints)
+
+
+def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:
+    """Retrain only the shards holding X, from the checkpoint before X's first slice."""
+    return Ensemble([clone(c[-1]) for c in retrain(problem, forget, cfg).checkpoints]).eval()
+
+
+def store(system: SisaSystem) -> Ensemble:
+    """Every checkpoint of the system as one flat `Ensemble` (shard-major:
+    member s·(R+1) + j is checkpoints[s][j]), so io.save_model can keep it."""
+    return Ensemble([clone(m) for c in system.checkpoints for m in c]).eval()
+
+
+def bookkeeping(system: SisaSystem) -> dict:
+    """SISA's index of D_u, JSON-ready: slices[s][j] = the D_u indices of shard s's slice j."""
+    return {"slices": [[idx.tolist() for idx in shard] for shard in system.slices]}
+
+
+def server_state(problem: UnlearningProblem, cfg: Config, forget: torch.Tensor | None = None) -> tuple[Ensemble, dict]:
+    """What the server keeps beside the served model: the checkpoint store
+    (before any deletion, or after deleting `forget`) as a flat ensemble, and
+    SISA's index of D_u."""
+    system = build(problem, cfg) if forget is None else retrain(problem, forget, cfg)
+    return store(system), bookkeeping(system)
+
+
+def unflatten(flat: Ensemble, slices: list[list]) -> list[list[nn.Module]]:
+    """checkpoints[s][j] back from `store`'s flat ensemble, given the slice layout."""
+    out, members = [], list(flat.members)
+    for shard in slices:
+        out.append(members[: len(shard) + 1])
+        members = members[len(shard) + 1:]
+    return out
