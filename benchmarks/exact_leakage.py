@@ -1,6 +1,6 @@
 """Exact unlearning's leakage as a curve over N, run by hand (not a test):
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py          # ~5 min on one core
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py          # ~6 min on one shared core
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py --cases 32:1 512:1 --targets 8 --iterations 1000
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py --fresh-pretrain 5000   # a weaker θ₀
 
@@ -57,7 +57,8 @@ from uia_pipe.unlearning.problem import clone  # noqa: E402
 
 
 def pipeline_problem(trained: Path, ds, n: int) -> UnlearningProblem:
-    """The train stage's protocol at |D_u| = n: its θ₀, D_u = the first n of its pool, θ = θ₀ fine-tuned on D_u."""
+    """The train stage's protocol at |D_u| = n: its θ₀, D_u = the first n of its
+    pool, θ = θ₀ fine-tuned on D_u."""
     theta0, _ = io.load_model(trained / "theta_pretrained.safetensors")
     pool = io.load_tensors(trained / "split.safetensors")[0]["pool"]
     if n > len(pool):
@@ -167,7 +168,8 @@ def main() -> None:
     ap.add_argument("--labels", choices=["analytic", "oracle"], default=None,
                     help="override attack.feature_recovery.labels (default: params.yaml's)")
     ap.add_argument("--fresh-pretrain", type=int, default=0,
-                    help="S > 0: a fresh LeNet (width 32) pretrained 1 epoch on S samples instead of the pipeline's θ₀")
+                    help="S > 0: a fresh LeNet (width 32) pretrained 1 epoch on S samples, "
+                         "instead of the pipeline's θ₀")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -177,7 +179,8 @@ def main() -> None:
         update={"iterations": args.iterations, **({"labels": args.labels} if args.labels else {})})
     ds = io.load_dataset_artifact(args.data)
     mean_img = metrics.mean_image(as_inputs(ds.x_train[:5000]))
-    source = f"fresh LeNet, 1 epoch on {args.fresh_pretrain}" if args.fresh_pretrain else f"pipeline θ₀ ({args.trained})"
+    source = (f"fresh LeNet, 1 epoch on {args.fresh_pretrain}" if args.fresh_pretrain
+              else f"pipeline θ₀ ({args.trained})")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); θ₀: {source}; feature recovery: "
           f"{args.iterations} it, {fr_cfg.restarts} restarts, labels {fr_cfg.labels}, optimizer {fr_cfg.optimizer}; "
           f"cos over {args.cos_targets} requests, PSNR over the first {args.targets}")
@@ -194,7 +197,8 @@ def main() -> None:
             served, _ = io.load_model(args.trained / "theta_original.safetensors")
             gap = max(float((a - b).abs().max()) for a, b in zip(served.state_dict().values(),
                                                                   problem.theta_original.state_dict().values()))
-            print(f"  (N = {n} is the pipeline's own D_u; θ rebuilt here vs models/train's θ: max |difference| {gap:.1e})")
+            print(f"  (N = {n} is the pipeline's own D_u; θ rebuilt here vs models/train's θ: "
+                  f"max |difference| {gap:.1e})")
         for row in run_case(problem, k, ds.card["num_classes"], args, fr_cfg, params.unlearn.approx.eta, mean_img):
             note = "  (Δ bit-identical to count_weighted)" if row["identical"] and "batch" in row["update"] else ""
             print(f"{row['N']:4d} {row['k']:2d} {row['B']:4d} {row['update']:22s} {row['cos_mean']:8.3f} "

@@ -200,7 +200,8 @@ def _count_weighted(view: AttackerView) -> tuple[int, int]:
 def _batch_weighted(view: AttackerView) -> tuple[int, int]:
     b = view.finetune_batch_size
     if b is None:
-        raise ValueError("exact_update 'batch_weighted' needs the fine-tune batch size (finetune_batch_size) in the view")
+        raise ValueError("exact_update 'batch_weighted' needs the fine-tune batch size (finetune_batch_size) "
+                         "in the view")
     return min(view.n, b), min(view.n - view.k, b)
 
 
