@@ -239,7 +239,10 @@ def test_theta0_reference_finds_single_samples_that_exact_unlearning_hides(full_
     referenced = li.infer_many(views, probes, cfg, k=1, reference_weight=weight)
     hits = sum(r.predicted[0] == y for (r, _), y in zip(referenced, truth)) / n
     plain_hits = sum(p == y for p, y in zip(plain, truth)) / n
-    assert plain_hits < 0.8 <= hits, (plain_hits, hits)  # measured: 0.62 plain, 1.0 referenced
+    # Measured: 0.62 plain, 1.00 referenced with 1 torch thread; 0.54 and 0.75 with 2 or 3. The exact
+    # update of a well-fitted sample (lr/N·g, g ≈ 1e-3 here) sits at float32's rounding of the released
+    # weights, so which of those samples survive depends on the summation order.
+    assert plain_hits < 0.65 and hits >= 0.7 and hits - plain_hits >= 0.15, (plain_hits, hits)
     assert all(r.signal == "logit-referenced" for r, _ in referenced)
 
 
