@@ -39,7 +39,7 @@ BAD = [
     (["train", "model"], "vit", "train.model: unknown model 'vit'"),
     (["unlearn", "method"], "magic", "unlearn.method: unknown unlearning method 'magic'"),
     (["unlearn", "compare"], ["approx", "magic"], "unlearn.compare: unknown unlearning method 'magic'"),
-    (["unlearn", "compare"], ["approx", "approx"], "unlearn.compare: methods listed twice"),
+    (["unlearn", "compare"], ["approx", "approx"], "unlearn.compare: listed twice"),
     (["unlearn", "approx", "eta"], -1, "unlearn.approx.eta:"),
     (["train", "convnet", "depth"], 3, "train.convnet.depth: unknown key"),
     (["base", "device"], "tpu", "base.device:"),

@@ -36,6 +36,15 @@ def _one_of(kind: str, value: str, registry: dict) -> str:
     return value
 
 
+def _all_of(kind: str, names: tuple[str, ...], registry: dict) -> tuple[str, ...]:
+    """Each name known, none twice."""
+    for name in names:
+        _one_of(kind, name, registry)
+    if len(set(names)) != len(names):
+        raise ValueError(f"listed twice: {list(names)}")
+    return names
+
+
 def _registry_settings(name: str, registry: dict) -> type[Section]:
     """A section with one optional sub-section per registry entry."""
     fields: dict[str, Any] = {key: (cfg_type, cfg_type()) for key, (_, cfg_type) in registry.items()}
@@ -105,11 +114,7 @@ class UnlearnParams(_MethodSettings):
     @field_validator("compare")
     @classmethod
     def _known_all(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for name in v:
-            _one_of("unlearning method", name, METHODS)
-        if len(set(v)) != len(v):
-            raise ValueError(f"methods listed twice: {list(v)}")
-        return v
+        return _all_of("unlearning method", v, METHODS)
 
     @property
     def compared(self) -> tuple[str, ...]:
@@ -145,11 +150,7 @@ class DefendParams(_DefenceSettings):
     @field_validator("defences")
     @classmethod
     def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for name in v:
-            _one_of("defence", name, DEFENSES)
-        if len(set(v)) != len(v):
-            raise ValueError(f"defences listed twice: {list(v)}")
-        return v
+        return _all_of("defence", v, DEFENSES)
 
 
 class EvaluateParams(Section):
