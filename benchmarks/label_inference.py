@@ -20,7 +20,7 @@ written name@t makes probes to threshold t.
 from __future__ import annotations
 
 import argparse
-import math
+import itertools
 import time
 
 import torch
@@ -32,21 +32,12 @@ from uia_pipe.attacks.view import BlackBoxView
 from uia_pipe.config import OptimParams
 from uia_pipe.data import as_inputs
 from uia_pipe.requests import draw_requests
+from uia_pipe.stats import wilson_ci as wilson
 from uia_pipe.training import evaluate, fit
 from uia_pipe.unlearning import METHODS, UnlearningProblem
 from uia_pipe.unlearning.problem import clone
 
 REFERENCE_BOUND = 1024 * 2 * 20 * 10  # coordinates × evaluations × iterations × calls, per probe
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
 
 
 def main() -> None:
@@ -63,6 +54,7 @@ def main() -> None:
                          "threshold 0.9995): hours on a CPU")
     ap.add_argument("--auxiliary", type=int, default=1000, help="test images the auxiliary attacker holds")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mixed-k", type=int, default=4, help="samples per mixed-class request (label-count error)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
@@ -178,7 +170,49 @@ def measure(n: int, args, ds, split, theta0, spec, finetune: OptimParams, ft_see
             theta0_queries = pstats[name]["reference_queries"] if reference != "none" else 0
             print(f"{name:14} {reference:10} {pstats[name]['queries']:14d} {theta0_queries:11d} "
                   f"{sum(queries[name]) / len(queries[name]):12.0f} {sum(h) / len(h):9.2f}")
+    several(n, args, problem, probes, configs, methods, theta, theta0, finetune.batch_size, classes, shape)
     print(f"N={n} done in {time.time() - t0:.0f}s", flush=True)
+
+
+def several(n, args, problem, probes, configs, methods, theta, theta0, batch_size, classes, shape) -> None:
+    """Requests that remove more than one label: k random samples of mixed
+    classes (the estimated label counts against the truth: L1 error / k,
+    beside guessing k × D_u's class frequencies) and every sample of two
+    classes (top-2: both removed classes ranked first), reference `auto`."""
+    du_y = problem.du_y
+    mixed = draw_requests(du_y, args.requests, "random", args.mixed_k, 0.0, args.seed + 3)
+    pairs = list(itertools.combinations(range(classes), 2))
+    gen = torch.Generator().manual_seed(args.seed + 4)
+    pairs = [pairs[i] for i in torch.randperm(len(pairs), generator=gen)[: args.requests].tolist()]
+    prior = torch.bincount(du_y, minlength=classes).double() / len(du_y)
+    print(f"\nN={n}: several labels per request, {args.requests} requests each, reference auto, no calibration")
+    print(f"{'strategy':14} {'method':7} {'count error (k=' + str(args.mixed_k) + ')':>22} {'prior guess':>12} "
+          f"{'top-2 of 2 classes':>22}")
+    for name, cfg in configs.items():
+        cfg = cfg.model_copy(update={"reference": "auto"})
+        for method, mcfg in methods.items():
+            use = li.uses_reference(cfg, method)
+            errors, guess = [], []
+            masks = [r.mask(len(du_y)) for r in mixed]
+            thetas_u = [METHODS[method][0](problem, m, mcfg) for m in masks]
+            views = [BlackBoxView(li.oracle(theta, cfg), li.oracle(tu, cfg), classes, shape) for tu in thetas_u]
+            ks = [int(m.sum()) for m in masks]
+            weights = [li.reference_weight(n, k, batch_size) for k in ks] if use else None
+            for (res, _), m, k in zip(li.infer_many(views, probes[name], cfg, k=ks, reference_weight=weights),
+                                      masks, ks):
+                truth = torch.bincount(du_y[m], minlength=classes).double()
+                errors.append(float((torch.tensor(res.label_counts, dtype=torch.float64) - truth).abs().sum()) / k)
+                guess.append(float((k * prior - truth).abs().sum()) / k)
+            masks = [(du_y == a) | (du_y == b) for a, b in pairs]
+            thetas_u = [METHODS[method][0](problem, m, mcfg) for m in masks]
+            views = [BlackBoxView(li.oracle(theta, cfg), li.oracle(tu, cfg), classes, shape) for tu in thetas_u]
+            ks = [int(m.sum()) for m in masks]
+            weights = [li.reference_weight(n, k, batch_size) for k in ks] if use else None
+            top2 = [set(res.ranked[:2]) == set(pair) for (res, _), pair in
+                    zip(li.infer_many(views, probes[name], cfg, k=ks, reference_weight=weights), pairs)]
+            lo, hi = wilson(sum(top2), len(top2))
+            print(f"{name:14} {method:7} {sum(errors) / len(errors):22.2f} {sum(guess) / len(guess):12.2f} "
+                  f"{sum(top2) / len(top2):9.2f} [{lo:.2f},{hi:.2f}]", flush=True)
 
 
 if __name__ == "__main__":
