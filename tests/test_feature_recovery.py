@@ -329,6 +329,89 @@ def test_batched_and_sequential_steps_agree(convnet_view):
         assert torch.allclose(grads[r], g, atol=1e-5, rtol=1e-3)
 
 
+# --------------------------------------------------------------------------- layered guide (R-GAP)
+
+
+@pytest.fixture(scope="module")
+def lenet_problem() -> UnlearningProblem:
+    """DLG's LeNet (width 8, ReLU) fitted to 16 garment-like patterns of 4 classes."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.stack([_pattern(gen) for _ in range(16)])
+    y = torch.arange(16) % 4
+    model = build_model("lenet", {"width": 8}, (1, 28, 28), 4, [0.2], [0.3]).eval()
+    fit(model, x, y, OptimParams(epochs=5, lr=0.05, batch_size=8), seed=0)
+    return UnlearningProblem(model, model, x, y, OptimParams(lr=1e-2, batch_size=16), 0)
+
+
+def _layer_inputs(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    hooks = [m.register_forward_pre_hook(lambda _, a: seen.append(a[0].detach().reshape(-1).double()))
+             for _, m in fr._relu_stack(model)]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_layered_features_read_hidden_activations_from_the_update(lenet_problem):
+    """The head's input is exact in closed form; one least-squares layer down is exact
+    to solver precision; the scale of Δ does not matter."""
+    view = _approx_view(lenet_problem, 0)
+    truth = _layer_inputs(view.theta_original, lenet_problem.du_x[:1])
+    delta = fr.observed_update(view)
+    for depth, bound in ((1, 1e-6), (2, 1e-3)):
+        name, a = fr.layered_features(view.theta_original, delta, (1, 28, 28), depth)
+        expected = truth[len(truth) - depth]
+        assert name == fr._relu_stack(view.theta_original)[len(truth) - depth][0]
+        assert float((a - expected).norm() / expected.norm()) < bound
+        _, scaled = fr.layered_features(view.theta_original, {k: 7.0 * d for k, d in delta.items()}, (1, 28, 28), depth)
+        assert float((scaled - a).norm() / a.norm()) < 1e-4
+    # deeper than the model: the recursion stops at the (normalised) image
+    name, u = fr.layered_features(view.theta_original, delta, (1, 28, 28), 99)
+    assert name == "body.0" and u.shape == (28 * 28,)
+
+
+def test_layered_features_need_a_relu_conv_linear_stack(convnet_view):
+    view, _, _ = convnet_view  # batch norm and max-pools
+    assert fr.layered_features(view.theta_original, fr.observed_update(view), (1, 28, 28), 1) is None
+
+
+def test_guided_restart_beats_plain_restarts_on_a_lenet(lenet_problem):
+    """Four removed patterns, 100 steps: the guide (â = the second conv's input, solved from the head
+    down) lifts PSNR well above plain gradient matching, and the winner is chosen by the plain objective."""
+    plain, guided = [], []
+    for index in range(4):
+        view = _approx_view(lenet_problem, index)
+        truth = lenet_problem.du_x[index : index + 1]
+        for guide, out in ((0.0, plain), (3.0, guided)):
+            result, stats = fr.recover(view, fr.Config(iterations=100, guide=guide), seed=0)
+            out.append(float(metrics.psnr(result.reconstruction, truth).mean()))
+            assert stats["guide_layer"] == (fr._relu_stack(view.theta_original)[1][0] if guide else None)
+            assert result.loss == min(result.restart_losses)
+            objective = fr._Objective(view.theta_original, fr.observed_update(view), 0.01, True)
+            assert result.loss == pytest.approx(objective.value(result.reconstruction, result.labels), abs=1e-6)
+        if guide:
+            assert not any(s.startswith("pruned") for s in stats["stopped"])  # one guided, one plain: both kept
+    assert sum(guided) / 4 > sum(plain) / 4 + 5, (plain, guided)
+
+
+def test_guided_batched_and_sequential_steps_agree(lenet_problem):
+    view = _approx_view(lenet_problem, 0)
+    delta = fr.observed_update(view)
+    guide = fr.layered_features(view.theta_original, delta, (1, 28, 28), 2)
+    obj = fr._Objective(view.theta_original, delta, 1e-3, True, guide)
+    xs = torch.rand(2, 1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = lenet_problem.du_y[:1]
+    losses, grads = obj.batched_step(xs, y, torch.tensor([3.0, 0.0]))
+    for r, weight in enumerate((3.0, 0.0)):
+        loss, g = obj.step(xs[r], y, weight)
+        assert torch.allclose(losses[r], loss.to(losses.dtype), atol=1e-5)
+        assert torch.allclose(grads[r], g, atol=1e-5, rtol=1e-3)
+    assert losses[0] > losses[1] - 1e-3 and obj.step(xs[0], y, 3.0)[0] > obj.step(xs[0], y, 0.0)[0]
+
+
 # --------------------------------------------------------------------------- tabular
 
 
