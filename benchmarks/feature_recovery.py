@@ -49,16 +49,20 @@ def timed(fn, repeats: int) -> float:
     return 1000 * (time.perf_counter() - started) / repeats
 
 
-def step_costs(model, x, y, delta, repeats: int) -> tuple[float, float]:
-    """(ms per attack step, ms per forward+backward) for the same model and batch."""
+def step_costs(model, x, y, delta, repeats: int, rounds: int = 5) -> tuple[float, float]:
+    """(ms per attack step, ms per forward+backward) for the same model and batch: medians over
+    `rounds` alternating rounds, so that drift in the machine's speed hits both alike."""
     obj = fr._Objective(model, delta, 1e-4, True)
     params = [p for p in obj.model.parameters()]
-    attack = timed(lambda: obj.step(x, y), repeats)
 
     def fwd_bwd():
         torch.autograd.grad(F.cross_entropy(obj.model(x), y), params)
 
-    return attack, timed(fwd_bwd, repeats)
+    attack, plain = [], []
+    for _ in range(rounds):
+        attack.append(timed(lambda: obj.step(x, y), repeats))
+        plain.append(timed(fwd_bwd, repeats))
+    return statistics.median(attack), statistics.median(plain)
 
 
 def batched_vs_sequential(model, x, y, delta, restarts: int, repeats: int) -> tuple[float, float]:

@@ -535,6 +535,42 @@ def _cgls(
     return x
 
 
+def _solve_layer_input(
+    layer: nn.Module, err: torch.Tensor, out: torch.Tensor, mask: torch.Tensor, dw: torch.Tensor,
+    in_shape: torch.Size, iters: int,
+) -> torch.Tensor:
+    """The input a of a conv/linear layer (float64) from the gradient equations dw = ∂⟨err, W ⋆ a⟩/∂W and
+    the forward equations W ⋆ a + b = out where mask is 1, each block scaled to unit norm, by CGLS."""
+    weight = layer.weight.detach().requires_grad_(True)
+    bias = 0.0 if layer.bias is None else layer.bias.detach().reshape((-1,) + (1,) * (out.dim() - 2))
+    if isinstance(layer, nn.Conv2d):
+        def linear(u: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(u, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+    else:
+        def linear(u: torch.Tensor) -> torch.Tensor:
+            return F.linear(u, weight)
+    g_scale = dw.norm() + 1e-300
+    f_scale = (out * mask).norm() + 1e-300
+
+    def op(u: torch.Tensor) -> list[torch.Tensor]:
+        lin = linear(u)
+        (gw,) = torch.autograd.grad((lin * err).sum(), weight, create_graph=True)
+        return [gw / g_scale, mask * lin / f_scale]
+
+    def adjoint(r: list[torch.Tensor]) -> torch.Tensor:
+        u = torch.zeros(in_shape, dtype=dw.dtype, device=dw.device, requires_grad=True)
+        (gu,) = torch.autograd.grad(sum((o * ri).sum() for o, ri in zip(op(u), r)), u)
+        return gu
+
+    def forward(u: torch.Tensor) -> list[torch.Tensor]:
+        return [t.detach() for t in op(u)]
+
+    rhs = [dw / g_scale, mask * (out - bias) / f_scale]
+    with torch.enable_grad():
+        x0 = torch.zeros(in_shape, dtype=dw.dtype, device=dw.device)
+        return _cgls(forward, adjoint, [t.detach() for t in rhs], x0, iters).reshape(-1)
+
+
 def layered_features(
     model: nn.Module, delta: dict[str, torch.Tensor], input_shape: tuple[int, ...], depth: int,
     iters: int = 300, tau: float = 1e-3,
@@ -560,19 +596,21 @@ def layered_features(
     model = copy.deepcopy(model).double().eval()
     layers = _relu_stack(model)
     assert layers is not None
+    f64 = dict(dtype=torch.float64, device=next(model.parameters()).device)
     in_shapes: list[torch.Size] = []
     out_shapes: list[torch.Size] = []
+
     def record(_, args, out) -> None:
         in_shapes.append(args[0].shape)
         out_shapes.append(out.shape)
 
     hooks = [m.register_forward_hook(record) for _, m in layers]
     with torch.no_grad():
-        model(torch.zeros(1, *input_shape, dtype=torch.float64))
+        model(torch.zeros(1, *input_shape, **f64))
     for h in hooks:
         h.remove()
     head, _ = layers[-1]
-    db, dw = delta[f"{head}.bias"].double(), delta[f"{head}.weight"].double()
+    db, dw = delta[f"{head}.bias"].to(**f64), delta[f"{head}.weight"].to(**f64)
     if not (db * db).sum() > 0:
         return None
     err = db.reshape(1, -1)
@@ -581,36 +619,13 @@ def layered_features(
     stop = max(last - depth + 1, 0)
     for li in range(last - 1, stop - 1, -1):
         name, layer = layers[li]
-        nxt = layers[li + 1][1]
         a_l = a.reshape(out_shapes[li]).clamp_min(0)
         mask = (a_l > tau * a_l.max()).double()
         with torch.enable_grad():
-            z = torch.zeros(in_shapes[li + 1], dtype=torch.float64, requires_grad=True)
-            (back,) = torch.autograd.grad((nxt(z) * err).sum(), z)
+            z = torch.zeros(in_shapes[li + 1], **f64, requires_grad=True)
+            (back,) = torch.autograd.grad((layers[li + 1][1](z) * err).sum(), z)
         err = back.reshape(out_shapes[li]) * mask
-        weight = layer.weight.detach().requires_grad_(True)
-        bias = 0.0 if layer.bias is None else layer.bias.detach().reshape((-1,) + (1,) * (a_l.dim() - 2))
-        dwl = delta[f"{name}.weight"].double()
-        g_scale = dwl.norm() + 1e-300
-        f_scale = (a_l * mask).norm() + 1e-300
-        fn = F.conv2d if isinstance(layer, nn.Conv2d) else F.linear
-        kw = dict(stride=layer.stride, padding=layer.padding) if isinstance(layer, nn.Conv2d) else {}
-        e = err
-
-        def op(u: torch.Tensor, e=e, mask=mask, weight=weight, fn=fn, kw=kw, g_scale=g_scale, f_scale=f_scale):
-            lin = fn(u, weight, None, **kw)
-            (gw,) = torch.autograd.grad((lin * e).sum(), weight, create_graph=True)
-            return [gw / g_scale, mask * lin / f_scale]
-
-        def adjoint(r: list[torch.Tensor], op=op, shape=in_shapes[li]):
-            u = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
-            (gu,) = torch.autograd.grad(sum((o * ri).sum() for o, ri in zip(op(u), r)), u)
-            return gu
-
-        rhs = [dwl / g_scale, mask * (a_l - bias) / f_scale]
-        with torch.enable_grad():
-            u = _cgls(op, adjoint, [t.detach() for t in rhs], torch.zeros(in_shapes[li], dtype=torch.float64), iters)
-        a = u.detach().reshape(-1)
+        a = _solve_layer_input(layer, err, a_l, mask, delta[f"{name}.weight"].to(**f64), in_shapes[li], iters)
         if li > 0:
             a = a.clamp_min(0)
     return layers[stop][0], a
