@@ -3,6 +3,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py          # ~6 min on one shared core
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py --cases 32:1 512:1 --targets 8 --iterations 1000
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py --fresh-pretrain 5000   # a weaker θ₀
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py --cases 32:1 --targets 8 --iterations 500 \
+        --precision float64     # θ₀, the fine-tune and both unlearnings in float64: what float32 release hides
 
 For each case N:k (|D_u| = N, k samples removed per request), θ₀ is the
 pipeline's (models/train), D_u the first N samples of its held-out pool (so
@@ -56,16 +58,19 @@ from uia_pipe.unlearning import METHODS, UnlearningProblem  # noqa: E402
 from uia_pipe.unlearning.problem import clone  # noqa: E402
 
 
-def pipeline_problem(trained: Path, ds, n: int) -> UnlearningProblem:
+def pipeline_problem(trained: Path, ds, n: int, dtype: torch.dtype = torch.float32) -> UnlearningProblem:
     """The train stage's protocol at |D_u| = n: its θ₀, D_u = the first n of its
-    pool, θ = θ₀ fine-tuned on D_u."""
+    pool, θ = θ₀ fine-tuned on D_u; θ₀ and D_u cast to `dtype` first (the models
+    normalise inside, so float32 dummies are promoted), so the fine-tune, the
+    unlearning and the released weights all live in it."""
     theta0, _ = io.load_model(trained / "theta_pretrained.safetensors")
+    theta0 = theta0.to(dtype)
     pool = io.load_tensors(trained / "split.safetensors")[0]["pool"]
     if n > len(pool):
         raise SystemExit(f"N = {n} exceeds the pipeline's pool of {len(pool)} (train.pool_size)")
     ft = io.load_json(trained / "finetune.json")
     settings = OptimParams(**{k: v for k, v in ft.items() if k != "seed"})
-    du_x, du_y = as_inputs(ds.x_train[pool[:n]]), ds.y_train[pool[:n]]
+    du_x, du_y = as_inputs(ds.x_train[pool[:n]]).to(dtype), ds.y_train[pool[:n]]
     theta = clone(theta0)
     fit(theta, du_x, du_y, settings, ft["seed"], batchnorm_eval=True)
     return UnlearningProblem(theta0, theta, du_x, du_y, settings, ft["seed"])
@@ -125,7 +130,7 @@ def run_case(problem: UnlearningProblem, k: int, classes: int, args, fr_cfg: fr.
         rows["approx"]["cos"].append(cosine(fr.observed_update(view_a), summed_gradient(problem.theta_original, x, y)))
         if j >= args.targets:
             continue
-        baseline.append(float(metrics.baseline_scores(x, mean_img)["psnr"].mean()))
+        baseline.append(float(metrics.baseline_scores(x.float(), mean_img)["psnr"].mean()))
         done: dict[str, tuple[float, float]] = {}
         for name, v in [*((e, view) for e in fr.EXACT_UPDATES), ("approx", view_a)]:
             if name != "approx" and same and done:
@@ -135,7 +140,7 @@ def run_case(problem: UnlearningProblem, k: int, classes: int, args, fr_cfg: fr.
                 cfg = fr_cfg if name == "approx" else fr_cfg.model_copy(update={"exact_update": name})
                 result, _ = fr.recover(v, cfg, args.seed + j, labels=y)
                 rows[name]["seconds"] += time.perf_counter() - started
-                psnr = float(metrics.image_scores(result.reconstruction, x)["psnr"].mean())
+                psnr = float(metrics.image_scores(result.reconstruction, x.float())["psnr"].mean())
                 acc = multiset_overlap(result.labels, y)
                 if name != "approx":
                     done[name] = (psnr, acc)
@@ -170,9 +175,15 @@ def main() -> None:
     ap.add_argument("--fresh-pretrain", type=int, default=0,
                     help="S > 0: a fresh LeNet (width 32) pretrained 1 epoch on S samples, "
                          "instead of the pipeline's θ₀")
+    ap.add_argument("--precision", choices=["float32", "float64"], default="float32",
+                    help="dtype of θ₀, D_u, the fine-tune and the unlearning, i.e. of the released weights "
+                         "(the pipeline's: float32); float64 only with the pipeline's θ₀")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    if args.fresh_pretrain and args.precision != "float32":
+        raise SystemExit("--precision float64 needs the pipeline's θ₀ (drop --fresh-pretrain)")
+    dtype = getattr(torch, args.precision)
     torch.set_num_threads(args.threads)
     params = load_params(ROOT / "params.yaml")
     fr_cfg = params.attack.feature_recovery.model_copy(
@@ -181,8 +192,9 @@ def main() -> None:
     mean_img = metrics.mean_image(as_inputs(ds.x_train[:5000]))
     source = (f"fresh LeNet, 1 epoch on {args.fresh_pretrain}" if args.fresh_pretrain
               else f"pipeline θ₀ ({args.trained})")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); θ₀: {source}; feature recovery: "
-          f"{args.iterations} it, {fr_cfg.restarts} restarts, labels {fr_cfg.labels}, optimizer {fr_cfg.optimizer}; "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); θ₀: {source}; {args.precision}; "
+          f"feature recovery: {args.iterations} it, {fr_cfg.restarts} restarts, labels {fr_cfg.labels}, "
+          f"optimizer {fr_cfg.optimizer}; "
           f"cos over {args.cos_targets} requests, PSNR over the first {args.targets}")
     header = (f"{'N':>4s} {'k':>2s} {'B':>4s} {'update':22s} {'cos mean':>8s} {'median':>7s} {'>0.9':>5s} "
               f"{'|g_X| med':>9s} {'PSNR dB':>7s} {'labels':>6s} {'base dB':>7s} {'s':>6s}")
@@ -192,8 +204,8 @@ def main() -> None:
     for case in args.cases:
         n, k = (int(v) for v in case.split(":"))
         problem = problem_for(32, ds, n, args.fresh_pretrain) if args.fresh_pretrain else \
-            pipeline_problem(args.trained, ds, n)
-        if n == pipeline_n:
+            pipeline_problem(args.trained, ds, n, dtype)
+        if n == pipeline_n and dtype == torch.float32:
             served, _ = io.load_model(args.trained / "theta_original.safetensors")
             gap = max(float((a - b).abs().max()) for a, b in zip(served.state_dict().values(),
                                                                   problem.theta_original.state_dict().values()))
