@@ -57,6 +57,7 @@ def main(
         "num_classes": card["num_classes"],
         "mean": card["mean"],
         "std": card["std"],
+        "dtype": t.precision,
     }
     model = init_model(spec, base.seed).to(device)
 

@@ -134,9 +134,11 @@ def test_missing_upstream_artifact_is_one_line(tmp_path, params_file):
     assert not (tmp_path / "t").exists()
 
 
-def test_image_run_scores_reconstructions_on_the_unit_scale(tmp_path, params_file):
-    """A tiny synthetic image dataset through train, unlearn (approx) and attack:
-    PSNR/SSIM on [0,1] beside the mean-image baseline, a grid per request."""
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_image_run_scores_reconstructions_on_the_unit_scale(tmp_path, params_file, precision):
+    """A tiny synthetic image dataset through train, unlearn (approx; exact beside it in float64) and attack:
+    PSNR/SSIM on [0,1] beside the mean-image baseline, a grid per request; train.precision sets the dtype
+    of every saved model."""
     import yaml
 
     from tests.conftest import tiny_data
@@ -151,7 +153,8 @@ def test_image_run_scores_reconstructions_on_the_unit_scale(tmp_path, params_fil
     raw = yaml.safe_load(params_file.read_text())
     raw["train"].update(model="lenet", pool_size=100, n=16)
     raw["train"]["lenet"]["width"] = 4
-    raw["unlearn"].update(method="approx", requests=2, k=1, compare=[])
+    raw["train"]["precision"] = precision
+    raw["unlearn"].update(method="approx", requests=2, k=1, compare=[] if precision == "float32" else ["exact"])
     raw["attack"]["feature_recovery"].update(iterations=40)
     params_file.write_text(yaml.safe_dump(raw))
     p = str(params_file)
@@ -171,3 +174,11 @@ def test_image_run_scores_reconstructions_on_the_unit_scale(tmp_path, params_fil
     # (attack quality is tested in test_feature_recovery; i.i.d. noise images are no target for it)
     assert 5 < fr["baseline_psnr"] < 30 and fr["class_baseline_psnr"] > 0
     assert sorted(p.name for p in (tmp_path / "a" / "grids").iterdir()) == ["request_000.png", "request_001.png"]
+    dtype = getattr(torch, precision)
+    for name in ("t/theta_pretrained", "t/theta_original", "u/theta_unlearned_000"):
+        state, spec = io.load_tensors(tmp_path / f"{name}.safetensors")
+        assert spec["dtype"] == precision and all(v.dtype == dtype for v in state.values() if v.is_floating_point())
+        assert next(io.load_model(tmp_path / f"{name}.safetensors")[0].parameters()).dtype == dtype
+    if precision == "float64":
+        methods = pd.read_csv(tmp_path / "am.csv")
+        assert set(methods["method"]) == {"approx", "exact"} and methods["psnr"].between(5, 100).all()

@@ -84,6 +84,10 @@ _ModelSettings = _registry_settings("ModelSettings", MODELS)
 
 class TrainParams(_ModelSettings):
     model: str = "lenet"
+    precision: Literal["float32", "float64"] = Field(
+        "float32", description="dtype of every model trained, unlearned and released (float32: rounding of the "
+        "released weights hides well-fitted samples' exact-unlearning update; float64 removes that)",
+    )
     pool_size: int = Field(1000, ge=1)
     n: int = Field(32, ge=1)
     pretrain: PretrainParams = PretrainParams()

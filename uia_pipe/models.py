@@ -159,15 +159,22 @@ class Ensemble(nn.Module):
         return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
 
 
+# train.precision -> the dtype of every model's weights (what the server trains, unlearns and releases)
+PRECISIONS: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+
+
 def from_spec(spec: dict) -> nn.Module:
     """An untrained model of the architecture a saved spec describes: a
-    registry model, or an `Ensemble` of them when spec has "ensemble": S."""
+    registry model, or an `Ensemble` of them when spec has "ensemble": S, in
+    the spec's "dtype" (a key of PRECISIONS; float32 when absent)."""
     members = spec.get("ensemble")
     if members:
         return Ensemble([from_spec({k: v for k, v in spec.items() if k != "ensemble"}) for _ in range(members)])
-    return build_model(
+    model = build_model(
         spec["model"], spec["config"], tuple(spec["input_shape"]), spec["num_classes"], spec["mean"], spec["std"]
     )
+    # "dtype" (train.precision): parameters and the normalisation buffers, so float32 inputs are promoted
+    return model.to(PRECISIONS[spec.get("dtype", "float32")])
 
 
 def spec_of(model: nn.Module, member_spec: dict) -> dict:
