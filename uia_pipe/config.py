@@ -23,17 +23,12 @@ from .data import DATASETS
 from .defenses import DEFENSES
 from .errors import UiaError
 from .models import MODELS
+from .registry import one_of as _one_of
 from .unlearning import METHODS
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _one_of(kind: str, value: str, registry: dict) -> str:
-    if value not in registry:
-        raise ValueError(f"unknown {kind} {value!r}; expected one of: {', '.join(registry)}")
-    return value
 
 
 def _all_of(kind: str, names: tuple[str, ...], registry: dict) -> tuple[str, ...]:

@@ -70,6 +70,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 from torch.func import functional_call
 
+from ..registry import one_of
 from .view import AttackerView
 
 Progress = Callable[[int, float], None]
@@ -180,14 +181,11 @@ class Config(BaseModel):
     @field_validator("exact_update")
     @classmethod
     def _known_exact_update(cls, v: str) -> str:
-        if v not in EXACT_UPDATES:
-            raise ValueError(f"unknown exact_update {v!r}; expected one of: {', '.join(EXACT_UPDATES)}")
-        return v
+        return one_of("exact_update", v, EXACT_UPDATES)
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}")
+        one_of("optimizer", self.optimizer, OPTIMIZERS)
         if any(not 0 < m < 1 for m in self.milestones):
             raise ValueError("milestones are fractions of `iterations`, each in (0, 1)")
         return self
@@ -248,8 +246,7 @@ def observed_update(
     if view.method == "exact":
         if view.theta_pretrained is None:
             raise ValueError("exact unlearning's update needs θ₀ (theta_pretrained) in the view")
-        if exact_update not in EXACT_UPDATES:
-            raise ValueError(f"unknown exact_update {exact_update!r}; expected one of: {', '.join(EXACT_UPDATES)}")
+        one_of("exact_update", exact_update, EXACT_UPDATES)
         theta0 = _named_params(view.theta_pretrained)
         a, b = EXACT_UPDATES[exact_update](view)
         out = {}

@@ -56,6 +56,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from torch import nn
 
+from ..registry import one_of
 from .probes import STRATEGIES, ProbeConfig, Probes, to_boundary
 from .view import BlackBoxView, QueryOracle
 
@@ -94,15 +95,12 @@ class Config(BaseModel):
     @field_validator("statistic")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in STATISTICS:
-            raise ValueError(f"unknown statistic {v!r}; choose from {sorted(STATISTICS)}")
-        return v
+        return one_of("statistic", v, STATISTICS)
 
     @field_validator("probes")
     @classmethod
     def _strategy(cls, v: ProbeConfig) -> ProbeConfig:
-        if v.strategy not in STRATEGIES:
-            raise ValueError(f"unknown probe strategy {v.strategy!r}; choose from {sorted(STRATEGIES)}")
+        one_of("probe strategy", v.strategy, STRATEGIES)
         return v
 
     @field_validator("reference")
