@@ -21,7 +21,8 @@ unlearning (unlearn.approx.eta) at the same N:
   samples have small gradients, which the minibatch residue drowns);
 - PSNR: feature recovery with params.yaml's attack.feature_recovery at
   --iterations, mean over the first --targets requests, its label accuracy,
-  and the mean-image baseline.
+  and two baselines: the mean image, and the class-mean image of each
+  sample's true label (what a guess that knows the label scores).
 
 Where a = N and b = N − k for both estimators (N ≤ B) their Δ is checked to
 be bit-identical and the recovery is run once. Needs data/dataset and
@@ -105,14 +106,14 @@ def requests_for(n: int, k: int, count: int, seed: int) -> list[torch.Tensor]:
 
 
 def run_case(problem: UnlearningProblem, k: int, classes: int, args, fr_cfg: fr.Config, eta: float,
-             mean_img: torch.Tensor) -> list[dict]:
+             mean_img: torch.Tensor, class_means: torch.Tensor) -> list[dict]:
     """One row per exact estimator and one for approx, for this problem and k."""
     n, batch = len(problem.du_y), problem.finetune.batch_size
     shape = tuple(problem.du_x.shape[1:])
     forgets = requests_for(n, k, max(args.cos_targets, args.targets), args.seed)
     exact, approx = METHODS["exact"], METHODS["approx"]
     rows = {name: {"cos": [], "psnr": [], "labels": [], "seconds": 0.0} for name in (*fr.EXACT_UPDATES, "approx")}
-    grad_norms, identical, baseline = [], True, []
+    grad_norms, identical, baseline, class_baseline = [], True, [], []
     for j, forget in enumerate(forgets):
         x, y = problem.du_x[forget], problem.du_y[forget]
         g0 = summed_gradient(problem.theta_pretrained, x, y)
@@ -131,6 +132,7 @@ def run_case(problem: UnlearningProblem, k: int, classes: int, args, fr_cfg: fr.
         if j >= args.targets:
             continue
         baseline.append(float(metrics.baseline_scores(x.float(), mean_img)["psnr"].mean()))
+        class_baseline.append(float(metrics.baseline_scores(x.float(), class_means[y])["psnr"].mean()))
         done: dict[str, tuple[float, float]] = {}
         for name, v in [*((e, view) for e in fr.EXACT_UPDATES), ("approx", view_a)]:
             if name != "approx" and same and done:
@@ -156,6 +158,7 @@ def run_case(problem: UnlearningProblem, k: int, classes: int, args, fr_cfg: fr.
             "psnr": statistics.mean(r["psnr"]) if r["psnr"] else float("nan"),
             "labels": statistics.mean(r["labels"]) if r["labels"] else float("nan"),
             "baseline": statistics.mean(baseline) if baseline else float("nan"),
+            "class_baseline": statistics.mean(class_baseline) if class_baseline else float("nan"),
             "identical": identical if name != "approx" else None, "seconds": r["seconds"],
         })
     return out
@@ -190,6 +193,7 @@ def main() -> None:
         update={"iterations": args.iterations, **({"labels": args.labels} if args.labels else {})})
     ds = io.load_dataset_artifact(args.data)
     mean_img = metrics.mean_image(as_inputs(ds.x_train[:5000]))
+    class_means = metrics.class_mean_images(as_inputs(ds.x_train[:5000]), ds.y_train[:5000], ds.card["num_classes"])
     source = (f"fresh LeNet, 1 epoch on {args.fresh_pretrain}" if args.fresh_pretrain
               else f"pipeline θ₀ ({args.trained})")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); θ₀: {source}; {args.precision}; "
@@ -197,7 +201,7 @@ def main() -> None:
           f"optimizer {fr_cfg.optimizer}; "
           f"cos over {args.cos_targets} requests, PSNR over the first {args.targets}")
     header = (f"{'N':>4s} {'k':>2s} {'B':>4s} {'update':22s} {'cos mean':>8s} {'median':>7s} {'>0.9':>5s} "
-              f"{'|g_X| med':>9s} {'PSNR dB':>7s} {'labels':>6s} {'base dB':>7s} {'s':>6s}")
+              f"{'|g_X| med':>9s} {'PSNR dB':>7s} {'labels':>6s} {'base dB':>7s} {'class dB':>8s} {'s':>6s}")
     print(header)
     started = time.perf_counter()
     pipeline_n = len(io.load_tensors(args.trained / "split.safetensors")[0]["du"]) if not args.fresh_pretrain else 0
@@ -211,11 +215,13 @@ def main() -> None:
                                                                   problem.theta_original.state_dict().values()))
             print(f"  (N = {n} is the pipeline's own D_u; θ rebuilt here vs models/train's θ: "
                   f"max |difference| {gap:.1e})")
-        for row in run_case(problem, k, ds.card["num_classes"], args, fr_cfg, params.unlearn.approx.eta, mean_img):
+        for row in run_case(problem, k, ds.card["num_classes"], args, fr_cfg, params.unlearn.approx.eta, mean_img,
+                           class_means):
             note = "  (Δ bit-identical to count_weighted)" if row["identical"] and "batch" in row["update"] else ""
             print(f"{row['N']:4d} {row['k']:2d} {row['B']:4d} {row['update']:22s} {row['cos_mean']:8.3f} "
                   f"{row['cos_median']:7.3f} {row['cos_above_0.9']:5.2f} {row['grad_median']:9.3f} "
-                  f"{row['psnr']:7.2f} {row['labels']:6.2f} {row['baseline']:7.2f} {row['seconds']:6.1f}{note}",
+                  f"{row['psnr']:7.2f} {row['labels']:6.2f} {row['baseline']:7.2f} {row['class_baseline']:8.2f} "
+                  f"{row['seconds']:6.1f}{note}",
                   flush=True)
     print(f"total {time.perf_counter() - started:.0f} s")
 

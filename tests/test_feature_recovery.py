@@ -373,6 +373,32 @@ def test_layered_features_read_hidden_activations_from_the_update(lenet_problem)
     assert name == "body.0" and u.shape == (28 * 28,)
 
 
+def test_layered_features_separate_jointly_removed_samples(lenet_problem):
+    """Two removed samples of different classes: the head's update is fitted as two outer products, and one
+    least-squares layer down (a batch of two) is exact to solver precision; in the samples' label order."""
+    forget = torch.zeros(len(lenet_problem.du_x), dtype=torch.bool)
+    forget[[0, 1]] = True
+    theta_u = METHODS["approx"][0](lenet_problem, forget, METHODS["approx"][1](eta=1.0))
+    model = lenet_problem.theta_original
+    view = AttackerView(model, theta_u, None, "approx", (1, 28, 28), 4, len(forget), 2)
+    delta = fr.observed_update(view)
+    labels = lenet_problem.du_y[forget]
+    assert labels.tolist() == [0, 1]
+    truth = _layer_inputs(model, lenet_problem.du_x[forget])
+    for depth, bound in ((1, 1e-4), (2, 1e-3)):
+        name, a = fr.layered_features(model, delta, (1, 28, 28), depth, labels)
+        expected = truth[len(truth) - depth].reshape(2, -1)
+        a = a.reshape(2, -1)
+        for j in range(2):
+            assert float((a[j] - expected[j]).norm() / expected[j].norm()) < bound, (depth, j)
+        swapped, _ = fr.layered_features(model, delta, (1, 28, 28), depth, labels.flip(0))[1].reshape(2, -1)
+        assert float((swapped - expected[1]).norm() / expected[1].norm()) < bound
+    # as many samples as classes: the factors are not identifiable, so no guide
+    assert fr.layered_features(model, delta, (1, 28, 28), 2, torch.arange(4)) is None
+    result, stats = fr.recover(view, fr.Config(iterations=5, labels="oracle"), seed=0, labels=labels)
+    assert stats["guide_layer"] == fr._relu_stack(model)[-2][0]  # joint_guide_depth 2: the last conv's input
+
+
 def test_layered_features_need_a_relu_conv_linear_stack(convnet_view):
     view, _, _ = convnet_view  # batch norm and max-pools
     assert fr.layered_features(view.theta_original, fr.observed_update(view), (1, 28, 28), 1) is None
