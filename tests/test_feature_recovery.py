@@ -399,6 +399,21 @@ def test_layered_features_separate_jointly_removed_samples(lenet_problem):
     assert stats["guide_layer"] == fr._relu_stack(model)[-2][0]  # joint_guide_depth 2: the last conv's input
 
 
+def test_a_head_fit_that_runs_off_gives_no_guide(lenet_problem, monkeypatch):
+    """Seen under a defence with wrongly inferred, repeated labels: L-BFGS left the finite range. The attack
+    then runs unguided and still returns a finite reconstruction."""
+    forget = torch.zeros(len(lenet_problem.du_x), dtype=torch.bool)
+    forget[[0, 4]] = True
+    theta_u = METHODS["approx"][0](lenet_problem, forget, METHODS["approx"][1](eta=1.0))
+    model = lenet_problem.theta_original
+    view = AttackerView(model, theta_u, None, "approx", (1, 28, 28), 4, len(forget), 2)
+    monkeypatch.setattr(fr, "_head_factors", lambda weight, bias, dw, db, labels, iters: (
+        torch.full((len(labels), dw.shape[1]), float("nan"), dtype=dw.dtype), torch.zeros(len(labels), dw.shape[0])))
+    assert fr.layered_features(model, fr.observed_update(view), (1, 28, 28), 2, torch.tensor([0, 0])) is None
+    result, stats = fr.recover(view, fr.Config(iterations=5, labels="oracle"), seed=0, labels=torch.tensor([0, 0]))
+    assert stats["guide_layer"] is None and torch.isfinite(result.reconstruction).all()
+
+
 def test_layered_features_need_a_relu_conv_linear_stack(convnet_view):
     view, _, _ = convnet_view  # batch norm and max-pools
     assert fr.layered_features(view.theta_original, fr.observed_update(view), (1, 28, 28), 1) is None

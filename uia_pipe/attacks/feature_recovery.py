@@ -643,7 +643,8 @@ def layered_features(
     of samples whose own error is small; at 300 they blew up to 5-7× the true
     norm). Returns (name of the layer whose input was solved, that input
     [k, ...] flattened in the order of `labels`, float64), or None for models
-    that are not ReLU conv/linear stacks, whose head did not move, or k ≥ C.
+    that are not ReLU conv/linear stacks, whose head did not move, k ≥ C, or
+    whose solve did not stay finite.
     """
     layers = _relu_stack(model)
     if layers is None:
@@ -694,6 +695,8 @@ def layered_features(
         a = _solve_layer_input(layer, err, a_l, mask, dw_l, in_shapes[li], iters)
         if li > 0:
             a = a.clamp_min(0)
+    if not torch.isfinite(a).all():
+        return None  # the head fit ran off (seen with wrongly inferred, repeated labels under a defence)
     return layers[stop][0], a
 
 
@@ -864,7 +867,8 @@ def recover(
     finals = []
     for r in runs:
         x = r.best_x if r.best_x is not None else r.x.detach()
-        finals.append(objective.value(x, y))
+        value = objective.value(x, y)
+        finals.append(value if math.isfinite(value) else math.inf)
     best = min(range(len(runs)), key=lambda i: finals[i])
     winner = runs[best]
     recon = (winner.best_x if winner.best_x is not None else winner.x.detach()).float().cpu()
