@@ -3,6 +3,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py          # ~6 min on one shared core
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py --cases 32:1 512:1 --targets 8 --iterations 1000
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py --fresh-pretrain 5000   # a weaker θ₀
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py --cases 32:4 --targets 6 --iterations 500 \
+        --labels oracle --joint-guide-depth 2   # k = 4 with the jointly fitted head's guide
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py --cases 32:1 --targets 8 --iterations 500 \
         --precision float64     # θ₀, the fine-tune and both unlearnings in float64: what float32 release hides
 
@@ -175,6 +177,8 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=300, help="feature-recovery iterations per restart")
     ap.add_argument("--labels", choices=["analytic", "oracle"], default=None,
                     help="override attack.feature_recovery.labels (default: params.yaml's)")
+    ap.add_argument("--joint-guide-depth", type=int, default=None,
+                    help="override attack.feature_recovery.joint_guide_depth (k > 1; default: params.yaml's)")
     ap.add_argument("--fresh-pretrain", type=int, default=0,
                     help="S > 0: a fresh LeNet (width 32) pretrained 1 epoch on S samples, "
                          "instead of the pipeline's θ₀")
@@ -190,7 +194,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     params = load_params(ROOT / "params.yaml")
     fr_cfg = params.attack.feature_recovery.model_copy(
-        update={"iterations": args.iterations, **({"labels": args.labels} if args.labels else {})})
+        update={"iterations": args.iterations, **({"labels": args.labels} if args.labels else {}),
+                **({} if args.joint_guide_depth is None else {"joint_guide_depth": args.joint_guide_depth})})
     ds = io.load_dataset_artifact(args.data)
     mean_img = metrics.mean_image(as_inputs(ds.x_train[:5000]))
     class_means = metrics.class_mean_images(as_inputs(ds.x_train[:5000]), ds.y_train[:5000], ds.card["num_classes"])

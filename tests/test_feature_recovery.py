@@ -395,8 +395,10 @@ def test_layered_features_separate_jointly_removed_samples(lenet_problem):
         assert float((swapped - expected[1]).norm() / expected[1].norm()) < bound
     # as many samples as classes: the factors are not identifiable, so no guide
     assert fr.layered_features(model, delta, (1, 28, 28), 2, torch.arange(4)) is None
-    result, stats = fr.recover(view, fr.Config(iterations=5, labels="oracle"), seed=0, labels=labels)
-    assert stats["guide_layer"] == fr._relu_stack(model)[-2][0]  # joint_guide_depth 2: the last conv's input
+    config = fr.Config(iterations=5, labels="oracle")
+    assert fr.recover(view, config, seed=0, labels=labels)[1]["guide_layer"] is None  # off by default
+    result, stats = fr.recover(view, config.model_copy(update={"joint_guide_depth": 2}), seed=0, labels=labels)
+    assert stats["guide_layer"] == fr._relu_stack(model)[-2][0]  # the last conv's input
 
 
 def test_a_head_fit_that_runs_off_gives_no_guide(lenet_problem, monkeypatch):
@@ -410,7 +412,8 @@ def test_a_head_fit_that_runs_off_gives_no_guide(lenet_problem, monkeypatch):
     monkeypatch.setattr(fr, "_head_factors", lambda weight, bias, dw, db, labels, iters: (
         torch.full((len(labels), dw.shape[1]), float("nan"), dtype=dw.dtype), torch.zeros(len(labels), dw.shape[0])))
     assert fr.layered_features(model, fr.observed_update(view), (1, 28, 28), 2, torch.tensor([0, 0])) is None
-    result, stats = fr.recover(view, fr.Config(iterations=5, labels="oracle"), seed=0, labels=torch.tensor([0, 0]))
+    config = fr.Config(iterations=5, labels="oracle", joint_guide_depth=2)
+    result, stats = fr.recover(view, config, seed=0, labels=torch.tensor([0, 0]))
     assert stats["guide_layer"] is None and torch.isfinite(result.reconstruction).all()
 
 
