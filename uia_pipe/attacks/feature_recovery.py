@@ -690,12 +690,11 @@ def layered_features(
         a_l = a.reshape(out_shapes[li]).clamp_min(0)
         peak = a_l.reshape(k, -1).max(1).values.reshape((k,) + (1,) * (a_l.dim() - 1))
         mask = (a_l > tau * peak).double()
-        dw_l = delta[f"{name}.weight"].to(**f64)
         with torch.enable_grad():
             z = torch.zeros(in_shapes[li + 1], **f64, requires_grad=True)
             (back,) = torch.autograd.grad((layers[li + 1][1](z) * err).sum(), z)
         err = back.reshape(out_shapes[li]) * mask
-        a = _solve_layer_input(layer, err, a_l, mask, dw_l, in_shapes[li], iters)
+        a = _solve_layer_input(layer, err, a_l, mask, delta[f"{name}.weight"].to(**f64), in_shapes[li], iters)
         if li > 0:
             a = a.clamp_min(0)
     if not torch.isfinite(a).all():
