@@ -38,7 +38,7 @@ def main(
     p = load_params(params)
     base, a = p.base, p.attack
     device = device_for(base.device)
-    seed_everything(base.seed)
+    seed_everything(base.seed, base.threads)
     with torch_threads(a.threads):
         setting, thetas_u, test_x = load_setting(data, trained, unlearned, device, a.max_requests)
         started = time.perf_counter()

@@ -78,9 +78,13 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, threads: int = 0) -> None:
+    """Seed torch, ask for deterministic kernels and, for threads > 0, pin torch's thread count for the rest
+    of the stage: a reduction's result depends on how many threads split it, so training does too."""
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def progress(total: int, desc: str) -> tqdm:

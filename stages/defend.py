@@ -31,7 +31,7 @@ def main(
     p = load_params(params)
     base, d, a = p.base, p.defend, p.attack
     device = device_for(base.device)
-    seed_everything(base.seed)
+    seed_everything(base.seed, base.threads)
     with torch_threads(a.threads):
         setting, thetas_u, test_x = load_setting(data, trained, unlearned, device, d.max_requests)
         test_y = io.load_dataset_artifact(data).y_test

@@ -41,7 +41,7 @@ def main(
     if t.pretrain.augment and card["kind"] != "image":
         raise UiaError(f"train.pretrain.augment: only for image datasets ({card['name']} is {card['kind']})")
     device = device_for(base.device)
-    seed_everything(base.seed)
+    seed_everything(base.seed, base.threads)
 
     order = torch.randperm(card["n_train"], generator=torch.Generator().manual_seed(base.seed))
     pool, rest = order[: t.pool_size], order[t.pool_size :]

@@ -38,7 +38,7 @@ def main(
     p = load_params(params)
     base, u = p.base, p.unlearn
     device = device_for(base.device)
-    seed_everything(base.seed)
+    seed_everything(base.seed, base.threads)
     ds = io.load_dataset_artifact(data)
     theta_pretrained, spec = io.load_model(trained / "theta_pretrained.safetensors", device)
     theta, _ = io.load_model(trained / "theta_original.safetensors", device)

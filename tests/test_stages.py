@@ -88,13 +88,22 @@ def test_stages_write_the_contracted_metrics_and_artifacts(pipeline):
 
 
 def test_repeating_a_run_gives_identical_metrics(pipeline, params_file, tmp_path):
+    """Also from a process whose torch thread count differs: the stages pin base.threads."""
     first = (pipeline / "train.json").read_text(), (pipeline / "requests.csv").read_text()
     p, again = str(params_file), tmp_path / "again"
-    _invoke("train", "--params", p, "--data", str(pipeline / "dataset"), "--out", str(again / "train"),
-            "--metrics", str(again / "train.json"), "--curve", str(again / "curve.csv"))
-    _invoke("unlearn", "--params", p, "--data", str(pipeline / "dataset"), "--trained", str(again / "train"),
-            "--out", str(again / "unlearn"), "--metrics", str(again / "unlearn.json"),
-            "--details", str(again / "requests.csv"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _invoke("train", "--params", p, "--data", str(pipeline / "dataset"), "--out", str(again / "train"),
+                "--metrics", str(again / "train.json"), "--curve", str(again / "curve.csv"))
+        assert torch.get_num_threads() == 2  # base.threads
+        torch.set_num_threads(1)
+        _invoke("unlearn", "--params", p, "--data", str(pipeline / "dataset"), "--trained", str(again / "train"),
+                "--out", str(again / "unlearn"), "--metrics", str(again / "unlearn.json"),
+                "--details", str(again / "requests.csv"))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
     strip = lambda text: {k: v for k, v in json.loads(text).items() if k != "seconds"}  # noqa: E731
     assert strip(first[0]) == strip((again / "train.json").read_text())
     a = pd.read_csv(pipeline / "requests.csv").drop(columns="seconds")

@@ -49,6 +49,11 @@ def _registry_settings(name: str, registry: dict) -> type[Section]:
 class BaseParams(Section):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "cpu"
+    threads: int = Field(
+        2, ge=0, description="torch threads of every stage (the attack's own loop: attack.threads); 0 = torch's "
+        "default. Float reductions, so trained weights, depend on it: pinned, a run gives the same numbers in any "
+        "shell and on bigger CPUs",
+    )
 
 
 class DownloadParams(Section):
