@@ -652,6 +652,11 @@ def layered_features(
     layers = _relu_stack(model)
     if layers is None:
         return None
+    k = 1 if labels is None else len(labels)
+    if k >= layers[-1][1].out_features:
+        return None  # e_j sum to 0, so ΔW has rank ≤ C − 1: k ≥ C samples' factors are not identifiable
+    if iters is None:
+        iters = 300 if k == 1 else 100
     model = copy.deepcopy(model).double().eval()
     layers = _relu_stack(model)
     assert layers is not None
@@ -663,11 +668,6 @@ def layered_features(
         in_shapes.append(args[0].shape)
         out_shapes.append(out.shape)
 
-    k = 1 if labels is None else len(labels)
-    if k >= layers[-1][1].out_features:
-        return None  # e_j sum to 0, so ΔW has rank ≤ C − 1: k ≥ C samples' factors are not identifiable
-    if iters is None:
-        iters = 300 if k == 1 else 100
     hooks = [m.register_forward_hook(record) for _, m in layers]
     with torch.no_grad():
         model(torch.zeros(k, *input_shape, **f64))
