@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py --cases 32:1 512:1 --targets 8 --iterations 1000
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py --fresh-pretrain 5000   # a weaker θ₀
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py --cases 32:4 --targets 6 --iterations 500 \
-        --labels oracle --joint-guide-depth 2   # k = 4 with the jointly fitted head's guide
+        --labels oracle --k-strategy joint   # k = 4, all four dummies at once (the reference)
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_leakage.py --cases 32:1 --targets 8 --iterations 500 \
         --precision float64     # θ₀, the fine-tune and both unlearnings in float64: what float32 release hides
 
@@ -179,6 +179,8 @@ def main() -> None:
                     help="override attack.feature_recovery.labels (default: params.yaml's)")
     ap.add_argument("--joint-guide-depth", type=int, default=None,
                     help="override attack.feature_recovery.joint_guide_depth (k > 1; default: params.yaml's)")
+    ap.add_argument("--k-strategy", choices=["joint", "backfit"], default=None,
+                    help="override attack.feature_recovery.k_strategy (k > 1; default: params.yaml's)")
     ap.add_argument("--fresh-pretrain", type=int, default=0,
                     help="S > 0: a fresh LeNet (width 32) pretrained 1 epoch on S samples, "
                          "instead of the pipeline's θ₀")
@@ -195,7 +197,8 @@ def main() -> None:
     params = load_params(ROOT / "params.yaml")
     fr_cfg = params.attack.feature_recovery.model_copy(
         update={"iterations": args.iterations, **({"labels": args.labels} if args.labels else {}),
-                **({} if args.joint_guide_depth is None else {"joint_guide_depth": args.joint_guide_depth})})
+                **({} if args.joint_guide_depth is None else {"joint_guide_depth": args.joint_guide_depth}),
+                **({"k_strategy": args.k_strategy} if args.k_strategy else {})})
     ds = io.load_dataset_artifact(args.data)
     mean_img = metrics.mean_image(as_inputs(ds.x_train[:5000]))
     class_means = metrics.class_mean_images(as_inputs(ds.x_train[:5000]), ds.y_train[:5000], ds.card["num_classes"])
@@ -203,7 +206,7 @@ def main() -> None:
               else f"pipeline θ₀ ({args.trained})")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); θ₀: {source}; {args.precision}; "
           f"feature recovery: {args.iterations} it, {fr_cfg.restarts} restarts, labels {fr_cfg.labels}, "
-          f"optimizer {fr_cfg.optimizer}; "
+          f"optimizer {fr_cfg.optimizer}, k > 1: {fr_cfg.k_strategy}; "
           f"cos over {args.cos_targets} requests, PSNR over the first {args.targets}")
     header = (f"{'N':>4s} {'k':>2s} {'B':>4s} {'update':22s} {'cos mean':>8s} {'median':>7s} {'>0.9':>5s} "
               f"{'|g_X| med':>9s} {'PSNR dB':>7s} {'labels':>6s} {'base dB':>7s} {'class dB':>8s} {'s':>6s}")
