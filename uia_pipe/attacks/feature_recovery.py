@@ -985,6 +985,7 @@ def _backfit(
     names = objective.names
     target = torch.cat([delta[n].double().reshape(-1) for n in names]).to(device)
     target = target / target.norm()
+    sizes = [delta[n].numel() for n in names]
     scores = _label_scores(delta, view.num_classes)
     order = sorted(range(k), key=lambda i: float(scores[y[i]]))
     xs: list[torch.Tensor | None] = [None] * k
@@ -1002,10 +1003,7 @@ def _backfit(
             if any(g is not None for g in grads):
                 known, weights = fit()
                 residual = target - sum(w * grads[m] for m, w in zip(known, weights) if m != i)
-            part, offset = {}, 0
-            for n in names:
-                part[n] = residual[offset : offset + delta[n].numel()].reshape(delta[n].shape)
-                offset += delta[n].numel()
+            part = {n: r.reshape(delta[n].shape) for n, r in zip(names, residual.split(sizes))}
             result, stats = _invert(point, part, y[i : i + 1], view.input_shape, cfg, seed + 101 * (p * k + i),
                                     progress)
             steps += stats["steps"]
