@@ -58,6 +58,10 @@ What differs from the reference, and why (see benchmarks/feature_recovery.py):
   with analytic labels; with the true hidden inputs as the guide the same
   attack reaches 23 dB (one layer below the head) and 43 dB (two), so what
   limits k > 1 is how well the sum of k updates is split;
+- for k > 1 a backfitted restart (`_backfit`, k_strategy "backfit") splits
+  it one sample at a time: the single-sample attack on what the others'
+  estimates leave of Δ, then a joint refinement; the plain objective chooses.
+  k = 4 with true labels: approx 12.1 -> 15.0, exact 11.7 -> 14.6 dB;
 - batch norm runs as its eval-mode affine map, which torch.func.vmap can batch,
   so restarts can run as one batched step (worth it on a GPU, not on a CPU).
 """
