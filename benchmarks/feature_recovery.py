@@ -4,10 +4,11 @@
     .venv/bin/python benchmarks/feature_recovery.py --targets 6 --ref-iterations 2000
 
 Prints, measured in one run on this machine:
-1. ms per attack step on the trained default model, and that ÷ one forward+backward;
+1. ms per attack step on the trained default model, and that ÷ one forward+backward, for both
+   second-order modes (autograd's double backward; a finite difference under the same ReLU pattern);
 2. R restarts batched (torch.func.vmap) vs sequential, per round;
-3. PSNR against iterations and wall time, ours (the Config defaults) beside a
-   reference-style run (signed AdamW lr 0.04, TV 0.01, fixed schedule, no early
+3. PSNR against iterations and wall time, ours (the Config defaults, and the same with the
+   other second-order mode) beside a reference-style run (signed AdamW lr 0.04, TV 0.01, fixed schedule, no early
    stop, one restart), for approximate and exact (N = |D_u|) updates;
 4. the reference's full-settings time (10,000 × 5 × its step on a width-64
    ConvNet, 3×32×32) against ours to reach the reference-style plateau PSNR.
@@ -49,20 +50,28 @@ def timed(fn, repeats: int) -> float:
     return 1000 * (time.perf_counter() - started) / repeats
 
 
-def step_costs(model, x, y, delta, repeats: int, rounds: int = 5) -> tuple[float, float]:
-    """(ms per attack step, ms per forward+backward) for the same model and batch: medians over
-    `rounds` alternating rounds, so that drift in the machine's speed hits both alike."""
+def step_costs(model, x, y, delta, repeats: int, rounds: int = 5) -> tuple[float, float, float]:
+    """(ms per attack step with a double backward, with a finite difference, ms per forward+backward) for
+    the same model and batch: medians over `rounds` alternating rounds, so that drift in the machine's
+    speed hits all alike."""
     obj = fr._Objective(model, delta, 1e-4, True)
+    fd = fr._Objective(model, delta, 1e-4, True, finite_difference=True)
     params = [p for p in obj.model.parameters()]
 
     def fwd_bwd():
         torch.autograd.grad(F.cross_entropy(obj.model(x), y), params)
 
-    attack, plain = [], []
+    attack, finite, plain = [], [], []
     for _ in range(rounds):
         attack.append(timed(lambda: obj.step(x, y), repeats))
+        finite.append(timed(lambda: fd.step(x, y), repeats))
         plain.append(timed(fwd_bwd, repeats))
-    return statistics.median(attack), statistics.median(plain)
+    return statistics.median(attack), statistics.median(finite), statistics.median(plain)
+
+
+def step_line(attack_ms: float, fd_ms: float, fb_ms: float) -> str:
+    return (f"{attack_ms:.2f} ms/step (double backward), {fd_ms:.2f} (finite difference), fwd+bwd {fb_ms:.2f} ms, "
+            f"ratio {attack_ms / fb_ms:.2f} / {fd_ms / fb_ms:.2f}")
 
 
 def batched_vs_sequential(model, x, y, delta, restarts: int, repeats: int) -> tuple[float, float]:
@@ -127,9 +136,8 @@ def main() -> None:
     view = AttackerView(theta, theta_u, theta0, "approx", shape, spec["num_classes"], n, 1)
     delta = fr.observed_update(view)
     x = torch.rand(1, *shape)
-    attack_ms, fb_ms = step_costs(theta, x, du_y[:1], delta, 50)
     print(f"\n[step] trained {spec['model']} {spec['config']} on {shape}, k=1: "
-          f"{attack_ms:.2f} ms/step, fwd+bwd {fb_ms:.2f} ms, ratio {attack_ms / fb_ms:.2f}")
+          + step_line(*step_costs(theta, x, du_y[:1], delta, 50)))
     seq, bat = batched_vs_sequential(theta, x, du_y[:1], delta, args.restarts, 20)
     print(f"[restarts] R={args.restarts}: sequential {seq:.1f} ms/round, batched {bat:.1f} ms/round "
           f"({bat / seq:.2f}x sequential; batched/one = {bat / (seq / args.restarts):.2f})")
@@ -140,10 +148,12 @@ def main() -> None:
     # ours: the pipeline's own settings (params.yaml), with the reference's true labels for parity
     ours = load_params(ROOT / "params.yaml").attack.feature_recovery
     ours_cfg = ours.model_copy(update={"labels": "oracle"})
+    other = {"double_backward": "finite_difference", "finite_difference": "double_backward"}[ours.second_order]
+    other_cfg = ours_cfg.model_copy(update={"second_order": other})
     ref_cfg = fr.Config(**REFERENCE, iterations=args.ref_iterations, labels="oracle", record_every=25)
     summary = {}
     for method in args.methods.split(","):
-        rows_ours, rows_ref = [], []
+        rows_ours, rows_ref, rows_other = [], [], []
         for t in targets:
             forget = torch.zeros(n, dtype=torch.bool)
             forget[t] = True
@@ -153,18 +163,24 @@ def main() -> None:
             base = float(metrics.baseline_scores(truth, mean_img)["psnr"].mean())
             r_ours, res, st = trace(view, ours_cfg, truth, labels)
             r_ref, res_ref, _ = trace(view, ref_cfg, truth, labels)
+            r_other, res_other, _ = trace(view, other_cfg, truth, labels)
             rows_ours.append(r_ours)
+            rows_other.append(r_other)
             rows_ref.append(r_ref)
             print(f"\n[{method}] target {t} (label {int(labels)}), mean-image baseline {base:.1f} dB")
             print(f"  ours : {r_ours[-1][2]:.1f} dB after {res.iterations} it / {res.seconds:.1f} s "
                   f"({st['steps']} steps over restarts, stopped {st['stopped']})")
+            print(f"  ours, {other}: {r_other[-1][2]:.1f} dB after {res_other.iterations} it / "
+                  f"{res_other.seconds:.1f} s")
             print(f"  ref  : {r_ref[-1][2]:.1f} dB after {res_ref.iterations} it / {res_ref.seconds:.1f} s")
             print("  ref curve (it, s, dB): " + ", ".join(f"({i},{s:.0f},{p:.1f})" for i, s, p in r_ref[:: max(1, len(r_ref) // 8)]))
             print("  ours curve (it, s, dB): " + ", ".join(f"({i},{s:.0f},{p:.1f})" for i, s, p in r_ours[:: max(1, len(r_ours) // 8)]))
         summary[method] = (rows_ours, rows_ref)
         po = [r[-1][2] for r in rows_ours]
         pr = [r[-1][2] for r in rows_ref]
+        px = [r[-1][2] for r in rows_other]
         print(f"[{method}] mean PSNR ours {statistics.mean(po):.1f} dB ({statistics.mean(r[-1][1] for r in rows_ours):.1f} s), "
+              f"ours with {other} {statistics.mean(px):.1f} dB ({statistics.mean(r[-1][1] for r in rows_other):.1f} s), "
               f"reference-style {statistics.mean(pr):.1f} dB ({statistics.mean(r[-1][1] for r in rows_ref):.1f} s)")
 
     # 4. reference full-settings time vs ours
@@ -173,10 +189,11 @@ def main() -> None:
         ref_model = build_model("convnet", {"width": 64}, (3, 32, 32), 10, [0.5] * 3, [0.25] * 3).eval()
         rdelta = {k: torch.randn_like(p, dtype=torch.float64) for k, p in ref_model.named_parameters()}
         xr, yr = torch.rand(1, 3, 32, 32), torch.tensor([3])
-        ref_step, ref_fb = step_costs(ref_model, xr, yr, rdelta, 5)
-        full = 10_000 * 5 * ref_step / 1000
-        print(f"\n[width-64 ConvNet, 3x32x32] {ref_step:.0f} ms/step, fwd+bwd {ref_fb:.0f} ms, "
-              f"ratio {ref_step / ref_fb:.2f}; reference full settings 10,000 x 5 = {full / 3600:.2f} h")
+        db_step, fd_step, ref_fb = step_costs(ref_model, xr, yr, rdelta, 5)
+        full = 10_000 * 5 * db_step / 1000
+        ref_step = fd_step if ours.second_order == "finite_difference" else db_step
+        print(f"\n[width-64 ConvNet, 3x32x32] {step_line(db_step, fd_step, ref_fb)}; "
+              f"reference full settings 10,000 x 5 = {full / 3600:.2f} h")
         for method, (rows_ours, rows_ref) in summary.items():
             steps = []
             for ro, rr in zip(rows_ours, rows_ref):

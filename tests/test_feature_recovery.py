@@ -458,6 +458,58 @@ def test_guided_batched_and_sequential_steps_agree(lenet_problem):
     assert losses[0] > losses[1] - 1e-3 and obj.step(xs[0], y, 3.0)[0] > obj.step(xs[0], y, 0.0)[0]
 
 
+# --------------------------------------------------------------------------- finite-difference steps
+
+
+def _steps_agree(model, delta, x, y, guide=None, weight=0.0) -> float:
+    """The finite-difference step's loss equals the double backward's; returns the gradients' relative error."""
+    exact = fr._Objective(model, delta, 1e-3, True, guide)
+    fd = fr._Objective(model, delta, 1e-3, True, guide, finite_difference=True)
+    (l1, g1), (l2, g2) = exact.step(x, y, weight), fd.step(x, y, weight)
+    assert float(l2) == pytest.approx(float(l1), abs=1e-5)
+    return float((g2 - g1).norm() / g1.norm())
+
+
+def test_finite_difference_step_matches_the_double_backward(convnet_view, lenet_problem):
+    """Under the recorded ReLU / max-pool pattern the one-sided difference in θ is the mixed derivative
+    to ~1e-3: batch-normed max-pooled ConvNet, a guided LeNet step, two dummies at once, a sigmoid LeNet."""
+    gen = torch.Generator().manual_seed(0)
+    view, _, y = convnet_view
+    assert _steps_agree(view.theta_original, fr.observed_update(view), torch.rand(1, 1, 28, 28, generator=gen),
+                        y[:1]) < 1e-2
+    view = _approx_view(lenet_problem, 0)
+    delta = fr.observed_update(view)
+    guide = fr.layered_features(view.theta_original, delta, (1, 28, 28), 2)
+    x = torch.rand(2, 1, 28, 28, generator=gen)
+    assert _steps_agree(view.theta_original, delta, x[:1], lenet_problem.du_y[:1], guide, 3.0) < 1e-2
+    assert _steps_agree(view.theta_original, delta, x, lenet_problem.du_y[:2]) < 1e-2
+    torch.manual_seed(1)
+    sigmoid = build_model("lenet", {"width": 8, "activation": "sigmoid"}, (1, 28, 28), 4, [0.2], [0.3]).eval()
+    noise = {n: torch.randn_like(p) for n, p in sigmoid.named_parameters()}
+    assert _steps_agree(sigmoid, noise, x[:1], lenet_problem.du_y[:1]) < 1e-2
+
+
+def test_finite_difference_steps_recover_as_well_as_the_double_backward(lenet_problem):
+    psnr = {"double_backward": [], "finite_difference": []}
+    for index in range(4):
+        view = _approx_view(lenet_problem, index)
+        truth = lenet_problem.du_x[index : index + 1]
+        for mode, out in psnr.items():
+            result, _ = fr.recover(view, fr.Config(iterations=100, second_order=mode), seed=0)
+            out.append(float(metrics.psnr(result.reconstruction, truth).mean()))
+    baseline = float(metrics.baseline_scores(lenet_problem.du_x[:4], metrics.mean_image(lenet_problem.du_x))["psnr"]
+                     .mean())
+    fd, db = (sum(v) / 4 for v in (psnr["finite_difference"], psnr["double_backward"]))
+    assert fd > db - 1.5 and fd > baseline + 4, (psnr, baseline)
+
+
+def test_finite_difference_refuses_a_pattern_it_cannot_replay():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LeakyReLU(), torch.nn.Linear(3, 2))
+    delta = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+    with pytest.raises(ValueError, match="second_order=finite_difference cannot replay LeakyReLU"):
+        fr._Objective(model, delta, 0.0, False, finite_difference=True)
+
+
 # --------------------------------------------------------------------------- tabular
 
 
