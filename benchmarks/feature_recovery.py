@@ -39,7 +39,7 @@ from uia_pipe.models import build_model  # noqa: E402
 from uia_pipe.unlearning import METHODS, UnlearningProblem  # noqa: E402
 
 REFERENCE = dict(optimizer="signed_adamw", lr=0.04, tv=0.01, restarts=1, early_stop=False, prune_after=0,
-                 analytic_init=False, init="randn_clamped", delta_dtype="float32")
+                 analytic_init=False, init="randn_clamped", delta_dtype="float32", second_order="double_backward")
 
 
 def timed(fn, repeats: int) -> float:
