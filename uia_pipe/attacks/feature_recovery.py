@@ -65,7 +65,7 @@ What differs from the reference, and why (see benchmarks/feature_recovery.py):
 - a step takes ∇x of the cosine by a finite difference in θ (`second_order`,
   `_Objective._fd_step`) instead of a double backward: one more pass at
   θ + h·∂loss/∂g under the first pass's ReLU masks and max-pool choices, so no
-  second-order graph is built (width-64 ConvNet: 3.7 -> 2.45x one
+  second-order graph is built (width-64 ConvNet: 3.54 -> 1.72x one
   forward+backward; the same PSNR);
 - batch norm runs as its eval-mode affine map, which torch.func.vmap can batch,
   so restarts can run as one batched step (worth it on a GPU, not on a CPU).
