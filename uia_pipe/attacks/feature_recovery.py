@@ -448,11 +448,10 @@ _UNTAPED = (nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hard
             nn.AdaptiveMaxPool3d)
 
 
-def _functional_copy(model: nn.Module, tape: _Tape | None = None) -> nn.Module:
+def _functional_copy(model: nn.Module, tape: _Tape) -> nn.Module:
     """A private eval-mode copy with batch norm as an affine op and ReLU / max-pool taped (the same
     values; see `_Tape`); the view's model is untouched."""
     model = copy.deepcopy(model).eval()
-    tape = tape or _Tape()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.modules.batchnorm._BatchNorm):
@@ -582,15 +581,13 @@ class _Objective:
                 out1 = self.shifted(x1)
             (gx1,) = torch.autograd.grad(F.cross_entropy(out1.double(), y), x1)
             gx = (gx1 - gx0) / h
-        extra = 0.0
-        if self.tv:
-            extra = self.tv * _tv(x)
+        # TV and the guide term are first-order in x: plain autograd.
+        extra = self.tv * _tv(x) if self.tv else x.new_zeros(())
         if guided:
-            extra = extra + weight * ((feats - self.target) ** 2).sum() / self.target_norm
-        if torch.is_tensor(extra):
+            extra = self._guided(extra, feats, weight)
+        if extra.requires_grad:
             gx = gx + torch.autograd.grad(extra, x)[0]
-            loss = loss + extra
-        return loss.detach(), gx
+        return loss + extra.detach(), gx
 
     def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.enable_grad():
