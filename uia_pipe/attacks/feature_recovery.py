@@ -502,9 +502,10 @@ class _Objective:
         self.delta = torch.cat([(delta[n].double() / norm).reshape(-1) for n in self.names]).to(dev, dt)
         self.delta_parts = self.delta.split([self.params[n].numel() for n in self.names])
         self.tv = tv if image else 0.0
-        # Finite-difference step: relative to ‖θ‖, √(machine epsilon) balances truncation and rounding.
-        self.theta_norm = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in self.params.values())))
-        self.fd_eps = torch.finfo(dt).eps ** 0.5
+        if finite_difference:
+            # The step's size ‖h·u‖: √(machine epsilon)·‖θ‖ balances truncation and rounding.
+            theta_norm = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in self.params.values())))
+            self.fd_scale = torch.finfo(dt).eps ** 0.5 * theta_norm
         self._features: list[torch.Tensor] = []
         self.target = None
         if guide is not None:
@@ -571,7 +572,7 @@ class _Objective:
         gx = torch.zeros_like(x)
         u_norm = max(1 - cos * cos, 0.0) ** 0.5 / norm
         if u_norm > 0:
-            h = self.fd_eps * self.theta_norm / u_norm
+            h = self.fd_scale / u_norm
             with torch.no_grad():
                 for p, q, f, d in zip(params, self.shifted.parameters(), flat, self.delta_parts):
                     torch.add(p, f.view_as(p), alpha=h * cos / norm**2, out=q)
