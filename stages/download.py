@@ -9,8 +9,8 @@ import typer
 
 from stages.common import ParamsOption, clean_errors, single_command
 from uia_pipe import io, tracking
-from uia_pipe.config import load_params, section_hash
-from uia_pipe.data import load_dataset
+from uia_pipe.config import load_sections, section_hash
+from uia_pipe.data import DownloadParams, load_dataset
 
 
 @clean_errors
@@ -19,7 +19,7 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Load download.dataset (offline where it can) and write its tensors and card."""
-    p = load_params(params)
+    p = load_sections(params, download=DownloadParams)
     ds = load_dataset(p.download.dataset, Path(p.download.cache_dir).expanduser())
     with io.atomic_dir(out) as tmp:
         io.save_tensors(

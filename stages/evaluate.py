@@ -10,7 +10,9 @@ import typer
 
 from stages.common import ParamsOption, clean_errors, single_command
 from uia_pipe import figures, io, report, summary, tracking
-from uia_pipe.config import load_params, section_hash
+from uia_pipe.attacks import ATTACKS
+from uia_pipe.config import BaseParams, EvaluateParams, TrainParams, load_sections, read_params, section_hash
+from uia_pipe.unlearning.config import UnlearnParams
 
 def _in(help_: str, folder: bool = False):
     return Annotated[Path, typer.Option(help=help_, exists=True, file_okay=not folder, dir_okay=folder)]
@@ -32,12 +34,14 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Summarise the run with intervals; write the figures, the report and the MLflow summary run."""
-    p = load_params(params)
+    p = load_sections(params, base=BaseParams, train=TrainParams, unlearn=UnlearnParams, evaluate=EvaluateParams)
     card = io.load_json(data / "card.json")
     all_unlearn_rows, attack_rows = io.load_csv(unlearn_details), io.load_csv(attack_details)
     unlearn_rows = all_unlearn_rows[all_unlearn_rows["method"] == p.unlearn.method]
-    head = summary.headline(io.load_json(train_metrics), unlearn_rows, io.load_json(attack_metrics), attack_rows,
-                            p.evaluate.level)
+    attack = io.load_json(attack_metrics)
+    head = summary.headline(io.load_json(train_metrics), unlearn_rows, attack, attack_rows, p.evaluate.level)
+    families = summary.families(attack, ATTACKS)
+    head.update({name: numbers for name, numbers in families.items() if name not in head})
     method_rows = io.load_csv(attack_methods)
     methods = summary.methods_table(all_unlearn_rows, method_rows, p.evaluate.level)
     comparisons = summary.compare_methods(method_rows, p.unlearn.method, p.evaluate.level)
@@ -74,12 +78,13 @@ def main(
                    "N = |D_u|": p.train.n, "requests": len(unlearn_rows), "selection": p.unlearn.selection,
                    "k (random requests)": p.unlearn.k, "seed": p.base.seed}
         doc = summary.build_report(setting, head, defences, captions, p.evaluate.small_sample, p.evaluate.level,
-                                   methods, comparisons)
+                                   methods, comparisons, families)
         io.write_text(tmp / "report.md", report.markdown(doc))
         io.write_text(tmp / "report.html", report.to_html(doc, {n: io.read_bytes(tmp / n) for n in captions}))
     typer.echo(report.markdown(doc).split("## Defences")[0].split("## Headline results")[-1].strip())
 
-    tracking.log_summary(p.model_dump(mode="json"), head, section_hash(p),
+    every_param = read_params(params)  # the summary run holds every param, so that runs compare side by side
+    tracking.log_summary(every_param, head, section_hash(every_param),
                          artifacts=[metrics, *(reports / n for n in ["report.md", "report.html", *captions])])
 
 

@@ -15,12 +15,11 @@ from stages.common import (
     DataDir, ParamsOption, clean_errors, device_for, progress, seed_everything, single_command,
 )
 from uia_pipe import io, tracking
-from uia_pipe.config import load_params, section_hash
+from uia_pipe.config import BaseParams, TrainParams, load_sections, section_hash
 from uia_pipe.data import as_inputs
 from uia_pipe.errors import UiaError
-from uia_pipe.models import init_model
+from uia_pipe.models import clone, init_model
 from uia_pipe.training import evaluate, fit
-from uia_pipe.unlearning.problem import clone
 
 
 @clean_errors
@@ -32,7 +31,7 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Pretrain θ₀, fine-tune it on D_u into θ, and record both models' test accuracy."""
-    p = load_params(params)
+    p = load_sections(params, base=BaseParams, train=TrainParams)
     base, t = p.base, p.train
     ds = io.load_dataset_artifact(data)
     card = ds.card

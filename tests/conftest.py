@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ import yaml
 from uia_pipe.config import OptimParams
 from uia_pipe.models import init_model
 from uia_pipe.training import fit
-from uia_pipe.unlearning import Pretraining, UnlearningProblem
-from uia_pipe.unlearning.problem import clone
+from uia_pipe.unlearning.problem import Pretraining, UnlearningProblem
+from uia_pipe.models import clone
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,10 +32,23 @@ def mlflow_store(tmp_path_factory) -> str:
     return uri
 
 
+def committed_params_text() -> str:
+    """params.yaml as committed (HEAD): tests read the defaults, never whatever experiment
+    `dvc exp run -S ...` left in the workspace (outside a git checkout: the file itself)."""
+    try:
+        return subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return (ROOT / "params.yaml").read_text()
+
+
+def committed_params() -> dict:
+    return yaml.safe_load(committed_params_text())
+
+
 def small_params() -> dict:
-    """The repository's params.yaml shrunk to seconds: German Credit, a small MLP."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw = copy.deepcopy(raw)
+    """The committed params.yaml shrunk to seconds: German Credit, a small MLP."""
+    raw = copy.deepcopy(committed_params())
     raw["download"]["dataset"] = "german_credit"
     raw["train"].update(model="tabular_mlp", pool_size=100, n=32)
     raw["train"]["pretrain"].update(epochs=3, max_samples=0, augment=False, lr=0.05)

@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from stages.cli import app
 from tests.conftest import small_params
-from uia_pipe.config import Params, load_params, parse_params
+from uia_pipe.params import load_params, params_schema, parse_params
 from uia_pipe.data import DATASETS
 from uia_pipe.errors import UiaError
 from uia_pipe.models import MODELS
-from uia_pipe.unlearning import METHODS
+from uia_pipe.unlearning.methods import METHODS
 
 
 def _with(path: list[str], value) -> dict:
@@ -56,7 +56,22 @@ def test_bad_params_give_one_line_naming_the_key(path, value, expected):
 
 
 @pytest.mark.parametrize("path,value,expected", BAD[:6])
-def test_cli_reports_bad_params_without_traceback_or_artifacts(tmp_path, path, value, expected):
+def test_uia_check_reports_bad_params_in_one_line(tmp_path, path, value, expected):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(_with(path, value)))
+    result = CliRunner().invoke(app, ["check", "--params", str(params)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("path,value,expected", [
+    (["download", "dataset"], "imagenet21k", "download.dataset: unknown dataset 'imagenet21k'"),
+    (["download", "bogus"], 1, "download.bogus: unknown key"),
+    (["nonsense"], {}, "nonsense: unknown key"),
+])
+def test_a_stage_refuses_bad_params_of_its_sections_without_traceback_or_artifacts(tmp_path, path, value, expected):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(_with(path, value)))
     out = tmp_path / "dataset"
@@ -81,10 +96,10 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_repository_params_are_valid_and_cover_every_registry_entry():
-    from tests.conftest import ROOT
+    from tests.conftest import committed_params
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params = Params(**raw)
+    raw = committed_params()
+    params = params_schema()(**raw)
     for name in MODELS:
         assert name in raw["train"], f"params.yaml has no train.{name} section"
         getattr(params.train, name)
@@ -95,6 +110,15 @@ def test_repository_params_are_valid_and_cover_every_registry_entry():
 
 def test_compared_methods_skip_the_main_one():
     raw = _with(["unlearn", "compare"], ["approx", "neggrad"])
+    raw["unlearn"]["method"] = "exact"
     assert parse_params(raw).unlearn.methods == ("exact", "approx", "neggrad")
     raw["unlearn"]["method"] = "approx"  # `dvc exp run -S unlearn.method=approx` beside compare: [approx]
     assert parse_params(raw).unlearn.methods == ("approx", "neggrad")
+
+
+def test_the_defaults_compare_exact_and_approx_whichever_is_the_method():
+    """`dvc exp run -S unlearn.method=approx` still compares approx with exact."""
+    raw = small_params()
+    for method, other in (("exact", "approx"), ("approx", "exact")):
+        raw["unlearn"]["method"] = method
+        assert parse_params(raw).unlearn.methods == (method, other)

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from uia_pipe.config import parse_params
+from uia_pipe.params import parse_params
 from uia_pipe.defenses import DEFENSES, DefenceInput, noise, noisy_unlearning, prune
 from uia_pipe.errors import UiaError
-from uia_pipe.unlearning import METHODS
+from uia_pipe.unlearning.methods import METHODS
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, small_params
-from uia_pipe.config import parse_params, section_hash
+from uia_pipe.config import section_hash
+from uia_pipe.params import parse_params
 
 pytestmark = pytest.mark.slow
 

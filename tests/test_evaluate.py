@@ -14,7 +14,7 @@ from scipy import stats as sps
 from typer.testing import CliRunner
 
 from stages.cli import app
-from tests.conftest import ROOT
+from tests.conftest import committed_params_text
 from uia_pipe import summary
 
 PSNR = [20.0, 22.0, 30.0, 24.0, 19.0]
@@ -129,7 +129,7 @@ def inputs(tmp_path) -> Path:
     for i in range(len(PSNR)):
         plt.imsave(tmp_path / "attack" / "grids" / f"request_{i:03d}.png", [[0.0, 1.0], [0.5, 0.2]], cmap="gray")
     _defend_rows().to_csv(tmp_path / "defend.csv", index=False)
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(committed_params_text())
     return tmp_path
 
 

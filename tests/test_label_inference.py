@@ -15,12 +15,15 @@ from pydantic import ValidationError
 from uia_pipe.attacks import label_inference as li
 from uia_pipe.attacks import probes as P
 from uia_pipe.attacks.view import BlackBoxView, QueryOracle
-from uia_pipe.config import OptimParams, parse_params
+from tests.conftest import committed_params
+from uia_pipe.config import OptimParams
+from uia_pipe.params import parse_params
 from uia_pipe.errors import UiaError
 from uia_pipe.models import build_model
 from uia_pipe.training import fit
-from uia_pipe.unlearning import METHODS, UnlearningProblem
-from uia_pipe.unlearning.problem import clone
+from uia_pipe.unlearning.methods import METHODS
+from uia_pipe.unlearning.problem import UnlearningProblem
+from uia_pipe.models import clone
 
 SHAPE = (1, 28, 28)
 C = 3
@@ -279,7 +282,7 @@ def test_reference_weight_and_when_auto_applies():
     ("pretrained", "label", "attack.label_inference.reference: pretrained needs probabilities or topk access"),
 ])
 def test_bad_reference_param_is_one_clean_line(value, access, expected):
-    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw = committed_params()
     raw["attack"]["label_inference"].update(reference=value, access=access)
     with pytest.raises(UiaError) as err:
         parse_params(raw)

@@ -13,8 +13,9 @@ from uia_pipe.config import OptimParams
 from uia_pipe.metrics import baseline_scores, image_scores, mean_image
 from uia_pipe.models import init_model
 from uia_pipe.training import fit
-from uia_pipe.unlearning import UnlearningProblem, sisa
-from uia_pipe.unlearning.problem import clone
+from uia_pipe.unlearning.problem import UnlearningProblem
+from uia_pipe.unlearning import sisa
+from uia_pipe.models import clone
 
 CFG = sisa.Config(shards=4, slices=2)
 

@@ -33,8 +33,7 @@ def pipeline(tmp_path, params_file) -> Path:
     _invoke("attack", "--params", p, "--data", str(tmp_path / "dataset"), "--trained", str(tmp_path / "train"),
             "--unlearned", str(tmp_path / "unlearn"), "--out", str(tmp_path / "attack"),
             "--metrics", str(tmp_path / "attack.json"), "--details", str(tmp_path / "attack.csv"),
-            "--curve", str(tmp_path / "attack_curve.csv"), "--methods", str(tmp_path / "methods.csv"),
-            "--queries", str(tmp_path / "queries.csv"))
+            "--methods", str(tmp_path / "methods.csv"), "--plots", str(tmp_path / "plots"))
     return tmp_path
 
 
@@ -54,7 +53,7 @@ def test_stages_write_the_contracted_metrics_and_artifacts(pipeline):
     for key in ("seconds_per_request", "forget_accuracy", "retain_accuracy", "test_accuracy"):
         assert isinstance(unlearn[key], float)
     rows = pd.read_csv(pipeline / "requests.csv")
-    # unlearn.method and the compared method (params.yaml: compare [approx]) on the same requests
+    # unlearn.method and the compared method (params.yaml: compare [exact, approx]) on the same requests
     assert list(rows["method"]) == ["exact"] * 3 + ["approx"] * 3 and (rows["k"] == 2).all()
     assert rows.groupby("method")["request"].apply(list).to_dict() == {"exact": [0, 1, 2], "approx": [0, 1, 2]}
     requests = json.loads((pipeline / "unlearn" / "requests.json").read_text())
@@ -75,7 +74,7 @@ def test_stages_write_the_contracted_metrics_and_artifacts(pipeline):
     assert len(rows) == 3 and {"numeric_mae_std", "li_correct", "li_queries"} <= set(rows.columns)
     assert (pipeline / "attack" / "label_confusion.png").is_file()
     # accuracy against queries: 1, 2, 3 probes per class (3 made); all of them give the stage's accuracy
-    queries = pd.read_csv(pipeline / "queries.csv")
+    queries = pd.read_csv(pipeline / "plots" / "label_queries.csv")
     assert queries["probes_per_class"].tolist() == [1, 2, 3] and queries["queries_per_request"].is_monotonic_increasing
     assert queries["accuracy"].iloc[-1] == li["accuracy"] and queries["queries_per_request"].iloc[-1] == li["queries_per_request"]
     methods = pd.read_csv(pipeline / "methods.csv")
@@ -173,8 +172,7 @@ def test_image_run_scores_reconstructions_on_the_unit_scale(tmp_path, params_fil
             "--out", str(tmp_path / "u"), "--metrics", str(tmp_path / "u.json"), "--details", str(tmp_path / "u.csv"))
     _invoke("attack", "--params", p, "--data", str(data), "--trained", str(tmp_path / "t"),
             "--unlearned", str(tmp_path / "u"), "--out", str(tmp_path / "a"), "--metrics", str(tmp_path / "a.json"),
-            "--details", str(tmp_path / "a.csv"), "--curve", str(tmp_path / "ac.csv"),
-            "--methods", str(tmp_path / "am.csv"), "--queries", str(tmp_path / "q.csv"))
+            "--details", str(tmp_path / "a.csv"), "--methods", str(tmp_path / "am.csv"), "--plots", str(tmp_path / "p"))
     fr = json.loads((tmp_path / "a.json").read_text())["feature_recovery"]
     rows = pd.read_csv(tmp_path / "a.csv")
     assert rows["psnr"].between(5, 100).all() and rows["ssim"].between(-1, 1).all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from uia_pipe.unlearning import METHODS
+from uia_pipe.unlearning.methods import METHODS
 from uia_pipe.unlearning import approx, exact
 
 

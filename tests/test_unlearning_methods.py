@@ -12,7 +12,9 @@ from tests.conftest import tiny_data
 from uia_pipe.config import OptimParams
 from uia_pipe.models import Classifier
 from uia_pipe.training import evaluate
-from uia_pipe.unlearning import METHODS, UnlearningProblem, influence, retrain, scrub, served_model, sisa
+from uia_pipe.unlearning.methods import METHODS, served_model
+from uia_pipe.unlearning.problem import UnlearningProblem
+from uia_pipe.unlearning import influence, retrain, scrub, sisa
 
 
 def _flat(model) -> torch.Tensor:

@@ -1,10 +1,13 @@
-"""Typed params: params.yaml is read and validated once, here.
+"""Typed params: each stage validates the sections of params.yaml it reads, once, here.
 
 Unknown keys, wrong types, out-of-range values and unknown registry names all
-become a `UiaError` whose one-line message names the key. The settings of each
-registered model and unlearning method form a sub-section named after it
-(`train.convnet.width`, `unlearn.approx.eta`), generated from the registries,
-so a new entry needs no edit here.
+become a `UiaError` whose one-line message names the key. This module holds
+the machinery and the sections every stage may read (base, train, evaluate);
+the sections of the algorithm families sit beside them as leaf schemas
+(`uia_pipe.data.DownloadParams`, `uia_pipe.unlearning.config.UnlearnParams`,
+`uia_pipe.attacks.config.attack_params`, `uia_pipe.defenses.config.DefendParams`),
+so that validating the train section imports no attack, defence or unlearning
+code. `uia_pipe.params` puts all of them together for the whole file (`uia check`).
 """
 
 from __future__ import annotations
@@ -17,32 +20,30 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from .attacks import feature_recovery as fr
-from .attacks import label_inference as li
-from .data import DATASETS
-from .defenses import DEFENSES
 from .errors import UiaError
 from .models import MODELS
-from .registry import one_of as _one_of
-from .unlearning import METHODS
+from .registry import one_of
+
+# Every section params.yaml may hold, in the order of the pipeline.
+SECTIONS = ("base", "download", "train", "unlearn", "attack", "defend", "evaluate")
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _all_of(kind: str, names: tuple[str, ...], registry: dict) -> tuple[str, ...]:
+def all_of(kind: str, names: tuple[str, ...], registry: dict) -> tuple[str, ...]:
     """Each name known, none twice."""
     for name in names:
-        _one_of(kind, name, registry)
+        one_of(kind, name, registry)
     if len(set(names)) != len(names):
         raise ValueError(f"listed twice: {list(names)}")
     return names
 
 
-def _registry_settings(name: str, registry: dict) -> type[Section]:
-    """A section with one optional sub-section per registry entry."""
-    fields: dict[str, Any] = {key: (cfg_type, cfg_type()) for key, (_, cfg_type) in registry.items()}
+def registry_settings(name: str, registry: dict[str, type[BaseModel]]) -> type[Section]:
+    """A section with one optional sub-section per registry entry (name -> config type)."""
+    fields: dict[str, Any] = {key: (cfg_type, cfg_type()) for key, cfg_type in registry.items()}
     return create_model(name, __base__=Section, **fields)
 
 
@@ -50,20 +51,10 @@ class BaseParams(Section):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     threads: int = Field(
-        2, ge=0, description="torch threads of every stage (the attack's own loop: attack.threads); 0 = torch's "
-        "default. Float reductions, so trained weights, depend on it: pinned, a run gives the same numbers in any "
-        "shell and on bigger CPUs",
+        2, ge=0, le=1024, description="torch threads of every stage (the attack's own loop: attack.threads); 0 = "
+        "torch's default. Float reductions, so trained weights, depend on it: pinned, a run gives the same numbers "
+        "in any shell and on bigger CPUs",
     )
-
-
-class DownloadParams(Section):
-    dataset: str = "fashion_mnist"
-    cache_dir: str = "~/.cache/uia-pipe"
-
-    @field_validator("dataset")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        return _one_of("dataset", v, DATASETS)
 
 
 class OptimParams(Section):
@@ -79,7 +70,7 @@ class PretrainParams(OptimParams):
     max_samples: int = Field(0, ge=0)
 
 
-_ModelSettings = _registry_settings("ModelSettings", MODELS)
+_ModelSettings = registry_settings("ModelSettings", {name: cfg for name, (_, cfg) in MODELS.items()})
 
 
 class TrainParams(_ModelSettings):
@@ -96,65 +87,7 @@ class TrainParams(_ModelSettings):
     @field_validator("model")
     @classmethod
     def _known(cls, v: str) -> str:
-        return _one_of("model", v, MODELS)
-
-
-_MethodSettings = _registry_settings("MethodSettings", METHODS)
-
-
-class UnlearnParams(_MethodSettings):
-    method: str = "exact"
-    requests: int = Field(8, ge=1)
-    selection: Literal["random", "class"] = "random"
-    k: int = Field(1, ge=1)
-    fraction: float = Field(0.5, gt=0, le=1)
-    compare: tuple[str, ...] = Field((), description="methods also run on the same requests and attacked, side by side")
-
-    @field_validator("method")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        return _one_of("unlearning method", v, METHODS)
-
-    @field_validator("compare")
-    @classmethod
-    def _known_all(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return _all_of("unlearning method", v, METHODS)
-
-    @property
-    def compared(self) -> tuple[str, ...]:
-        """The compared methods other than unlearn.method (listing it is a no-op,
-        so that `-S unlearn.method=approx` works beside `compare: [approx]`)."""
-        return tuple(m for m in self.compare if m != self.method)
-
-    @property
-    def methods(self) -> tuple[str, ...]:
-        """unlearn.method first, then the compared methods."""
-        return (self.method, *self.compared)
-
-
-class AttackParams(Section):
-    max_requests: int = Field(0, ge=0, description="attack the first this many requests; 0 = all")
-    threads: int = Field(1, ge=0, description="torch threads while attacking; 0 = torch's default")
-    sisa_view: Literal["shard", "ensemble"] = Field(
-        "shard", description="under sisa: shard = invert the changed shard's retrained stage from the server's "
-        "checkpoints; ensemble = the served ensemble's parameters, as for any method"
-    )
-    feature_recovery: fr.Config = fr.Config()
-    label_inference: li.Config = li.Config()
-
-
-_DefenceSettings = _registry_settings("DefenceSettings", DEFENSES)
-
-
-class DefendParams(_DefenceSettings):
-    max_requests: int = Field(2, ge=1, description="defend the first this many requests")
-    defences: tuple[str, ...] = Field(tuple(DEFENSES), min_length=1, description="defences to run, in order")
-    attack_iterations: int = Field(200, ge=0, description="feature-recovery iterations on defended models; 0 = attack's")
-
-    @field_validator("defences")
-    @classmethod
-    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return _all_of("defence", v, DEFENSES)
+        return one_of("model", v, MODELS)
 
 
 class EvaluateParams(Section):
@@ -162,27 +95,29 @@ class EvaluateParams(Section):
     small_sample: int = Field(30, ge=1, description="a result over fewer requests gets a caveat")
 
 
-class Params(Section):
-    base: BaseParams = BaseParams()
-    download: DownloadParams = DownloadParams()
-    train: TrainParams = TrainParams()
-    unlearn: UnlearnParams = UnlearnParams()
-    attack: AttackParams = AttackParams()
-    defend: DefendParams = DefendParams()
-    evaluate: EvaluateParams = EvaluateParams()
+class _Params(BaseModel):
+    """The sections a stage reads; the other sections of the file are some other stage's."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     @model_validator(mode="after")
-    def _cross(self) -> "Params":
-        t, u = self.train, self.unlearn
-        if t.n > t.pool_size:
+    def _cross(self) -> "_Params":
+        t, u = getattr(self, "train", None), getattr(self, "unlearn", None)
+        if t is not None and t.n > t.pool_size:
             raise ValueError(f"train.n: must be <= train.pool_size (got {t.n} > {t.pool_size})")
-        if "sisa" in u.methods and u.sisa.shards * u.sisa.slices > t.n:
-            raise ValueError(
-                f"unlearn.sisa: shards × slices must be <= train.n (got {u.sisa.shards} × {u.sisa.slices} > {t.n})"
-            )
-        if u.selection == "random" and u.k > t.n:
-            raise ValueError(f"unlearn.k: must be <= train.n (got {u.k} > {t.n})")
+        if t is not None and u is not None:
+            if "sisa" in u.methods and u.sisa.shards * u.sisa.slices > t.n:
+                raise ValueError(
+                    f"unlearn.sisa: shards × slices must be <= train.n (got {u.sisa.shards} × {u.sisa.slices} > {t.n})"
+                )
+            if u.selection == "random" and u.k > t.n:
+                raise ValueError(f"unlearn.k: must be <= train.n (got {u.k} > {t.n})")
         return self
+
+
+def schema(**sections: type[Section]) -> type[BaseModel]:
+    """The params model of a stage that reads `sections` (name -> section type), each defaulted."""
+    return create_model("Params", __base__=_Params, **{name: (cls, cls()) for name, cls in sections.items()})
 
 
 def _describe(err: dict) -> str:
@@ -195,20 +130,26 @@ def _describe(err: dict) -> str:
     return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
 
 
-def parse_params(raw: Any, source: str = "params.yaml") -> Params:
-    """Validate a params mapping; UiaError with one line per the first problem."""
+def parse_sections(raw: Any, model: type[BaseModel], source: str = "params.yaml") -> Any:
+    """Validate a params mapping against `model` (see `schema`); UiaError with one line for the first problem.
+    A top-level key that is no section of any stage is refused too."""
     if not isinstance(raw, dict):
         raise UiaError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    unknown = [key for key in raw if key not in SECTIONS]
+    if unknown:
+        raise UiaError(f"{source}: {unknown[0]}: unknown key (sections: {', '.join(SECTIONS)})")
     try:
-        return Params(**raw)
+        return model(**{name: value for name, value in raw.items() if name in model.model_fields})
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise UiaError(f"{source}: {_describe(errors[0])}{more}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a validator that failed outside pydantic
+        raise UiaError(f"{source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
-def load_params(path: Path) -> Params:
-    """Read and validate params.yaml."""
+def read_params(path: Path) -> dict:
+    """params.yaml as a plain mapping (not yet validated)."""
     path = Path(path)
     if not path.is_file():
         raise UiaError(f"{path}: params file not found")
@@ -216,10 +157,17 @@ def load_params(path: Path) -> Params:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise UiaError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_params(raw, str(path))
+    if not isinstance(raw, dict):
+        raise UiaError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return raw
 
 
-def section_hash(*sections: BaseModel) -> str:
+def load_sections(path: Path, **sections: type[Section]) -> Any:
+    """Read params.yaml and validate the named sections: `load_sections(path, base=BaseParams, train=TrainParams)`."""
+    return parse_sections(read_params(path), schema(**sections), str(path))
+
+
+def section_hash(*sections: BaseModel | dict) -> str:
     """A short stable hash of the params a stage read."""
-    blob = json.dumps([s.model_dump(mode="json") for s in sections], sort_keys=True)
+    blob = json.dumps([s if isinstance(s, dict) else s.model_dump(mode="json") for s in sections], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

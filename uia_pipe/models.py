@@ -7,6 +7,7 @@ and score images in [0,1] and never see a normalised tensor.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Literal
 
@@ -190,3 +191,8 @@ def init_model(spec: dict, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return from_spec(spec)
+
+
+def clone(model: nn.Module) -> nn.Module:
+    """An independent copy (parameters and buffers) in eval mode."""
+    return copy.deepcopy(model).eval()

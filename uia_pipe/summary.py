@@ -60,6 +60,14 @@ def headline(train: dict, unlearn_rows: pd.DataFrame, attack: dict, attack_rows:
             for k, sec in out.items()}
 
 
+def families(attack: dict, names) -> dict[str, dict[str, float]]:
+    """Each attack family's numbers of unlearn.method's run as attack.json holds them, for the families in
+    `names` (the registry's order); sub-sections and NaNs left out."""
+    return {name: {k: float(v) for k, v in attack[name].items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)}
+            for name in names if name in attack}
+
+
 def leak_metric(rows: pd.DataFrame) -> str:
     """The feature-recovery score where higher means more leaked: PSNR on
     images, categorical accuracy of the decoded features on tabular rows."""
@@ -156,8 +164,10 @@ STRENGTH = {"noise": "σ (× ‖θ_u − θ‖)", "prune": "rate", "finetune": "
 
 def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figures: dict[str, str],
                  small_sample: int = 30, level: float = 0.95, methods: pd.DataFrame | None = None,
-                 comparisons: dict[str, dict[str, float]] | None = None) -> Report:
+                 comparisons: dict[str, dict[str, float]] | None = None,
+                 families: dict[str, dict[str, float]] | None = None) -> Report:
     """The report: setting, headline table, defences, figures, threat models, caveats.
+    `families` holds each attack family's own numbers (see `families`), tabulated as they are.
     `setting` holds the run's description (dataset, model, method, N, k, requests, ...);
     `figures` maps a figure's file name to its caption."""
     r = Report("Unlearning inversion: what the deletion leaked")
@@ -184,6 +194,12 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
              ["label queries / request (+ probe queries)", cost["label_queries_per_request"],
               f"+ {cost['probe_queries']:.0f} once"]]
     r.table(["quantity", "value", f"{pct} interval"], rows)
+    if families:
+        r.heading("Every attack family")
+        r.para("Each family of the attack registry on unlearn.method's requests, its numbers as the attack stage "
+               "wrote them (metrics/attack.json).")
+        r.table(["family", "quantity", "value"],
+                [[name, key, f"{value:.3g}"] for name, numbers in families.items() for key, value in numbers.items()])
     if methods is not None and len(methods) > 1:
         _methods_section(r, methods, comparisons or {}, pct)
     if defences is not None and len(defences):

@@ -8,8 +8,9 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from torch import nn
 
+from ..config import OptimParams
 from ..training import fit
-from ..unlearning.problem import clone
+from ..models import clone
 from .base import DefenceConfig, DefenceInput
 
 
@@ -30,8 +31,6 @@ class Config(DefenceConfig):
 def defend(inp: DefenceInput, strength: float, cfg: Config, seed: int) -> nn.Module:
     """θ_u after `strength` epochs of SGD on D_u \\ X; 0 epochs (or an empty
     retain set) returns a bit-identical copy."""
-    from ..config import OptimParams  # config imports the registry: import lazily
-
     model = clone(inp.theta_unlearned)
     if strength == 0 or len(inp.retain_x) == 0:
         return model

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from ..unlearning.problem import clone
+from ..models import clone
 from .base import DefenceConfig, DefenceInput, parameters_of
 
 

@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ..unlearning.problem import clone
+from ..models import clone
 from .base import DefenceConfig, DefenceInput
 
 

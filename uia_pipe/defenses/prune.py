@@ -10,7 +10,7 @@ from pydantic import field_validator
 from torch import nn
 from torch.nn.utils import prune
 
-from ..unlearning.problem import clone
+from ..models import clone
 from .base import DefenceConfig, DefenceInput
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -8,13 +8,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from .problem import MethodConfig, UnlearningProblem, clone
-
-
-class Config(MethodConfig):
-    eta: float = Field(
-        1.0, gt=0, description="ascent step size η (reference: 1 for feature recovery, 1e-3 for label inference)"
-    )
+from .config import ApproxConfig as Config
+from .problem import UnlearningProblem
+from ..models import clone
 
 
 def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:

@@ -6,12 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .config import ExactConfig as Config
 from ..training import fit
-from .problem import MethodConfig, UnlearningProblem, clone
-
-
-class Config(MethodConfig):
-    pass
+from .problem import UnlearningProblem
+from ..models import clone
 
 
 def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:

@@ -6,16 +6,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from .config import FinetuneConfig as Config
 from ..training import fit
-from .problem import MethodConfig, UnlearningProblem, clone
-
-
-class Config(MethodConfig):
-    epochs: int = Field(5, ge=1, description="epochs over D_u \\ X")
-    lr: float = Field(0.01, gt=0, description="SGD step size")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    batch_size: int = Field(128, ge=1)
-    seed_offset: int = Field(100, ge=0, description="added to the fine-tune seed for the batch order")
+from .problem import UnlearningProblem
+from ..models import clone
 
 
 def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:

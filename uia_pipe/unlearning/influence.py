@@ -10,13 +10,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from .problem import MethodConfig, UnlearningProblem, clone
-
-
-class Config(MethodConfig):
-    damping: float = Field(0.01, gt=0, description="λ added to the Hessian's diagonal (keeps CG well posed)")
-    cg_iterations: int = Field(50, ge=1, description="maximum conjugate-gradient iterations")
-    tolerance: float = Field(1e-6, gt=0, description="CG stops when the residual norm falls below this × |b|")
+from .config import InfluenceConfig as Config
+from .problem import UnlearningProblem
+from ..models import clone
 
 
 def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:

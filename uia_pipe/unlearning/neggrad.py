@@ -8,15 +8,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from .problem import MethodConfig, UnlearningProblem, clone, forget_and_retain, sgd_steps
-
-
-class Config(MethodConfig):
-    steps: int = Field(5, ge=1, description="full-batch ascent steps on X")
-    lr: float = Field(0.01, gt=0, description="SGD step size")
-    retain_weight: float = Field(
-        0.0, ge=0, description="weight of the descent term on D_u \\ X: 0 = NegGrad, > 0 = NegGrad+"
-    )
+from .config import NegGradConfig as Config
+from .problem import UnlearningProblem, forget_and_retain, sgd_steps
+from ..models import clone
 
 
 def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:

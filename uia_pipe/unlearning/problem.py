@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from ..training import OptimSettings
-
-
-class MethodConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
@@ -49,11 +43,6 @@ class UnlearningProblem:
     finetune: OptimSettings
     finetune_seed: int
     pretraining: Pretraining | None = None
-
-
-def clone(model: nn.Module) -> nn.Module:
-    """An independent copy (parameters and buffers) in eval mode."""
-    return copy.deepcopy(model).eval()
 
 
 def forget_and_retain(problem: UnlearningProblem, forget: torch.Tensor, device: torch.device):

@@ -8,14 +8,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from .problem import MethodConfig, UnlearningProblem, clone, forget_and_retain, sgd_steps
-
-
-class Config(MethodConfig):
-    steps: int = Field(5, ge=1, description="full-batch steps on X with relabelled targets")
-    lr: float = Field(0.01, gt=0, description="SGD step size")
-    retain_weight: float = Field(0.0, ge=0, description="weight of a descent term on D_u \\ X")
-    seed: int = Field(0, ge=0, description="seed of the random labels")
+from .config import RandomLabelConfig as Config
+from .problem import UnlearningProblem, forget_and_retain, sgd_steps
+from ..models import clone
 
 
 def wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:

@@ -7,13 +7,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .config import RetrainConfig as Config
 from ..errors import UiaError
 from ..training import fit
-from .problem import MethodConfig, UnlearningProblem
-
-
-class Config(MethodConfig):
-    pass
+from .problem import UnlearningProblem
 
 
 def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:

@@ -34,24 +34,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from .problem import MethodConfig, UnlearningProblem, clone, forget_and_retain, sgd_steps
-
-
-class Config(MethodConfig):
-    epochs: int = Field(8, ge=1, description="rounds of (max-step, min-steps) (reference: sgda_epochs, 3–10)")
-    max_steps: int = Field(
-        4, ge=0, description="the first this many epochs open with a max-step on X (reference: msteps, 2–5)"
-    )
-    min_steps: int = Field(1, ge=1, description="min-step passes over D_u \\ X per epoch (reference: 1)")
-    lr: float = Field(0.05, gt=0, description="SGD step size (reference: 5e-4 with momentum 0.9, many batches)")
-    alpha: float = Field(0.5, ge=0, description="weight of KL(teacher ‖ student) on D_u \\ X (reference: 0.001)")
-    gamma: float = Field(1.0, ge=0, description="weight of the cross-entropy on D_u \\ X (reference: 0.99)")
-    temperature: float = Field(4.0, gt=0, description="distillation temperature T (reference: 4)")
-    batch_size: int = Field(128, ge=1, description="samples per step (reference: 128 retained, 32 forgotten)")
-    seed: int = Field(0, ge=0, description="seed of the minibatch order when a set exceeds batch_size")
-    max_grad_norm: float = Field(
-        5.0, ge=0, description="clip each step's gradient norm to this, 0 = never (reference: no clipping)"
-    )
+from .config import ScrubConfig as Config
+from .problem import UnlearningProblem, forget_and_retain, sgd_steps
+from ..models import clone
 
 
 def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -22,14 +22,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from .config import SisaConfig as Config
 from ..models import Ensemble
 from ..training import fit
-from .problem import MethodConfig, UnlearningProblem, clone
-
-
-class Config(MethodConfig):
-    shards: int = Field(4, ge=1, description="S, isolated shard models in the served ensemble")
-    slices: int = Field(2, ge=1, description="R, slices per shard (a checkpoint after each)")
+from .problem import UnlearningProblem
+from ..models import clone
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,142 @@
+"""The pipeline's promise: a stage's deps in dvc.yaml are every repository file
+its command imports (read statically from the code), so an edit reruns exactly
+the stages it affects; train imports no attack, defence or unlearning code."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+PACKAGES = ("stages", "uia_pipe")
+
+
+def _module_file(name: str) -> str | None:
+    base = name.replace(".", "/")
+    for candidate in (f"{base}.py", f"{base}/__init__.py"):
+        if (ROOT / candidate).is_file():
+            return candidate
+    return None
+
+
+def import_closure(entry: str) -> set[str]:
+    """Repository files (relative paths) that running module file `entry` imports, directly or not,
+    with the __init__ of every package on the way."""
+    seen: set[str] = set()
+    todo = [entry]
+    while todo:
+        path = todo.pop()
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        parts = path.split("/")
+        todo += [f"{'/'.join(parts[:i])}/__init__.py" for i in range(1, len(parts))
+                 if (ROOT / "/".join(parts[:i]) / "__init__.py").is_file()]
+        package = "/".join(parts[:-1]).replace("/", ".")
+        for node in ast.walk(ast.parse((ROOT / path).read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            todo += [_module_file(n) for n in names if n.split(".")[0] in PACKAGES]
+    return seen
+
+
+def stage_entries() -> dict[str, str]:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    out = {}
+    for name, stage in stages.items():
+        words = stage["cmd"].split()
+        out[name] = _module_file(words[words.index("-m") + 1])
+    return out
+
+
+def _deps(stage: str) -> list[str]:
+    return [str(d) for d in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage].get("deps", [])]
+
+
+@pytest.mark.parametrize("stage", list(stage_entries()))
+def test_deps_cover_every_imported_file(stage):
+    deps = _deps(stage)
+    closure = import_closure(stage_entries()[stage])
+    missing = sorted(f for f in closure if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
+    assert not missing, f"dvc.yaml: stage {stage} imports files not in its deps: {missing}"
+    code_deps = [d for d in deps if d.endswith(".py")]
+    assert not set(code_deps) - closure, f"stage {stage} lists code it does not import: {set(code_deps) - closure}"
+
+
+def test_train_imports_no_attack_defence_or_unlearning_code():
+    closure = import_closure(stage_entries()["train"])
+    heavy = sorted(f for f in closure if any(part in f for part in ("attacks", "defenses", "unlearning")))
+    assert not heavy, f"train imports {heavy}"
+
+
+def test_no_library_module_imports_stages():
+    for path in sorted((ROOT / "uia_pipe").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not any(n.split(".")[0] == "stages" for n in names), f"{path} imports stages"
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "uia", "GIT_AUTHOR_EMAIL": "uia@localhost",
+           "GIT_COMMITTER_NAME": "uia", "GIT_COMMITTER_EMAIL": "uia@localhost"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.slow
+def test_editing_an_imported_file_makes_dvc_status_list_the_stage(tmp_path):
+    """A locked pipeline whose outputs are stand-ins: after editing one file a stage
+    imports, `dvc status` lists that stage (and only the stages that import it, plus
+    those downstream of them, never train for an attack file)."""
+    repo = tmp_path / "repo"
+    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    for rel in tracked:
+        if (ROOT / rel).is_file() and (rel.endswith(".py") or rel in ("dvc.yaml", "params.yaml", ".dvcignore")):
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, repo / rel)
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    for stage in stages.values():  # every stage a no-op that makes its outputs
+        stage["cmd"] = "python -c pass"
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    _git(repo, "init", "-q")
+    subprocess.run(["dvc", "init", "-q"], cwd=repo, env=env, check=True)
+    for name, stage in stages.items():
+        for out in stage.get("outs", []) + [m for key in ("metrics", "plots") for m in stage.get(key, [])]:
+            path = repo / (out if isinstance(out, str) else next(iter(out)))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.suffix:
+                path.mkdir(exist_ok=True)
+                (path / "x").write_text(name)
+            else:
+                path.write_text("{}")
+    for name in stages:
+        subprocess.run(["dvc", "commit", "-f", "-q", name], cwd=repo, env=env, check=True)
+    closures = {name: import_closure(entry) for name, entry in stage_entries().items()}
+    for edited in ("uia_pipe/io.py", "uia_pipe/attacks/protocol.py", "uia_pipe/unlearning/config.py",
+                   "uia_pipe/defenses/sweep.py", "uia_pipe/summary.py"):
+        original = (repo / edited).read_text()
+        (repo / edited).write_text(original + "\n# edited\n")
+        status = subprocess.run(["dvc", "status"], cwd=repo, env=env, capture_output=True, text=True).stdout
+        listed = {line.rstrip(":").strip() for line in status.splitlines() if line and not line.startswith((" ", "\t"))}
+        expected = {name for name, files in closures.items() if edited in files}
+        assert expected and expected <= listed, f"edit of {edited}: dvc status lists {listed}, expected {expected}"
+        assert "train" not in listed or "train" in expected
+        (repo / edited).write_text(original)

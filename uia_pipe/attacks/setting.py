@@ -1,0 +1,108 @@
+"""The evaluator's side of a run: the models, D_u and the deletion requests, as
+the unlearn stage left them. Attack families take their views from it; only
+the scoring reads the removed samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import io
+from ..data import as_inputs
+from ..metrics import class_mean_images, mean_image
+from ..unlearning.sisa import unflatten
+
+
+@dataclass(frozen=True)
+class SisaStore:
+    """A SISA server's checkpoint store: slices[s][j] are the D_u indices of
+    shard s's slice j, before[s][j] its checkpoint after slices 0..j−1, and
+    after[r][s][j] the same after request r's deletion."""
+
+    slices: list[list[list[int]]]
+    before: list[list[nn.Module]]
+    after: list[list[list[nn.Module]]]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the evaluator knows about one run: the models, D_u and the requests."""
+
+    theta_pretrained: nn.Module
+    theta_original: nn.Module
+    method: str
+    card: dict
+    du_x: torch.Tensor
+    du_y: torch.Tensor
+    requests: list[dict]  # {"index", "forget", "target_class"}
+    mean_guess: torch.Tensor  # baseline guess of the features (training mean)
+    class_guess: torch.Tensor | None  # per-class mean images (images only)
+    train_x: torch.Tensor  # pretraining features (tabular decoding baselines)
+    finetune_batch_size: int | None = None  # B of the fine-tune θ₀ → θ (label inference's θ₀ reference)
+    sisa: SisaStore | None = None  # the checkpoint store, where the method is sisa
+
+    @property
+    def image(self) -> bool:
+        return self.card["kind"] == "image"
+
+    @property
+    def ks(self) -> list[int]:
+        """|X| of each request."""
+        return [len(r["forget"]) for r in self.requests]
+
+    def truth(self, req: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples request `req` removed and their labels (the evaluator's knowledge only)."""
+        forget = torch.tensor(req["forget"])
+        return self.du_x[forget], self.du_y[forget]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One unlearning method's run: its setting and one θ_u per request."""
+
+    setting: Setting
+    thetas_u: list[nn.Module]
+    test_x: torch.Tensor  # the public test set: auxiliary probes' source, utility of defended models
+    test_y: torch.Tensor
+    compare: tuple[str, ...] = ()  # the methods compared with it (unlearn.method's folder only)
+
+
+def load_run(data: Path, trained: Path, unlearned: Path, device, max_requests: int = 0) -> Run:
+    """The run of the method whose θ_u lie in `unlearned` (the unlearn stage's folder or one of its
+    compare/<method>/ folders), the first `max_requests` requests (0 = all)."""
+    ds = io.load_dataset_artifact(data)
+    card = ds.card
+    split, _ = io.load_tensors(trained / "split.safetensors")
+    record = io.load_json(unlearned / "requests.json")
+    requests = record["requests"][: max_requests or None]
+    train_x = as_inputs(ds.x_train[split["pretrain"]])
+    image = card["kind"] == "image"
+    setting = Setting(
+        theta_pretrained=io.load_model(trained / "theta_pretrained.safetensors", device)[0],
+        theta_original=io.load_model(unlearned / "theta_original.safetensors", device)[0],
+        method=record["method"], card=card,
+        du_x=as_inputs(ds.x_train[split["du"]]), du_y=ds.y_train[split["du"]], requests=requests,
+        mean_guess=mean_image(train_x),
+        class_guess=class_mean_images(train_x, ds.y_train[split["pretrain"]], card["num_classes"]) if image else None,
+        train_x=train_x, finetune_batch_size=io.load_json(trained / "finetune.json")["batch_size"],
+    )
+    thetas_u = [io.load_model(unlearned / f"theta_unlearned_{r['index']:03d}.safetensors", device)[0]
+                for r in requests]
+    if record.get("method") == "sisa" and "server_state" in record:
+        setting = replace(setting, sisa=_sisa_store(unlearned, record, requests, device))
+    return Run(setting, thetas_u, as_inputs(ds.x_test), ds.y_test, tuple(record.get("compare", ())))
+
+
+def _sisa_store(unlearned: Path, record: dict, requests: list[dict], device) -> SisaStore:
+    """SISA's checkpoint store before and after each request, as the unlearn stage kept it."""
+    slices = record["server_state"]["slices"]
+
+    def load(name: str):
+        return unflatten(io.load_model(unlearned / name, device)[0], slices)
+
+    return SisaStore(slices, load("server_state.safetensors"),
+                     [load(f"server_state_{r['index']:03d}.safetensors") for r in requests])
+

@@ -1,0 +1,122 @@
+"""The unlearn stage's algorithm: every deletion request unlearned by each
+method, timed, beside the gold standard (retraining without X), with the
+unlearned model's efficacy. One code path for unlearn.method and the compared
+methods."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from .. import io
+from ..config import OptimParams, PretrainParams
+from ..data import as_inputs
+from ..models import init_model
+from ..requests import DeletionRequest
+from ..training import evaluate
+from . import exact
+from .efficacy import distance_to_retrain
+from .methods import METHODS, SERVER_STATE, served_model
+from .problem import Pretraining, UnlearningProblem
+
+# save(method, name, model): the stage writes `model` as <method's folder>/<name>.safetensors
+Save = Callable[[str, str, nn.Module], None]
+
+
+def load_problem(data: Path, trained: Path, device) -> tuple[UnlearningProblem, dict, torch.Tensor, torch.Tensor]:
+    """The server's side as the train stage left it: the problem, θ's model spec and the test set."""
+    ds = io.load_dataset_artifact(data)
+    theta_pretrained, spec = io.load_model(trained / "theta_pretrained.safetensors", device)
+    theta, _ = io.load_model(trained / "theta_original.safetensors", device)
+    split, _ = io.load_tensors(trained / "split.safetensors")
+    finetune = io.load_json(trained / "finetune.json")
+    pretrain = io.load_json(trained / "pretrain.json")
+    du = split["du"]
+    problem = UnlearningProblem(
+        theta_pretrained, theta, as_inputs(ds.x_train[du]), ds.y_train[du],
+        OptimParams(**{k: v for k, v in finetune.items() if k != "seed"}), finetune["seed"],
+        Pretraining(
+            init=lambda: init_model(spec, pretrain["init_seed"]).to(device),
+            x=as_inputs(ds.x_train[split["pretrain"]]),
+            y=ds.y_train[split["pretrain"]],
+            settings=PretrainParams(**{k: v for k, v in pretrain.items() if k not in ("seed", "init_seed")}),
+            seed=pretrain["seed"],
+            augment=pretrain["augment"],
+        ),
+    )
+    return problem, spec, as_inputs(ds.x_test), ds.y_test
+
+
+def unlearn_requests(
+    problem: UnlearningProblem,
+    requests: list[DeletionRequest],
+    methods: dict[str, BaseModel],
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    save: Save,
+    on_request: Callable[[], None] | None = None,
+) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Each method (name -> its config, in order) on each request. Returns one
+    row per (method, request) — seconds, forget / retain / test accuracy and
+    agreement with retraining — and per method the server state's index where
+    the method keeps one (SISA's slices). Models leave through `save`: the
+    served θ as "theta_original", each θ_u as "theta_unlearned_<index>", a
+    method's server state as "server_state" and "server_state_<index>"."""
+    n = len(problem.du_y)
+    du_x, du_y = problem.du_x, problem.du_y
+    # The gold standard, retraining without X: X lies in D_u only, so `exact`
+    # equals `retrain` bit for bit (tested) at a fraction of the cost.
+    gold = [exact.unlearn(problem, req.mask(n), exact.Config()) for req in requests]
+    rows, states = [], {}
+    for name, cfg in methods.items():
+        method, _ = METHODS[name]
+        theta = served_model(name, problem, cfg)
+        save(name, "theta_original", theta)
+        keep_state = SERVER_STATE.get(name)
+        if keep_state:  # e.g. SISA's checkpoints: what a server attacker that knows the method diffs
+            state, states[name] = keep_state(problem, cfg)
+            save(name, "server_state", state)
+        for req, gold_u in zip(requests, gold):
+            forget = req.mask(n)
+            started = time.perf_counter()
+            theta_u = method(problem, forget, cfg)
+            seconds = time.perf_counter() - started
+            save(name, f"theta_unlearned_{req.index:03d}", theta_u)
+            if keep_state:
+                state, _ = keep_state(problem, cfg, forget)
+                save(name, f"server_state_{req.index:03d}", state)
+            rows.append({
+                "method": name,
+                "request": req.index,
+                "k": len(req.forget),
+                "target_class": req.target_class if req.target_class is not None else -1,
+                "seconds": seconds,
+                "forget_accuracy": evaluate(theta_u, du_x[forget], du_y[forget])["accuracy"],
+                "original_forget_accuracy": evaluate(theta, du_x[forget], du_y[forget])["accuracy"],
+                "retain_accuracy": evaluate(theta_u, du_x[~forget], du_y[~forget])["accuracy"],
+                "test_accuracy": evaluate(theta_u, test_x, test_y)["accuracy"],
+                **distance_to_retrain(theta_u, gold_u, du_x[forget], test_x),
+            })
+            if on_request is not None:
+                on_request()
+    return pd.DataFrame(rows), states
+
+
+def summarise(frame: pd.DataFrame, main: str) -> dict:
+    """unlearn.json: the main method's means over its requests, each compared method's under compare.<name>."""
+    per_method = {name: _means(g) for name, g in frame.groupby("method", sort=False)}
+    return {**per_method[main], "compare": {name: s for name, s in per_method.items() if name != main}}
+
+
+def _means(frame: pd.DataFrame) -> dict:
+    """One method's means over its requests."""
+    keys = ("seconds", "forget_accuracy", "retain_accuracy", "test_accuracy", "original_forget_accuracy",
+            "retrain_agreement_forget", "retrain_agreement_test", "retrain_param_distance")
+    out = {("seconds_per_request" if k == "seconds" else k): float(frame[k].mean()) for k in keys}
+    return {**out, "requests": len(frame)}

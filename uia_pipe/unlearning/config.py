@@ -1,0 +1,124 @@
+"""Settings of each unlearning method and the unlearn section: a schema leaf
+(pydantic and the params machinery only), so that a stage that validates
+`unlearn` imports no method. Each method module takes its `Config` from here."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..config import all_of, registry_settings
+from ..registry import one_of
+
+
+class MethodConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExactConfig(MethodConfig):
+    pass
+
+
+class ApproxConfig(MethodConfig):
+    eta: float = Field(
+        1.0, gt=0, description="ascent step size η (reference: 1 for feature recovery, 1e-3 for label inference)"
+    )
+
+
+class RetrainConfig(MethodConfig):
+    pass
+
+
+class FinetuneConfig(MethodConfig):
+    epochs: int = Field(5, ge=1, description="epochs over D_u \\ X")
+    lr: float = Field(0.01, gt=0, description="SGD step size")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    batch_size: int = Field(128, ge=1)
+    seed_offset: int = Field(100, ge=0, description="added to the fine-tune seed for the batch order")
+
+
+class NegGradConfig(MethodConfig):
+    steps: int = Field(5, ge=1, description="full-batch ascent steps on X")
+    lr: float = Field(0.01, gt=0, description="SGD step size")
+    retain_weight: float = Field(
+        0.0, ge=0, description="weight of the descent term on D_u \\ X: 0 = NegGrad, > 0 = NegGrad+"
+    )
+
+
+class RandomLabelConfig(MethodConfig):
+    steps: int = Field(5, ge=1, description="full-batch steps on X with relabelled targets")
+    lr: float = Field(0.01, gt=0, description="SGD step size")
+    retain_weight: float = Field(0.0, ge=0, description="weight of a descent term on D_u \\ X")
+    seed: int = Field(0, ge=0, description="seed of the random labels")
+
+
+class InfluenceConfig(MethodConfig):
+    damping: float = Field(0.01, gt=0, description="λ added to the Hessian's diagonal (keeps CG well posed)")
+    cg_iterations: int = Field(50, ge=1, description="maximum conjugate-gradient iterations")
+    tolerance: float = Field(1e-6, gt=0, description="CG stops when the residual norm falls below this × |b|")
+
+
+class SisaConfig(MethodConfig):
+    shards: int = Field(4, ge=1, description="S, isolated shard models in the served ensemble")
+    slices: int = Field(2, ge=1, description="R, slices per shard (a checkpoint after each)")
+
+
+class ScrubConfig(MethodConfig):
+    epochs: int = Field(8, ge=1, description="rounds of (max-step, min-steps) (reference: sgda_epochs, 3–10)")
+    max_steps: int = Field(
+        4, ge=0, description="the first this many epochs open with a max-step on X (reference: msteps, 2–5)"
+    )
+    min_steps: int = Field(1, ge=1, description="min-step passes over D_u \\ X per epoch (reference: 1)")
+    lr: float = Field(0.05, gt=0, description="SGD step size (reference: 5e-4 with momentum 0.9, many batches)")
+    alpha: float = Field(0.5, ge=0, description="weight of KL(teacher ‖ student) on D_u \\ X (reference: 0.001)")
+    gamma: float = Field(1.0, ge=0, description="weight of the cross-entropy on D_u \\ X (reference: 0.99)")
+    temperature: float = Field(4.0, gt=0, description="distillation temperature T (reference: 4)")
+    batch_size: int = Field(128, ge=1, description="samples per step (reference: 128 retained, 32 forgotten)")
+    seed: int = Field(0, ge=0, description="seed of the minibatch order when a set exceeds batch_size")
+    max_grad_norm: float = Field(
+        5.0, ge=0, description="clip each step's gradient norm to this, 0 = never (reference: no clipping)"
+    )
+
+
+METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
+    "exact": ExactConfig,
+    "approx": ApproxConfig,
+    "retrain": RetrainConfig,
+    "finetune": FinetuneConfig,
+    "neggrad": NegGradConfig,
+    "random_label": RandomLabelConfig,
+    "influence": InfluenceConfig,
+    "sisa": SisaConfig,
+    "scrub": ScrubConfig,
+}
+
+
+class UnlearnParams(registry_settings("MethodSettings", METHOD_CONFIGS)):
+    method: str = "exact"
+    requests: int = Field(8, ge=1, le=100_000)
+    selection: Literal["random", "class"] = "random"
+    k: int = Field(1, ge=1)
+    fraction: float = Field(0.5, gt=0, le=1)
+    compare: tuple[str, ...] = Field((), description="methods also run on the same requests and attacked, side by side")
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return one_of("unlearning method", v, METHOD_CONFIGS)
+
+    @field_validator("compare")
+    @classmethod
+    def _known_all(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return all_of("unlearning method", v, METHOD_CONFIGS)
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        """The compared methods other than unlearn.method: listing it is a no-op, so that with
+        `compare: [exact, approx]` either method as unlearn.method is compared with the other."""
+        return tuple(m for m in self.compare if m != self.method)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """unlearn.method first, then the compared methods."""
+        return (self.method, *self.compared)

@@ -1,0 +1,41 @@
+"""The unlearning methods' registry: name -> (function, config type). The name
+is the params key (`unlearn.method`) and the key of the method's own settings
+section (its config type sits in `config.py`, the schema leaf).
+
+A method is `unlearn(problem, forget, cfg) -> θ_u`: given the server's models
+and data (an `UnlearningProblem`) and a bool mask over D_u marking the samples
+to forget, it returns a new model and leaves its inputs untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import approx, exact, finetune, influence, neggrad, random_label, retrain, scrub, sisa
+from .config import MethodConfig
+from .problem import UnlearningProblem
+
+METHODS: dict[str, tuple[Callable, type[MethodConfig]]] = {
+    "exact": (exact.unlearn, exact.Config),
+    "approx": (approx.unlearn, approx.Config),
+    "retrain": (retrain.unlearn, retrain.Config),
+    "finetune": (finetune.unlearn, finetune.Config),
+    "neggrad": (neggrad.unlearn, neggrad.Config),
+    "random_label": (random_label.unlearn, random_label.Config),
+    "influence": (influence.unlearn, influence.Config),
+    "sisa": (sisa.unlearn, sisa.Config),
+    "scrub": (scrub.unlearn, scrub.Config),
+}
+
+# Methods whose served model is not the train stage's θ (name -> serve(problem, cfg)).
+SERVED: dict[str, Callable] = {"sisa": sisa.serve}
+
+# Methods whose server keeps more than the served model (name ->
+# server_state(problem, cfg, forget=None) -> (models as one module, JSON-ready index)).
+SERVER_STATE: dict[str, Callable] = {"sisa": sisa.server_state}
+
+
+def served_model(name: str, problem: UnlearningProblem, cfg: MethodConfig):
+    """θ as the attacker sees it before the deletion under method `name`."""
+    serve = SERVED.get(name)
+    return serve(problem, cfg) if serve else problem.theta_original
