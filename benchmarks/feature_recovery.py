@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from uia_pipe import io, metrics  # noqa: E402
 from uia_pipe.attacks import feature_recovery as fr  # noqa: E402
+from uia_pipe.attacks.feature_recovery.objective import _Objective  # noqa: E402
 from uia_pipe.attacks.view import AttackerView  # noqa: E402
 from uia_pipe.config import OptimParams, load_params  # noqa: E402
 from uia_pipe.data import as_inputs  # noqa: E402
@@ -54,8 +55,8 @@ def step_costs(model, x, y, delta, repeats: int, rounds: int = 5) -> tuple[float
     """(ms per attack step with a double backward, with a finite difference, ms per forward+backward) for
     the same model and batch: medians over `rounds` alternating rounds, so that drift in the machine's
     speed hits all alike."""
-    obj = fr._Objective(model, delta, 1e-4, True)
-    fd = fr._Objective(model, delta, 1e-4, True, finite_difference=True)
+    obj = _Objective(model, delta, 1e-4, True)
+    fd = _Objective(model, delta, 1e-4, True, finite_difference=True)
     params = [p for p in obj.model.parameters()]
 
     def fwd_bwd():
@@ -75,7 +76,7 @@ def step_line(attack_ms: float, fd_ms: float, fb_ms: float) -> str:
 
 
 def batched_vs_sequential(model, x, y, delta, restarts: int, repeats: int) -> tuple[float, float]:
-    obj = fr._Objective(model, delta, 1e-4, True)
+    obj = _Objective(model, delta, 1e-4, True)
     xs = x.unsqueeze(0).repeat(restarts, *([1] * x.dim()))
     seq = timed(lambda: [obj.step(xs[r], y) for r in range(restarts)], repeats)
     bat = timed(lambda: obj.batched_step(xs, y), repeats)

@@ -13,6 +13,9 @@ import torch.nn.functional as F
 from tests.conftest import tiny_data
 from uia_pipe import metrics
 from uia_pipe.attacks import feature_recovery as fr
+from uia_pipe.attacks.feature_recovery import closed_form
+from uia_pipe.attacks.feature_recovery.closed_form import _relu_stack
+from uia_pipe.attacks.feature_recovery.objective import _Objective
 from uia_pipe.attacks.view import AttackerView
 from uia_pipe.config import OptimParams, parse_params
 from uia_pipe.data import load_dataset
@@ -101,7 +104,7 @@ def test_analytic_init_is_used_and_kept(mlp_problem):
 
 def _objective_at(view: AttackerView, x: torch.Tensor, y: torch.Tensor) -> float:
     model = view.theta_original if view.method == "approx" else view.theta_pretrained
-    return fr._Objective(model, fr.observed_update(view), 0.0, True).value(x, y)
+    return _Objective(model, fr.observed_update(view), 0.0, True).value(x, y)
 
 
 def test_objective_is_lowest_at_the_true_sample_approx(tiny_problem):
@@ -112,7 +115,7 @@ def test_objective_is_lowest_at_the_true_sample_approx(tiny_problem):
     at_random = [_objective_at(view, torch.rand(x.shape, generator=gen), y) for _ in range(5)]
     assert at_truth < 1e-4 < min(at_random)
     # the opposite orientation would make the truth the worst point
-    flipped = fr._Objective(view.theta_original, {k: -v for k, v in fr.observed_update(view).items()}, 0.0, True)
+    flipped = _Objective(view.theta_original, {k: -v for k, v in fr.observed_update(view).items()}, 0.0, True)
     assert flipped.value(x, y) > 1.99
 
 
@@ -136,7 +139,7 @@ def test_objective_is_lowest_at_the_true_sample_exact_full_batch(tiny_problem):
     assert at_truth < 1e-3 < min(at_random)
     # float32 Δ is worse than float64 Δ (N·(θ−θ₀) amplifies rounding), never better
     d32 = fr.observed_update(view, torch.float32)
-    at_truth32 = fr._Objective(tiny_problem.theta_pretrained, d32, 0.0, True).value(x, y)
+    at_truth32 = _Objective(tiny_problem.theta_pretrained, d32, 0.0, True).value(x, y)
     assert at_truth <= at_truth32 + 1e-6
 
 
@@ -322,7 +325,7 @@ def test_tiny_convnet_image_beats_the_mean_image(convnet_view):
 
 def test_batched_and_sequential_steps_agree(convnet_view):
     view, x, y = convnet_view
-    obj = fr._Objective(view.theta_original, fr.observed_update(view), 1e-3, True)
+    obj = _Objective(view.theta_original, fr.observed_update(view), 1e-3, True)
     xs = torch.rand(2, 1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     losses, grads = obj.batched_step(xs, y[:1])
     for r in range(2):
@@ -349,7 +352,7 @@ def lenet_problem() -> UnlearningProblem:
 def _layer_inputs(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     seen: list[torch.Tensor] = []
     hooks = [m.register_forward_pre_hook(lambda _, a: seen.append(a[0].detach().reshape(-1).double()))
-             for _, m in fr._relu_stack(model)]
+             for _, m in _relu_stack(model)]
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -366,7 +369,7 @@ def test_layered_features_read_hidden_activations_from_the_update(lenet_problem)
     for depth, bound in ((1, 1e-6), (2, 1e-3)):
         name, a = fr.layered_features(view.theta_original, delta, (1, 28, 28), depth)
         expected = truth[len(truth) - depth]
-        assert name == fr._relu_stack(view.theta_original)[len(truth) - depth][0]
+        assert name == _relu_stack(view.theta_original)[len(truth) - depth][0]
         assert float((a - expected).norm() / expected.norm()) < bound
         _, scaled = fr.layered_features(view.theta_original, {k: 7.0 * d for k, d in delta.items()}, (1, 28, 28), depth)
         assert float((scaled - a).norm() / a.norm()) < 1e-4
@@ -400,7 +403,7 @@ def test_layered_features_separate_jointly_removed_samples(lenet_problem):
     config = fr.Config(iterations=5, labels="oracle", k_strategy="joint")
     assert fr.recover(view, config, seed=0, labels=labels)[1]["guide_layer"] is None  # off by default
     result, stats = fr.recover(view, config.model_copy(update={"joint_guide_depth": 2}), seed=0, labels=labels)
-    assert stats["guide_layer"] == fr._relu_stack(model)[-2][0]  # the last conv's input
+    assert stats["guide_layer"] == _relu_stack(model)[-2][0]  # the last conv's input
 
 
 def test_a_head_fit_that_runs_off_gives_no_guide(lenet_problem, monkeypatch):
@@ -411,7 +414,7 @@ def test_a_head_fit_that_runs_off_gives_no_guide(lenet_problem, monkeypatch):
     theta_u = METHODS["approx"][0](lenet_problem, forget, METHODS["approx"][1](eta=1.0))
     model = lenet_problem.theta_original
     view = AttackerView(model, theta_u, None, "approx", (1, 28, 28), 4, len(forget), 2)
-    monkeypatch.setattr(fr, "_head_factors", lambda weight, bias, dw, db, labels, iters: (
+    monkeypatch.setattr(closed_form, "_head_factors", lambda weight, bias, dw, db, labels, iters: (
         torch.full((len(labels), dw.shape[1]), float("nan"), dtype=dw.dtype), torch.zeros(len(labels), dw.shape[0])))
     assert fr.layered_features(model, fr.observed_update(view), (1, 28, 28), 2, torch.tensor([0, 0])) is None
     config = fr.Config(iterations=5, labels="oracle", joint_guide_depth=2, k_strategy="joint")
@@ -434,9 +437,9 @@ def test_guided_restart_beats_plain_restarts_on_a_lenet(lenet_problem):
         for guide, out in ((0.0, plain), (3.0, guided)):
             result, stats = fr.recover(view, fr.Config(iterations=100, guide=guide), seed=0)
             out.append(float(metrics.psnr(result.reconstruction, truth).mean()))
-            assert stats["guide_layer"] == (fr._relu_stack(view.theta_original)[1][0] if guide else None)
+            assert stats["guide_layer"] == (_relu_stack(view.theta_original)[1][0] if guide else None)
             assert result.loss == min(result.restart_losses)
-            objective = fr._Objective(view.theta_original, fr.observed_update(view), 0.01, True)
+            objective = _Objective(view.theta_original, fr.observed_update(view), 0.01, True)
             assert result.loss == pytest.approx(objective.value(result.reconstruction, result.labels), abs=1e-6)
         if guide:
             assert not any(s.startswith("pruned") for s in stats["stopped"])  # one guided, one plain: both kept
@@ -447,7 +450,7 @@ def test_guided_batched_and_sequential_steps_agree(lenet_problem):
     view = _approx_view(lenet_problem, 0)
     delta = fr.observed_update(view)
     guide = fr.layered_features(view.theta_original, delta, (1, 28, 28), 2)
-    obj = fr._Objective(view.theta_original, delta, 1e-3, True, guide)
+    obj = _Objective(view.theta_original, delta, 1e-3, True, guide)
     xs = torch.rand(2, 1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     y = lenet_problem.du_y[:1]
     losses, grads = obj.batched_step(xs, y, torch.tensor([3.0, 0.0]))
@@ -463,8 +466,8 @@ def test_guided_batched_and_sequential_steps_agree(lenet_problem):
 
 def _steps_agree(model, delta, x, y, guide=None, weight=0.0) -> float:
     """The finite-difference step's loss equals the double backward's; returns the gradients' relative error."""
-    exact = fr._Objective(model, delta, 1e-3, True, guide)
-    fd = fr._Objective(model, delta, 1e-3, True, guide, finite_difference=True)
+    exact = _Objective(model, delta, 1e-3, True, guide)
+    fd = _Objective(model, delta, 1e-3, True, guide, finite_difference=True)
     (l1, g1), (l2, g2) = exact.step(x, y, weight), fd.step(x, y, weight)
     assert float(l2) == pytest.approx(float(l1), abs=1e-5)
     return float((g2 - g1).norm() / g1.norm())
@@ -507,7 +510,7 @@ def test_finite_difference_refuses_a_pattern_it_cannot_replay():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LeakyReLU(), torch.nn.Linear(3, 2))
     delta = {n: torch.randn_like(p) for n, p in model.named_parameters()}
     with pytest.raises(ValueError, match="second_order=finite_difference cannot replay LeakyReLU"):
-        fr._Objective(model, delta, 0.0, False, finite_difference=True)
+        _Objective(model, delta, 0.0, False, finite_difference=True)
 
 
 # --------------------------------------------------------------------------- tabular
@@ -554,7 +557,7 @@ def test_backfitting_separates_jointly_removed_german_credit_rows():
             if strategy == "backfit":
                 assert stats["backfit_chosen"] and len(result.restart_losses) == 2
                 assert len(stats["backfit_weights"]) == len(removed)
-                objective = fr._Objective(model, fr.observed_update(view), cfg.tv, False)
+                objective = _Objective(model, fr.observed_update(view), cfg.tv, False)
                 assert result.loss == pytest.approx(objective.value(result.reconstruction, result.labels), abs=1e-6)
 
     def mean(strategy: str, key: str) -> float:

@@ -1,0 +1,88 @@
+"""The attack: recover the removed samples' features from the attacker's view."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from ..view import AttackerView
+from .backfit import _backfit
+from .config import Config
+from .invert import Progress, Result, _invert
+from .labels import analytic_labels
+from .update import _attack_point, observed_update
+
+
+def _resolve_labels(cfg: Config, delta, view: AttackerView, labels: torch.Tensor | None) -> torch.Tensor:
+    if cfg.labels == "analytic":
+        return analytic_labels(delta, view.num_classes, view.k)
+    if labels is None:
+        raise ValueError(f"labels={cfg.labels!r} needs the labels passed in (use 'analytic' otherwise)")
+    labels = torch.as_tensor(labels).long().reshape(-1)
+    if len(labels) != view.k:
+        raise ValueError(f"got {len(labels)} labels for k={view.k} removed samples")
+    return labels
+
+
+def recover(
+    view: AttackerView,
+    cfg: Config,
+    seed: int,
+    labels: torch.Tensor | None = None,
+    progress: Progress | None = None,
+    *,
+    snapshot: Callable[[int, torch.Tensor], None] | None = None,
+) -> tuple[Result, dict]:
+    """Recover the k removed samples' features from (θ, θ_u[, θ₀]).
+
+    Promises:
+    - uses only `view` (never the forget set) and, for labels="oracle" or
+      "inferred", the `labels` tensor [k] the caller passes (ignored for
+      "analytic", which reads them from Δ);
+    - returns a `Result` whose reconstruction is [k, *view.input_shape], float32
+      on the CPU, in [0,1] for images (box "unit"), unbounded for tabular rows;
+      `labels` are the labels the dummies were optimised with;
+    - the chosen restart is the one with the lowest value of the plain
+      objective 1 − cos + λ·TV (guided restarts' guide term left out),
+      re-evaluated at each restart's best iterate;
+    - deterministic for a given seed on a given device and thread count;
+    - `progress(iteration, loss)` is called once per round of steps
+      (iteration ≤ cfg.iterations; loss = best so far over restarts);
+      `snapshot(iteration, x)` (benchmarks) gets the current best iterate of
+      the leading restart every `record_every` rounds.
+
+    For k > 1, "joint" (`cfg.k_strategy`, the reference) optimises all k
+    dummies against Δ at once; "backfit" adds one more restart: `_backfit`'s
+    one-sample-at-a-time estimate, then refined jointly at `cfg.backfit_lr`,
+    which wins when its plain objective is lower.
+
+    `stats` holds timing and bookkeeping: steps (all restarts), ms_per_step,
+    stopped (why each restart ended), delta_norm, batched, guide_layer (the
+    layer whose input guided restart(s) matched, or None); under "backfit",
+    steps and ms_per_step count every single-sample attack too, and
+    backfit_weights (each sample's least-squares weight), backfit_loss and
+    backfit_chosen say how the backfitted restart fared.
+    """
+    started = time.perf_counter()
+    dtype = torch.float64 if cfg.delta_dtype == "float64" else torch.float32
+    delta = observed_update(view, dtype, cfg.exact_update)
+    point = _attack_point(view)
+    y = _resolve_labels(cfg, delta, view, labels).to(next(point.parameters()).device)
+    result, stats = _invert(point, delta, y, view.input_shape, cfg, seed, progress, snapshot)
+    if view.k > 1 and cfg.k_strategy == "backfit":
+        start, steps, weights = _backfit(point, delta, y, view, cfg, seed, progress)
+        polish = cfg.model_copy(update={"lr": cfg.backfit_lr, "restarts": 1, "prune_after": 0})
+        refined, refined_stats = _invert(point, delta, y, view.input_shape, polish, seed, progress, snapshot, start)
+        chosen = refined.loss < result.loss
+        losses, total = result.restart_losses + [refined.loss], stats["steps"] + steps + refined_stats["steps"]
+        if chosen:
+            result, stats = refined, refined_stats
+            result.iterations += steps
+        result.restart_losses = losses
+        stats.update(steps=total, backfit_weights=weights, backfit_chosen=chosen, backfit_loss=refined.loss)
+    result.label_source = cfg.labels
+    result.seconds = time.perf_counter() - started
+    stats["ms_per_step"] = 1000 * result.seconds / max(stats["steps"], 1)
+    return result, stats
