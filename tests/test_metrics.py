@@ -49,6 +49,18 @@ def test_match_undoes_a_permutation():
     assert (metrics.image_scores(recon, truth)["psnr"] > 35).all()
 
 
+def test_match_minimises_the_total_error():
+    import itertools
+
+    gen = torch.Generator().manual_seed(3)
+    truth, recon = torch.rand(6, 1, 4, 4, generator=gen), torch.rand(6, 1, 4, 4, generator=gen)
+    cost = metrics.mse(recon[:, None].expand(6, 6, 1, 4, 4).reshape(36, 1, 4, 4),
+                       truth[None].expand(6, 6, 1, 4, 4).reshape(36, 1, 4, 4)).view(6, 6)  # [recon, truth]
+    best = min(float(cost[list(p), range(6)].sum()) for p in itertools.permutations(range(6)))
+    perm = metrics.match(recon, truth)
+    assert float(cost[perm, range(6)].sum()) == pytest.approx(best)
+
+
 def test_mean_image_baseline():
     x = torch.zeros(4, 1, 4, 4)
     x[:2] = 1.0

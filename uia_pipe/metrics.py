@@ -6,9 +6,8 @@ Pure functions: tensors in, tensors or dicts out.
 
 from __future__ import annotations
 
-import itertools
-
 import torch
+from scipy.optimize import linear_sum_assignment
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from .data import decode_tabular
@@ -53,31 +52,13 @@ def ssim(recon: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 def match(recon: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """The permutation `perm` such that recon[perm[i]] is paired with truth[i],
     minimising the total MSE (the k jointly recovered samples come in no
-    particular order). Hungarian assignment via scipy when installed, else
-    exhaustive for k ≤ 8, else greedy."""
+    particular order), by Hungarian assignment."""
     recon, truth = _pair(recon, truth)
     k = len(truth)
     cost = ((truth.flatten(1)[:, None, :] - recon.flatten(1)[None, :, :]) ** 2).mean(-1)  # [truth, recon]
-    try:
-        from scipy.optimize import linear_sum_assignment
-
-        rows, cols = linear_sum_assignment(cost.double().numpy())
-        perm = torch.empty(k, dtype=torch.long)
-        perm[torch.as_tensor(rows)] = torch.as_tensor(cols, dtype=torch.long)
-        return perm
-    except ImportError:
-        pass
-    if k <= 8:
-        best = min(itertools.permutations(range(k)), key=lambda p: float(cost[range(k), list(p)].sum()))
-        return torch.tensor(best, dtype=torch.long)
-    perm = torch.full((k,), -1, dtype=torch.long)
-    c = cost.clone()
-    for _ in range(k):
-        flat = int(torch.argmin(c))
-        i, j = divmod(flat, k)
-        perm[i] = j
-        c[i, :] = float("inf")
-        c[:, j] = float("inf")
+    rows, cols = linear_sum_assignment(cost.double().numpy())
+    perm = torch.empty(k, dtype=torch.long)
+    perm[torch.as_tensor(rows)] = torch.as_tensor(cols, dtype=torch.long)
     return perm
 
 

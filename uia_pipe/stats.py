@@ -4,6 +4,7 @@ and paired comparisons of two methods on the same requests."""
 from __future__ import annotations
 
 import math
+import warnings
 
 from scipy import stats as _stats
 
@@ -17,19 +18,22 @@ def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
     mean = sum(values) / n
     if n < 2:
         return mean, float("nan")
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, float(_stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n))
+    if math.isfinite(values[0]) and all(v == values[0] for v in values):
+        # No spread: the interval is the point (scipy would warn of precision loss).
+        return mean, 0.0
+    with warnings.catch_warnings():
+        # Nearly equal values make scipy warn of precision loss; the interval stays valid.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = _stats.ttest_1samp(values, 0.0).confidence_interval(confidence_level=level)
+    return mean, float(ci.high - ci.low) / 2
 
 
 def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval (low, high) for a proportion; (nan, nan) for n = 0."""
     if n == 0:
         return float("nan"), float("nan")
-    z = float(_stats.norm.ppf(0.5 + level / 2))
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = _stats.binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def sign_test(more: int, less: int) -> float:
