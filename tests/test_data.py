@@ -235,6 +235,21 @@ def test_fashion_mnist_from_debian_package(tmp_path: Path, monkeypatch: pytest.M
     assert load_dataset("fashion_mnist", cache).card["checksum"] == ds.card["checksum"]
 
 
+def test_a_broken_debian_file_stages_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    debian = tmp_path / "debian"
+    _write_mnist_like(debian, gz=True)
+    broken = debian / "t10k-images-idx3-ubyte.gz"
+    broken.write_bytes(broken.read_bytes()[:-20])  # cut short, as by an interrupted install
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", debian)
+    cache = tmp_path / "cache"
+
+    with pytest.raises(UiaError, match="cannot decompress .*t10k-images-idx3-ubyte.gz"):
+        load_dataset("fashion_mnist", cache)
+    # The files before it are staged whole; the broken one leaves neither a file nor a temporary.
+    raw = cache / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+
+
 def test_fashion_mnist_from_torchvision_raw_folder(tmp_path: Path) -> None:
     expected = _write_mnist_like(tmp_path / "FashionMNIST" / "raw", gz=False)
     ds = load_dataset("fashion_mnist", tmp_path)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 import torchvision
 
 from uia_pipe.errors import UiaError
+from uia_pipe.io import atomic_path
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian package ``dataset-fashion-mnist`` installs the gzipped IDX files."""
@@ -238,14 +238,11 @@ def _stage_debian_fashion_mnist(cache_dir: Path) -> bool:
         dst = raw / f
         if dst.is_file():
             continue
-        # Write then rename: an interrupted copy must not look like a staged file.
-        tmp = raw / f".{f}.tmp{os.getpid()}"
+        # Atomic: an interrupted copy must not look like a staged file.
         try:
-            with gzip.open(src / f"{f}.gz", "rb") as fin, open(tmp, "wb") as fout:
+            with atomic_path(dst) as tmp, gzip.open(src / f"{f}.gz", "rb") as fin, open(tmp, "wb") as fout:
                 shutil.copyfileobj(fin, fout, 1 << 20)
-            os.replace(tmp, dst)
         except (OSError, EOFError) as exc:
-            tmp.unlink(missing_ok=True)
             raise UiaError(
                 f"dataset=fashion_mnist: cannot decompress {src / f'{f}.gz'} into {raw} "
                 f"({_one_line(exc)}); reinstall with apt-get install --reinstall dataset-fashion-mnist"
