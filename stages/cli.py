@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -26,8 +27,10 @@ def ui(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000) -> N
     """Start the MLflow UI on 127.0.0.1 over this repository's tracking store."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = tracking.tracking_uri()
-    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port}")
-    os.execvp("mlflow", ["mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)])
+    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port}/{tracking.ui_route()}")
+    # This interpreter's mlflow: `.venv/bin/uia ui` works without the venv on PATH.
+    os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                              "--host", "127.0.0.1", "--port", str(port)])
 
 
 @app.command()

@@ -51,3 +51,26 @@ def test_seeds_command_gives_intervals_over_seeds_from_summary_runs(tmp_path, mo
         assert row["seeds"] == 3 and row["mean"] == pytest.approx(mean)
         assert (row["ci_low"], row["ci_high"]) == pytest.approx((mean - half, mean + half))
     assert "unlearn.method=approx | feature_recovery.psnr_mean | 3 | 32" in result.output
+
+
+def test_the_experiment_opens_in_the_model_training_layout(tmp_path, monkeypatch):
+    import mlflow
+
+    from uia_pipe.tracking import EXPERIMENT, log_run, ui_route
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert ui_route() == "#/experiments?workflowType=machine_learning"  # no store yet, and none made
+    assert not (tmp_path / "fresh.db").exists()
+
+    def kind() -> str | None:
+        return mlflow.MlflowClient().get_experiment_by_name(EXPERIMENT).tags.get("mlflow.experimentKind")
+
+    assert log_run("train", {"base": {"seed": 0}}, {"acc": 0.5}, "h0") is not None
+    assert kind() == "custom_model_development"
+    experiment_id = mlflow.MlflowClient().get_experiment_by_name(EXPERIMENT).experiment_id
+    assert ui_route() == f"#/experiments/{experiment_id}?workflowType=machine_learning"
+    # An experiment made before the tag existed gets it with its next run.
+    mlflow.MlflowClient().delete_experiment_tag(experiment_id, "mlflow.experimentKind")
+    assert kind() is None
+    log_run("train", {"base": {"seed": 0}}, {"acc": 0.5}, "h0")
+    assert kind() == "custom_model_development"

@@ -16,6 +16,14 @@ from typing import Any, Iterable
 EXPERIMENT = "uia-pipe"
 _EXPS = (".dvc", "tmp", "exps")
 
+# MLflow 3 lays an experiment out for GenAI (traces, evaluations) or for model
+# training (runs, metrics). UIs with an experiment-kind selector keep the choice
+# in this tag; untagged, an experiment may open as GenAI.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+# MLflow 3.17's UI ignores the tag and takes the layout from this URL parameter
+# (else from the browser's last choice, GenAI at first), so `uia ui` links with it.
+_UI_QUERY = "?workflowType=machine_learning"
+
 
 def repo_root(cwd: Path | None = None) -> Path:
     """The repository the run belongs to. `dvc exp run --temp/--queue` runs in a
@@ -68,8 +76,12 @@ def log_run(
 
         mlflow.set_tracking_uri(tracking_uri())
         if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-            mlflow.create_experiment(EXPERIMENT, artifact_location=(repo_root() / "mlartifacts").as_uri())
-        mlflow.set_experiment(EXPERIMENT)
+            mlflow.create_experiment(EXPERIMENT, artifact_location=(repo_root() / "mlartifacts").as_uri(),
+                                     tags=EXPERIMENT_TAGS)
+        experiment = mlflow.set_experiment(EXPERIMENT)
+        for key, value in EXPERIMENT_TAGS.items():
+            if key not in experiment.tags:  # made before the tag existed; a kind chosen in the UI stays
+                mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
         exp_name = os.environ.get("DVC_EXP_NAME", "")
         run_name = f"{exp_name or 'workspace'}:{stage}"
         all_tags = {
@@ -122,12 +134,34 @@ def log_summary(params: dict, metrics: dict, params_hash: str, artifacts: Iterab
     return log_run("summary", params, metrics, params_hash, artifacts, tags={"summary": "true"})
 
 
+def _no_store_yet(uri: str) -> bool:
+    """A SQLite store that does not exist yet (opening it would create it)."""
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def ui_route() -> str:
+    """The MLflow UI's route (the part after the host) to the experiment, in
+    the model-training layout; to the list of experiments while the store
+    holds none (a SQLite store that does not exist yet is not created)."""
+    uri = tracking_uri()
+    experiment = None
+    if not _no_store_yet(uri):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        try:
+            import mlflow
+
+            experiment = mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name(EXPERIMENT)
+        except Exception:  # noqa: BLE001 — an unreadable store still gets the UI, which says why
+            experiment = None
+    return f"#/experiments/{experiment.experiment_id}{_UI_QUERY}" if experiment else f"#/experiments{_UI_QUERY}"
+
+
 def summary_runs() -> list[dict]:
     """Every summary run in the store, newest first: {"params", "metrics",
     "experiment", "start_time"} (params as MLflow keeps them: strings). A
     SQLite store that does not exist yet holds none (and is not created)."""
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    if _no_store_yet(uri):
         return []
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
