@@ -11,9 +11,10 @@ import typer
 from pathlib import Path
 
 from stages import attack, defend, download, evaluate, train, unlearn
-from stages.common import clean_errors
+from stages.common import ParamsOption, clean_errors
 from uia_pipe import io, report, summary, tracking
 from uia_pipe.errors import UiaError
+from uia_pipe.params import load_params
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Unlearning inversion attacks as a DVC pipeline; each stage is a sub-command.")
@@ -31,6 +32,15 @@ def ui(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000) -> N
     # This interpreter's mlflow: `.venv/bin/uia ui` works without the venv on PATH.
     os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                               "--host", "127.0.0.1", "--port", str(port)])
+
+
+@app.command()
+@clean_errors
+def check(params: ParamsOption = Path("params.yaml")) -> None:
+    """Validate the whole params file, every section, as the stages will (each stage checks its own sections
+    before any work; this checks them all before `dvc repro` starts)."""
+    load_params(params)
+    typer.echo(f"{params}: valid")
 
 
 @app.command()

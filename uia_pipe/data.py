@@ -23,9 +23,11 @@ from typing import Any, Callable
 
 import torch
 import torchvision
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from uia_pipe.errors import UiaError
 from uia_pipe.io import atomic_path
+from uia_pipe.registry import one_of
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian package ``dataset-fashion-mnist`` installs the gzipped IDX files."""
@@ -473,3 +475,17 @@ DATASETS: dict[str, Callable[[Path], Dataset]] = {
     "german_credit": load_german_credit,
 }
 """Registry used by `load_dataset`; each loader takes the cache directory."""
+
+
+class DownloadParams(BaseModel):
+    """The download section: which dataset, and where downloads and staged raw files go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = "fashion_mnist"
+    cache_dir: str = Field("~/.cache/uia-pipe", min_length=1, description="outside the repository")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return one_of("dataset", v, DATASETS)

@@ -191,7 +191,8 @@ def loss_curves(setting: Setting, thetas_u: list[nn.Module], cfg: fr.Config, ctx
 
 def defended(frame: pd.DataFrame) -> pd.DataFrame:
     """PSNR and SSIM (NaN on tabular rows), decoded-feature scores where present, and the labels used."""
-    out = pd.DataFrame({m: frame[m].astype(float) if m in frame else float("nan") for m in ("psnr", "ssim")})
+    out = pd.DataFrame({m: frame[m].astype(float) if m in frame else float("nan") for m in ("psnr", "ssim")},
+                       index=frame.index)
     for m in ("numeric_mae_std", "categorical_accuracy"):
         if m in frame:
             out[m] = frame[m].astype(float)
