@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .models import clone
 
 
 class OptimSettings(Protocol):
@@ -106,3 +109,58 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
     return {"loss": total_loss / len(x), "accuracy": correct / len(x)}
+
+
+@dataclass
+class Trained:
+    """What the train stage's protocol makes: θ₀, θ, the split (pool, D_u, pretraining indices), the settings
+    and seeds each fit used (what exact unlearning and retraining redo), and the per-epoch curve."""
+
+    theta_pretrained: nn.Module
+    theta_original: nn.Module
+    split: dict[str, torch.Tensor]
+    pretrain_record: dict
+    finetune_record: dict
+    curve: list[dict]
+    pretrain_test_accuracy: float
+    test_accuracy: float
+    du_accuracy: float
+
+
+def pretrain_and_finetune(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    cfg,
+    seed: int,
+    on_batch: Callable[[], None] | None = None,
+) -> Trained:
+    """The paper's protocol on a freshly initialised `model`: a pool of cfg.pool_size samples held out
+    (seeded), θ₀ pretrained on the rest (at most cfg.pretrain.max_samples, 0 = all), θ = θ₀ fine-tuned on
+    D_u, the pool's first cfg.n samples, batch norm on its running statistics. `cfg` is the train section."""
+    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
+    pool, rest = order[: cfg.pool_size], order[cfg.pool_size :]
+    if cfg.pretrain.max_samples:
+        rest = rest[: cfg.pretrain.max_samples]
+    du = pool[: cfg.n]
+    curve = []
+
+    def on_epoch(row: dict) -> None:
+        curve.append({"phase": "pretrain", **row, "test_accuracy": evaluate(model, x_test, y_test)["accuracy"]})
+
+    fit(model, x_train[rest], y_train[rest], cfg.pretrain, seed, augment=cfg.pretrain.augment,
+        on_epoch=on_epoch, on_batch=on_batch)
+    theta_pretrained = clone(model)
+    finetune_seed = seed + 1
+    theta = clone(theta_pretrained)
+    history = fit(theta, x_train[du], y_train[du], cfg.finetune, finetune_seed, batchnorm_eval=True)
+    curve += [{"phase": "finetune", **row, "test_accuracy": float("nan")} for row in history]
+    return Trained(
+        theta_pretrained, theta, {"pool": pool, "du": du, "pretrain": rest},
+        {"seed": seed, "init_seed": seed, **cfg.pretrain.model_dump()},
+        {"seed": finetune_seed, **cfg.finetune.model_dump()}, curve,
+        evaluate(theta_pretrained, x_test, y_test)["accuracy"], evaluate(theta, x_test, y_test)["accuracy"],
+        evaluate(theta, x_train[du], y_train[du])["accuracy"],
+    )
