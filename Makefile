@@ -1,4 +1,4 @@
-# Two commands a user needs: `make run` (the pipeline on the default params)
+# Two commands a user needs: `make run` (every params section checked, then the pipeline on the default params)
 # and `make test` (the test suite). Both rest on `make setup`, which reuses an
 # existing .venv and installs only when requirements.txt or pyproject.toml change.
 SHELL := /bin/bash
@@ -34,6 +34,7 @@ fashion-mnist:
 	else echo "note: apt unavailable; fashion_mnist will be downloaded by torchvision on first use"; fi
 
 run: setup
+	uia check --params params.yaml
 	dvc repro
 
 test: setup
