@@ -49,31 +49,14 @@ def main(
     defences = summary.defence_table(io.load_csv(defend_details))
     io.save_json(metrics, head)
 
-    captions = {}
+    grids = {int(r): io.load_png(attack_out / "grids" / f"request_{int(r):03d}.png")
+             for r in attack_rows["request"] if (attack_out / "grids" / f"request_{int(r):03d}.png").is_file()}
+    made = figures.report_figures(attack_rows, grids, defences, card["num_classes"],
+                                  io.load_csv(train_curve).to_dict("records"))
+    captions = {name: caption for name, (_, caption) in made.items()}
     with io.atomic_dir(reports) as tmp:
-        if "psnr" in attack_rows and (attack_out / "grids").is_dir():
-            ranked = attack_rows.sort_values("psnr")
-            panels = [(f"{which}: request {int(r.request)}, {r.psnr:.1f} dB", io.load_png(
-                attack_out / "grids" / f"request_{int(r.request):03d}.png"))
-                for which, r in (("best", ranked.iloc[-1]), ("worst", ranked.iloc[0]))]
-            io.save_figure(tmp / "reconstructions.png", figures.image_panels(panels))
-            captions["reconstructions.png"] = "Feature recovery: removed sample (top) and reconstruction (bottom), best and worst requests"
-        else:  # tabular rows: the recovered rows' accuracy per request against the mode guess
-            io.save_figure(tmp / "reconstructions.png", figures.per_request_scores(
-                attack_rows["request"].tolist(), attack_rows["categorical_accuracy"].tolist(),
-                attack_rows["baseline_categorical_accuracy"].tolist(), "categorical accuracy"))
-            captions["reconstructions.png"] = "Feature recovery: categorical features recovered per request, against the training mode"
-        leak = "psnr" if defences["psnr"].notna().any() else "numeric_mae_std"
-        io.save_figure(tmp / "defences.png", figures.tradeoff_curves(
-            {name: list(zip(g["strength"], g["test_accuracy"], g[leak], g["label_accuracy"]))
-             for name, g in defences.groupby("defence", sort=False)}, leak))
-        captions["defences.png"] = f"Defences: test accuracy against {leak} and label-inference accuracy"
-        io.save_figure(tmp / "label_confusion.png", figures.confusion_matrix(
-            attack_rows["li_true_label"].astype(int).tolist(), attack_rows["li_predicted"].astype(int).tolist(),
-            card["num_classes"]))
-        captions["label_confusion.png"] = "Label inference: removed label against inferred label"
-        io.save_figure(tmp / "training_curves.png", figures.training_curves(io.load_csv(train_curve).to_dict("records")))
-        captions["training_curves.png"] = "Training: pretraining (θ₀) and fine-tuning on D_u (θ)"
+        for name, (figure, _) in made.items():
+            io.save_figure(tmp / name, figure)
         setting = {"dataset": card["name"], "model": p.train.model, "unlearning method": p.unlearn.method,
                    "N = |D_u|": p.train.n, "requests": len(unlearn_rows), "selection": p.unlearn.selection,
                    "k (random requests)": p.unlearn.k, "seed": p.base.seed}

@@ -155,13 +155,14 @@ def test_evaluate_stage_writes_metrics_figures_and_a_self_contained_report(input
     for phrase in ("white-box server", "black-box user", "## Caveats", "rests on 5 requests"):
         assert phrase in md
     assert "| noise | 1 |" in md
+    assert "## Every attack family" in md and "| label_inference | accuracy |" in md
     assert "| approx | 0.1 |" in md and "Did approx leak more than exact? Features: more" in md
 
     parser = _Collect()
     parser.feed((t / "reports" / "report.html").read_text())
     parser.close()
     assert len(parser.images) == len(linked) and all(s.startswith("data:image/png;base64,") for s in parser.images)
-    assert parser.tables == 3 and parser.stack == []
+    assert parser.tables == 4 and parser.stack == []  # headline, attack families, methods, defences
 
 
 def test_defence_table_averages_requests_per_strength():

@@ -122,3 +122,32 @@ def per_request_scores(requests: list[int], scores: list[float], baseline: list[
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def report_figures(attack_rows, grids: dict, defences, num_classes: int,
+                   train_curve: list[dict]) -> dict[str, tuple[Figure, str]]:
+    """The report's figures, name -> (figure, caption): reconstructions (the best and worst requests' grids,
+    `grids` request -> image, or per-request decoded accuracy on tabular rows), the defences' trade-off,
+    label inference's confusion matrix and the training curves."""
+    out = {}
+    if "psnr" in attack_rows and grids:
+        ranked = attack_rows.sort_values("psnr")
+        panels = [(f"{which}: request {int(r.request)}, {r.psnr:.1f} dB", grids[int(r.request)])
+                  for which, r in (("best", ranked.iloc[-1]), ("worst", ranked.iloc[0]))]
+        out["reconstructions.png"] = (image_panels(panels), "Feature recovery: removed sample (top) and "
+                                      "reconstruction (bottom), best and worst requests")
+    else:  # tabular rows: the recovered rows' accuracy per request against the mode guess
+        out["reconstructions.png"] = (per_request_scores(
+            attack_rows["request"].tolist(), attack_rows["categorical_accuracy"].tolist(),
+            attack_rows["baseline_categorical_accuracy"].tolist(), "categorical accuracy"),
+            "Feature recovery: categorical features recovered per request, against the training mode")
+    leak = "psnr" if defences["psnr"].notna().any() else "numeric_mae_std"
+    out["defences.png"] = (tradeoff_curves(
+        {name: list(zip(g["strength"], g["test_accuracy"], g[leak], g["label_accuracy"]))
+         for name, g in defences.groupby("defence", sort=False)}, leak),
+        f"Defences: test accuracy against {leak} and label-inference accuracy")
+    out["label_confusion.png"] = (confusion_matrix(
+        attack_rows["li_true_label"].astype(int).tolist(), attack_rows["li_predicted"].astype(int).tolist(),
+        num_classes), "Label inference: removed label against inferred label")
+    out["training_curves.png"] = (training_curves(train_curve), "Training: pretraining (θ₀) and fine-tuning on D_u (θ)")
+    return out
