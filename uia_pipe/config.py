@@ -27,9 +27,20 @@ from .registry import one_of
 # Every section params.yaml may hold, in the order of the pipeline.
 SECTIONS = ("base", "download", "train", "unlearn", "attack", "defend", "evaluate")
 
+# Upper bounds of the knobs that size work or memory. Generous: 10-100x the paper's full scale on a GPU
+# (ResNet-18 on CIFAR-10, 200 epochs, 10,000 iterations x 5 restarts, N = 512), far below what hangs or
+# exhausts a machine; they turn a typo such as 10^12 into one line instead of a crash mid-stage.
+MAX_SEED = 2**32 - 1  # seeds are summed with offsets and request indices; torch takes up to 2^64 - 1
+MAX_EPOCHS = 10_000
+MAX_STEPS = 1_000_000  # optimisation steps or iterations of one loop
+MAX_SAMPLES = 10_000_000  # samples, pools, D_u
+MAX_BATCH = 100_000  # a minibatch: more than any dataset here, so full-batch stays expressible
+MAX_REQUESTS = 100_000
+
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are no setting of any knob (they would only surface as nan weights mid-stage).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def all_of(kind: str, names: tuple[str, ...], registry: dict) -> tuple[str, ...]:
@@ -48,7 +59,7 @@ def registry_settings(name: str, registry: dict[str, type[BaseModel]]) -> type[S
 
 
 class BaseParams(Section):
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     threads: int = Field(
         2, ge=0, le=1024, description="torch threads of every stage (the attack's own loop: attack.threads); 0 = "
@@ -58,16 +69,16 @@ class BaseParams(Section):
 
 
 class OptimParams(Section):
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
 
 
 class PretrainParams(OptimParams):
     augment: bool = False
-    max_samples: int = Field(0, ge=0)
+    max_samples: int = Field(0, ge=0, le=MAX_SAMPLES)
 
 
 _ModelSettings = registry_settings("ModelSettings", {name: cfg for name, (_, cfg) in MODELS.items()})
@@ -79,8 +90,8 @@ class TrainParams(_ModelSettings):
         "float32", description="dtype of every model trained, unlearned and released (float32: rounding of the "
         "released weights hides well-fitted samples' exact-unlearning update; float64 removes that)",
     )
-    pool_size: int = Field(1000, ge=1)
-    n: int = Field(32, ge=1)
+    pool_size: int = Field(1000, ge=1, le=MAX_SAMPLES)
+    n: int = Field(32, ge=1, le=MAX_SAMPLES)
     pretrain: PretrainParams = PretrainParams()
     finetune: OptimParams = OptimParams(lr=1e-3)
 
@@ -92,7 +103,7 @@ class TrainParams(_ModelSettings):
 
 class EvaluateParams(Section):
     level: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
-    small_sample: int = Field(30, ge=1, description="a result over fewer requests gets a caveat")
+    small_sample: int = Field(30, ge=1, le=MAX_REQUESTS, description="a result over fewer requests gets a caveat")
 
 
 class _Params(BaseModel):
@@ -120,13 +131,27 @@ def schema(**sections: type[Section]) -> type[BaseModel]:
     return create_model("Params", __base__=_Params, **{name: (cls, cls()) for name, cls in sections.items()})
 
 
+def _key(part: Any) -> str:
+    """A key as the message shows it: itself, or its repr where printing it would break the line."""
+    return str(part) if str(part).isprintable() else repr(part)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters; an int too long for repr (over 4,300 digits) by its size."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _describe(err: dict) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
+    loc = ".".join(_key(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         return f"{loc}: unknown key"
     got = err.get("input")
-    shown = "" if isinstance(got, (dict, list)) or err["type"] == "value_error" else f" (got {got!r})"
+    shown = "" if isinstance(got, (dict, list)) or err["type"] == "value_error" else f" (got {_shown(got)})"
     return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
 
 
@@ -137,7 +162,7 @@ def parse_sections(raw: Any, model: type[BaseModel], source: str = "params.yaml"
         raise UiaError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     unknown = [key for key in raw if key not in SECTIONS]
     if unknown:
-        raise UiaError(f"{source}: {unknown[0]}: unknown key (sections: {', '.join(SECTIONS)})")
+        raise UiaError(f"{source}: {_key(unknown[0])}: unknown key (sections: {', '.join(SECTIONS)})")
     try:
         return model(**{name: value for name, value in raw.items() if name in model.model_fields})
     except ValidationError as exc:
@@ -155,8 +180,9 @@ def read_params(path: Path) -> dict:
         raise UiaError(f"{path}: params file not found")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UiaError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: an int over 4,300 digits
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UiaError(f"{path}: not valid YAML ({first})") from None
     if not isinstance(raw, dict):
         raise UiaError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     return raw

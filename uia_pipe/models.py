@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
 import torch
 import torchvision
@@ -18,19 +18,25 @@ from torch import nn
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Widths up to 16x the reference ConvNet's 64: at 1,024 its 4w-channel convs already hold ~0.7 billion weights.
+MAX_WIDTH = 1024
+# Hidden layers of an MLP: at most 16 of at most 8,192 units (~1 billion weights in all).
+HiddenWidth = Annotated[int, Field(ge=1, le=8192)]
 
 
 class ConvNetConfig(_Config):
-    width: int = Field(64, ge=1, description="channels of the first conv (reference: 64)")
+    width: int = Field(64, ge=1, le=MAX_WIDTH, description="channels of the first conv (reference: 64)")
 
 
 class MLPConfig(_Config):
-    hidden: list[int] = Field([256, 128], min_length=1, description="hidden layer widths")
+    hidden: list[HiddenWidth] = Field([256, 128], min_length=1, max_length=16, description="hidden layer widths")
 
 
 class TabularMLPConfig(_Config):
-    hidden: list[int] = Field([64, 32], min_length=1, description="hidden layer widths")
+    hidden: list[HiddenWidth] = Field([64, 32], min_length=1, max_length=16, description="hidden layer widths")
 
 
 class ResNet18Config(_Config):
@@ -38,7 +44,7 @@ class ResNet18Config(_Config):
 
 
 class LeNetConfig(_Config):
-    width: int = Field(12, ge=1, description="channels of each conv (DLG's LeNet: 12)")
+    width: int = Field(12, ge=1, le=MAX_WIDTH, description="channels of each conv (DLG's LeNet: 12)")
     activation: Literal["relu", "sigmoid"] = Field("relu", description="DLG used sigmoid")
 
 

@@ -8,12 +8,12 @@ from typing import Literal
 
 from pydantic import Field, create_model
 
-from ..config import Section
+from ..config import MAX_REQUESTS, Section
 from . import ATTACKS
 
 
 class AttackSettings(Section):
-    max_requests: int = Field(0, ge=0, le=100_000, description="attack the first this many requests; 0 = all")
+    max_requests: int = Field(0, ge=0, le=MAX_REQUESTS, description="attack the first this many requests; 0 = all")
     threads: int = Field(1, ge=0, le=1024, description="torch threads while attacking; 0 = torch's default")
     sisa_view: Literal["shard", "ensemble"] = Field(
         "shard", description="under sisa: shard = invert the changed shard's retrained stage from the server's "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from torch import nn
 
-from ..config import OptimParams
+from ..config import MAX_BATCH, MAX_EPOCHS, OptimParams
 from ..training import fit
 from ..models import clone
 from .base import DefenceConfig, DefenceInput
@@ -18,13 +18,15 @@ class Config(DefenceConfig):
     strengths: tuple[float, ...] = (0.0, 1.0, 5.0, 20.0)
     lr: float = Field(0.01, gt=0, description="SGD step size")
     momentum: float = Field(0.0, ge=0, lt=1)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
 
     @field_validator("strengths")
     @classmethod
     def _whole(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if any(s != int(s) for s in v):
+        if any(not float(s).is_integer() for s in v):
             raise ValueError(f"fine-tune strengths are epochs, whole numbers (got {list(v)})")
+        if any(s > MAX_EPOCHS for s in v):  # as many as training allows (OptimParams.epochs)
+            raise ValueError(f"fine-tune strengths are epochs, each <= {MAX_EPOCHS} (got {list(v)})")
         return v
 
 

@@ -8,12 +8,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..config import all_of, registry_settings
+from ..config import MAX_BATCH, MAX_EPOCHS, MAX_REQUESTS, MAX_SAMPLES, MAX_SEED, MAX_STEPS, all_of, registry_settings
 from ..registry import one_of
 
 
 class MethodConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ExactConfig(MethodConfig):
@@ -31,15 +31,15 @@ class RetrainConfig(MethodConfig):
 
 
 class FinetuneConfig(MethodConfig):
-    epochs: int = Field(5, ge=1, description="epochs over D_u \\ X")
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS, description="epochs over D_u \\ X")
     lr: float = Field(0.01, gt=0, description="SGD step size")
     momentum: float = Field(0.9, ge=0, lt=1)
-    batch_size: int = Field(128, ge=1)
-    seed_offset: int = Field(100, ge=0, description="added to the fine-tune seed for the batch order")
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
+    seed_offset: int = Field(100, ge=0, le=MAX_SEED, description="added to the fine-tune seed for the batch order")
 
 
 class NegGradConfig(MethodConfig):
-    steps: int = Field(5, ge=1, description="full-batch ascent steps on X")
+    steps: int = Field(5, ge=1, le=MAX_STEPS, description="full-batch ascent steps on X")
     lr: float = Field(0.01, gt=0, description="SGD step size")
     retain_weight: float = Field(
         0.0, ge=0, description="weight of the descent term on D_u \\ X: 0 = NegGrad, > 0 = NegGrad+"
@@ -47,35 +47,43 @@ class NegGradConfig(MethodConfig):
 
 
 class RandomLabelConfig(MethodConfig):
-    steps: int = Field(5, ge=1, description="full-batch steps on X with relabelled targets")
+    steps: int = Field(5, ge=1, le=MAX_STEPS, description="full-batch steps on X with relabelled targets")
     lr: float = Field(0.01, gt=0, description="SGD step size")
     retain_weight: float = Field(0.0, ge=0, description="weight of a descent term on D_u \\ X")
-    seed: int = Field(0, ge=0, description="seed of the random labels")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the random labels")
 
 
 class InfluenceConfig(MethodConfig):
     damping: float = Field(0.01, gt=0, description="λ added to the Hessian's diagonal (keeps CG well posed)")
-    cg_iterations: int = Field(50, ge=1, description="maximum conjugate-gradient iterations")
+    cg_iterations: int = Field(50, ge=1, le=MAX_STEPS, description="maximum conjugate-gradient iterations")
     tolerance: float = Field(1e-6, gt=0, description="CG stops when the residual norm falls below this × |b|")
 
 
 class SisaConfig(MethodConfig):
-    shards: int = Field(4, ge=1, description="S, isolated shard models in the served ensemble")
-    slices: int = Field(2, ge=1, description="R, slices per shard (a checkpoint after each)")
+    # Each ≤ 10,000 (a model per shard, a checkpoint per slice); together also ≤ train.n (config._Params checks).
+    shards: int = Field(4, ge=1, le=10_000, description="S, isolated shard models in the served ensemble")
+    slices: int = Field(2, ge=1, le=10_000, description="R, slices per shard (a checkpoint after each)")
 
 
 class ScrubConfig(MethodConfig):
-    epochs: int = Field(8, ge=1, description="rounds of (max-step, min-steps) (reference: sgda_epochs, 3–10)")
-    max_steps: int = Field(
-        4, ge=0, description="the first this many epochs open with a max-step on X (reference: msteps, 2–5)"
+    epochs: int = Field(
+        8, ge=1, le=MAX_EPOCHS, description="rounds of (max-step, min-steps) (reference: sgda_epochs, 3–10)"
     )
-    min_steps: int = Field(1, ge=1, description="min-step passes over D_u \\ X per epoch (reference: 1)")
+    max_steps: int = Field(
+        4, ge=0, le=MAX_EPOCHS,
+        description="the first this many epochs open with a max-step on X (reference: msteps, 2–5)",
+    )
+    min_steps: int = Field(
+        1, ge=1, le=MAX_EPOCHS, description="min-step passes over D_u \\ X per epoch (reference: 1)"
+    )
     lr: float = Field(0.05, gt=0, description="SGD step size (reference: 5e-4 with momentum 0.9, many batches)")
     alpha: float = Field(0.5, ge=0, description="weight of KL(teacher ‖ student) on D_u \\ X (reference: 0.001)")
     gamma: float = Field(1.0, ge=0, description="weight of the cross-entropy on D_u \\ X (reference: 0.99)")
     temperature: float = Field(4.0, gt=0, description="distillation temperature T (reference: 4)")
-    batch_size: int = Field(128, ge=1, description="samples per step (reference: 128 retained, 32 forgotten)")
-    seed: int = Field(0, ge=0, description="seed of the minibatch order when a set exceeds batch_size")
+    batch_size: int = Field(
+        128, ge=1, le=MAX_BATCH, description="samples per step (reference: 128 retained, 32 forgotten)"
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the minibatch order when a set exceeds batch_size")
     max_grad_norm: float = Field(
         5.0, ge=0, description="clip each step's gradient norm to this, 0 = never (reference: no clipping)"
     )
@@ -96,9 +104,9 @@ METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
 
 class UnlearnParams(registry_settings("MethodSettings", METHOD_CONFIGS)):
     method: str = "exact"
-    requests: int = Field(8, ge=1, le=100_000)
+    requests: int = Field(8, ge=1, le=MAX_REQUESTS)
     selection: Literal["random", "class"] = "random"
-    k: int = Field(1, ge=1)
+    k: int = Field(1, ge=1, le=MAX_SAMPLES)
     fraction: float = Field(0.5, gt=0, le=1)
     compare: tuple[str, ...] = Field((), description="methods also run on the same requests and attacked, side by side")
 

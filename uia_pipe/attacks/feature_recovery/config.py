@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ...registry import one_of
 
@@ -43,20 +43,24 @@ EXACT_UPDATES: dict[str, str] = {
 class Config(BaseModel):
     """Every knob of the attack; the reference's value is given in each description."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    # Loop lengths, restarts and depths are bounded at ~100x the reference's full scale (10,000 iterations ×
+    # 5 restarts), far below what hangs a stage or exhausts memory (batched restarts hold one dummy batch each).
     # 500, not 1,000: the milestones scale with `iterations`, and at 1,000 the plateau stop fired before the
     # first milestone, so lr never decayed (measured: benchmarks/RESULTS.md, "Feature recovery").
     iterations: int = Field(
-        500, ge=1, description="most optimisation steps per restart (reference: 10,000, always run in full)"
+        500, ge=1, le=1_000_000,
+        description="most optimisation steps per restart (reference: 10,000, always run in full)"
     )
-    restarts: int = Field(2, ge=1, description="random restarts (reference: 5, one after another)")
+    restarts: int = Field(2, ge=1, le=500, description="random restarts (reference: 5, one after another)")
     lr: float = Field(0.1, gt=0, description="step size (reference: 0.04)")
     optimizer: str = Field(
         "adam", description="key of OPTIMIZERS: adam | adamw | signed_adam | signed_adamw (reference: signed_adamw)"
     )
     milestones: tuple[float, ...] = Field(
         (3 / 8, 5 / 8, 7 / 8),
+        max_length=64,
         description="fractions of `iterations` at which lr is multiplied by `gamma` (reference: 3/8, 5/8, 7/8)",
     )
     gamma: float = Field(0.5, gt=0, le=1, description="lr factor at each milestone (reference: 0.5)")
@@ -69,15 +73,17 @@ class Config(BaseModel):
     )
     early_stop: bool = Field(True, description="stop a restart whose loss has plateaued (reference: no)")
     patience: int = Field(
-        150, ge=1, description="steps without a relative improvement of min_improvement that count as a plateau"
+        150, ge=1, le=1_000_000,
+        description="steps without a relative improvement of min_improvement that count as a plateau"
     )
     min_improvement: float = Field(
         0.005, ge=0, description="relative decrease of the best loss that resets the patience counter"
     )
     prune_after: int = Field(
-        100, ge=0, description="after this many steps only the `keep` best restarts go on; 0 = never (reference: never)"
+        100, ge=0, le=1_000_000,
+        description="after this many steps only the `keep` best restarts go on; 0 = never (reference: never)",
     )
-    keep: int = Field(1, ge=1, description="restarts that survive pruning")
+    keep: int = Field(1, ge=1, le=500, description="restarts that survive pruning")
     delta_dtype: Literal["float64", "float32"] = Field(
         "float64", description="dtype in which Δ is formed (reference: float32)"
     )
@@ -100,11 +106,13 @@ class Config(BaseModel):
         "class count; 0 = off (reference: none)",
     )
     guide_depth: int = Field(
-        3, ge=1, description="parametrised layers from the head down whose input â is matched: 1 = the head's input "
+        3, ge=1, le=256,
+        description="parametrised layers from the head down whose input â is matched: 1 = the head's input "
         "(closed form), each further layer one least-squares solve (reference: none)",
     )
     joint_guide_depth: int = Field(
-        0, ge=0, description="guide_depth for 1 < k < C samples, whose head is fitted jointly; 0 = no guide for k > 1. "
+        0, ge=0, le=256,
+        description="guide_depth for 1 < k < C samples, whose head is fitted jointly; 0 = no guide for k > 1. "
         "Off by default: with the true labels it lifts k > 1 only to the level of the class-mean images, and with "
         "analytic labels it gains nothing for the time it costs (reference: none)",
     )
@@ -114,10 +122,11 @@ class Config(BaseModel):
         "the label's output-bias change and re-solved `backfit_rounds` times ((1 + backfit_rounds)·k single-sample "
         "attacks), then refined jointly: one more restart, kept when its plain objective is lower (reference: joint)",
     )
-    backfit_rounds: int = Field(2, ge=0, description="passes re-solving each sample after the first peel")
+    backfit_rounds: int = Field(2, ge=0, le=100, description="passes re-solving each sample after the first peel")
     backfit_lr: float = Field(0.03, gt=0, description="step size of the joint refinement from the backfitted start")
     guide_restarts: int = Field(
-        1, ge=0, description="the first this many restarts are guided, the rest plain; pruning keeps `keep` of each "
+        1, ge=0, le=500,
+        description="the first this many restarts are guided, the rest plain; pruning keeps `keep` of each "
         "kind and the plain objective chooses between them (reference: none)",
     )
     box: Literal["auto", "unit", "none"] = Field(
@@ -131,7 +140,7 @@ class Config(BaseModel):
     batch_restarts: Literal["auto", "yes", "no"] = Field(
         "auto", description="run restarts as one vmapped step: auto = on CUDA only (the CPU is compute-bound)"
     )
-    record_every: int = Field(10, ge=1, description="loss-curve sampling interval in steps")
+    record_every: int = Field(10, ge=1, le=1_000_000, description="loss-curve sampling interval in steps")
 
     @field_validator("batch_restarts", mode="before")
     @classmethod
@@ -144,9 +153,15 @@ class Config(BaseModel):
     def _known_exact_update(cls, v: str) -> str:
         return one_of("exact_update", v, EXACT_UPDATES)
 
-    @model_validator(mode="after")
-    def _check(self) -> "Config":
-        one_of("optimizer", self.optimizer, OPTIMIZERS)
-        if any(not 0 < m < 1 for m in self.milestones):
-            raise ValueError("milestones are fractions of `iterations`, each in (0, 1)")
-        return self
+    # Field validators, not one on the model, so that a refusal names the key (attack.feature_recovery.optimizer).
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        return one_of("optimizer", v, OPTIMIZERS)
+
+    @field_validator("milestones")
+    @classmethod
+    def _fractions(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < m < 1 for m in v):
+            raise ValueError(f"milestones are fractions of `iterations`, each in (0, 1) (got {list(v)})")
+        return v
