@@ -34,10 +34,12 @@ from uia_pipe import io, metrics  # noqa: E402
 from uia_pipe.attacks import feature_recovery as fr  # noqa: E402
 from uia_pipe.attacks.feature_recovery.objective import _Objective  # noqa: E402
 from uia_pipe.attacks.view import AttackerView  # noqa: E402
-from uia_pipe.config import OptimParams, load_params  # noqa: E402
+from uia_pipe.config import OptimParams  # noqa: E402
 from uia_pipe.data import as_inputs  # noqa: E402
 from uia_pipe.models import build_model  # noqa: E402
-from uia_pipe.unlearning import METHODS, UnlearningProblem  # noqa: E402
+from uia_pipe.params import load_params  # noqa: E402
+from uia_pipe.unlearning.methods import METHODS  # noqa: E402
+from uia_pipe.unlearning.problem import UnlearningProblem  # noqa: E402
 
 REFERENCE = dict(optimizer="signed_adamw", lr=0.04, tv=0.01, restarts=1, early_stop=False, prune_after=0,
                  analytic_init=False, init="randn_clamped", delta_dtype="float32", second_order="double_backward")

@@ -17,13 +17,14 @@ from uia_pipe.attacks.feature_recovery import closed_form
 from uia_pipe.attacks.feature_recovery.closed_form import _relu_stack
 from uia_pipe.attacks.feature_recovery.objective import _Objective
 from uia_pipe.attacks.view import AttackerView
-from uia_pipe.config import OptimParams, parse_params
+from uia_pipe.config import OptimParams
 from uia_pipe.data import load_dataset
 from uia_pipe.errors import UiaError
-from uia_pipe.models import build_model
+from uia_pipe.models import build_model, clone
+from uia_pipe.params import parse_params
 from uia_pipe.training import fit
-from uia_pipe.unlearning import METHODS, UnlearningProblem
-from uia_pipe.unlearning.problem import clone
+from uia_pipe.unlearning.methods import METHODS
+from uia_pipe.unlearning.problem import UnlearningProblem
 
 
 def _pattern(gen: torch.Generator, size: int = 28) -> torch.Tensor:
@@ -578,10 +579,12 @@ def test_yaml_yes_and_no_select_batching():
 def test_campaign_grants_the_finetune_batch_size_to_the_exact_attack(tiny_problem):
     """The evaluator's Setting carries B (models/train/finetune.json) into each
     AttackerView, so batch_weighted runs in the pipeline; without B it cannot."""
-    from uia_pipe.attacks import campaign
+    from uia_pipe.attacks.families import feature_recovery as family
+    from uia_pipe.attacks.protocol import Context
+    from uia_pipe.attacks.setting import Setting
 
     x, y = tiny_problem.du_x, tiny_problem.du_y
-    setting = campaign.Setting(
+    setting = Setting(
         theta_pretrained=tiny_problem.theta_pretrained, theta_original=tiny_problem.theta_original, method="exact",
         card={"kind": "image", "input_shape": [1, 28, 28], "num_classes": 3}, du_x=x, du_y=y,
         requests=[{"index": 0, "forget": [5]}], mean_guess=metrics.mean_image(x),
@@ -592,7 +595,9 @@ def test_campaign_grants_the_finetune_batch_size_to_the_exact_attack(tiny_proble
     forget[5] = True
     thetas_u = [METHODS["exact"][0](tiny_problem, forget, METHODS["exact"][1]())]
     cfg = fr.Config(iterations=2, restarts=1, exact_update="batch_weighted")
-    frame, results = campaign.feature_recovery(setting, thetas_u, cfg, seed=0)
-    assert len(frame) == 1 and results[0].reconstruction.shape == (1, 1, 28, 28)
+    ctx = Context(seed=0, public_x=x)
+    recoveries = family.run(setting, thetas_u, cfg, ctx)
+    assert len(family.score(setting, recoveries)) == 1
+    assert recoveries[0].result.reconstruction.shape == (1, 1, 28, 28)
     with pytest.raises(ValueError, match="batch size"):
-        campaign.feature_recovery(dataclasses.replace(setting, finetune_batch_size=None), thetas_u, cfg, seed=0)
+        family.run(dataclasses.replace(setting, finetune_batch_size=None), thetas_u, cfg, ctx)
