@@ -5,10 +5,12 @@ may use an earlier one's results (feature recovery takes the inferred labels).""
 
 from __future__ import annotations
 
-from .families import feature_recovery, label_inference
+from .families.feature_recovery import ATTACK as _FEATURE_RECOVERY
+from .families.label_inference import ATTACK as _LABEL_INFERENCE
 from .protocol import Attack
 
+# (imported under other names: `uia_pipe.attacks.label_inference` stays the algorithm module)
 ATTACKS: dict[str, Attack] = {
-    "label_inference": label_inference.ATTACK,
-    "feature_recovery": feature_recovery.ATTACK,
+    "label_inference": _LABEL_INFERENCE,
+    "feature_recovery": _FEATURE_RECOVERY,
 }
