@@ -52,13 +52,15 @@ from unlearning_cost import problem_for  # noqa: E402
 
 from uia_pipe import io, metrics  # noqa: E402
 from uia_pipe.attacks import feature_recovery as fr  # noqa: E402
-from uia_pipe.attacks.campaign import multiset_overlap  # noqa: E402
+from uia_pipe.attacks.families.feature_recovery import multiset_overlap  # noqa: E402
 from uia_pipe.attacks.view import AttackerView  # noqa: E402
-from uia_pipe.config import OptimParams, load_params  # noqa: E402
+from uia_pipe.config import OptimParams  # noqa: E402
+from uia_pipe.params import load_params  # noqa: E402
 from uia_pipe.data import as_inputs  # noqa: E402
 from uia_pipe.training import fit  # noqa: E402
-from uia_pipe.unlearning import METHODS, UnlearningProblem  # noqa: E402
-from uia_pipe.unlearning.problem import clone  # noqa: E402
+from uia_pipe.unlearning.methods import METHODS  # noqa: E402
+from uia_pipe.unlearning.problem import UnlearningProblem  # noqa: E402
+from uia_pipe.models import clone  # noqa: E402
 
 
 def pipeline_problem(trained: Path, ds, n: int, dtype: torch.dtype = torch.float32) -> UnlearningProblem:

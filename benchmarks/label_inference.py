@@ -34,8 +34,9 @@ from uia_pipe.data import as_inputs
 from uia_pipe.requests import draw_requests
 from uia_pipe.stats import wilson_ci as wilson
 from uia_pipe.training import evaluate, fit
-from uia_pipe.unlearning import METHODS, UnlearningProblem
-from uia_pipe.unlearning.problem import clone
+from uia_pipe.unlearning.methods import METHODS
+from uia_pipe.unlearning.problem import UnlearningProblem
+from uia_pipe.models import clone
 
 REFERENCE_BOUND = 1024 * 2 * 20 * 10  # coordinates × evaluations × iterations × calls, per probe
 

@@ -24,12 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from uia_pipe import io  # noqa: E402
-from uia_pipe.config import OptimParams, PretrainParams, load_params  # noqa: E402
+from uia_pipe.config import OptimParams, PretrainParams  # noqa: E402
+from uia_pipe.params import load_params  # noqa: E402
 from uia_pipe.data import as_inputs  # noqa: E402
 from uia_pipe.models import init_model  # noqa: E402
 from uia_pipe.training import fit  # noqa: E402
-from uia_pipe.unlearning import METHODS, Pretraining, UnlearningProblem, served_model  # noqa: E402
-from uia_pipe.unlearning.problem import clone  # noqa: E402
+from uia_pipe.unlearning.methods import METHODS, served_model  # noqa: E402
+from uia_pipe.unlearning.problem import Pretraining, UnlearningProblem  # noqa: E402
+from uia_pipe.models import clone  # noqa: E402
 
 
 def problem_for(width: int, ds, n: int, pretrain_samples: int) -> UnlearningProblem:
