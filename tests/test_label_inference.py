@@ -5,11 +5,9 @@ still finds a removed class."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from pydantic import ValidationError
 
 from uia_pipe.attacks import label_inference as li

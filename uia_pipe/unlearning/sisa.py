@@ -19,7 +19,6 @@ import functools
 from dataclasses import dataclass
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from .config import SisaConfig as Config
