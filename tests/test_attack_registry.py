@@ -63,8 +63,7 @@ def _invoke(*args: str) -> str:
 
 
 def test_a_registered_attack_reaches_attack_defend_and_the_report(tmp_path, params_file, monkeypatch):
-    monkeypatch.setitem(ATTACKS, "head_bias", Attack(config=BiasConfig, run=run, score=score, summarise=summarise,
-                                                     prefix="head_bias_"))
+    monkeypatch.setitem(ATTACKS, "head_bias", Attack(config=BiasConfig, run=run, score=score, summarise=summarise))
     raw = yaml.safe_load(params_file.read_text())
     raw["unlearn"].update(method="approx", compare=[])
     raw["attack"]["head_bias"] = {"sign": 1.0}

@@ -44,13 +44,14 @@ class Context:
 @dataclass(frozen=True)
 class Attack:
     """One attack family (see the module docstring). Column names of `score`'s
-    frame get `prefix` in the per-request table of all families."""
+    frame get `prefix` in the per-request table of all families (None: the
+    family's name and an underscore)."""
 
     config: type[BaseModel]
     run: Callable[[Setting, list[nn.Module], BaseModel, Context], list]
     score: Callable[[Setting, list], pd.DataFrame]  # one row per request, with a "request" column
     summarise: Callable[[pd.DataFrame, dict], dict]  # (scored frame, prepare()'s stats) -> numbers
-    prefix: str = ""
+    prefix: str | None = None
     prepare: Callable[[Setting, BaseModel, Context], tuple[Any, dict]] | None = None  # once per served θ
     outputs: Callable[[Setting, list], dict[str, Any]] | None = None  # relative path -> Figure | {name: tensor}
     plots: Callable[[Setting, list[nn.Module], BaseModel, Context], dict[str, pd.DataFrame]] | None = None
@@ -95,7 +96,8 @@ def attack_run(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseMode
                            "seconds": time.perf_counter() - family_started}
         if plots and attack.plots is not None:
             plot_data.update(attack.plots(run.setting, run.thetas_u, cfg, ctx))
-        own = scored[name].rename(columns={c: f"{attack.prefix}{c}" for c in scored[name].columns if c != "request"})
+        prefix = f"{name}_" if attack.prefix is None else attack.prefix
+        own = scored[name].rename(columns={c: f"{prefix}{c}" for c in scored[name].columns if c != "request"})
         frame = own if frame is None else frame.merge(own, on="request")
     return Outcome(frame, scored, results, summaries, plot_data, time.perf_counter() - started)
 

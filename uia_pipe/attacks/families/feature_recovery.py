@@ -209,5 +209,5 @@ def defended_summary(group: pd.DataFrame) -> dict:
     return out
 
 
-ATTACK = Attack(config=fr.Config, run=run, score=score, summarise=summarise, prepare=None, outputs=outputs,
+ATTACK = Attack(config=fr.Config, run=run, score=score, summarise=summarise, prefix="", outputs=outputs,
                 plots=loss_curves, defended=defended, defended_summary=defended_summary)
