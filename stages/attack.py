@@ -50,7 +50,7 @@ def main(
             for name, run in runs.items():
                 ctx = Context(base.seed, run.test_x, Path(p.download.cache_dir).expanduser(), a.sisa_view,
                               progress=lambda it, loss: bar.set_postfix(iteration=it, loss=f"{loss:.4f}"),
-                              on_request=lambda family, index: bar.update())
+                              on_request=lambda family, index: bar.update(), public_y=run.test_y)
                 outcome = attack_run(run, ATTACKS, configs, ctx, plots=run is main_run)
                 tables.append(outcome.frame.assign(method=name))
                 typer.echo(f"{name}: " + "; ".join(f"{family}: {_describe(s)}" for family, s in outcome.summaries.items()))

@@ -43,14 +43,15 @@ def main(
     seed_everything(base.seed, base.threads)
     with torch_threads(a.threads):
         run = load_run(data, trained, unlearned, device, d.max_requests)
-        ctx = Context(base.seed, run.test_x, Path(p.download.cache_dir).expanduser())  # attacks the released θ_u
+        ctx = Context(base.seed, run.test_x, Path(p.download.cache_dir).expanduser(),  # attacks the released θ_u
+                      public_y=run.test_y)
         prepare(run.setting, ATTACKS, configs, ctx)
         defences = {name: getattr(d, name) for name in d.defences}
         started = time.perf_counter()
         with progress(sum(len(c.strengths) for c in defences.values()), "defend") as bar:
-            frame = sweep.sweep(run, defences, ATTACKS, configs, ctx,
+            frame, summaries = sweep.sweep(run, defences, ATTACKS, configs, ctx,
                                 on_step=lambda name, s: (bar.set_postfix(defence=name, strength=s), bar.update()))
-    result = sweep.summarise(frame, ATTACKS)
+    result = sweep.summarise(frame, ATTACKS, summaries)
     io.save_json(metrics, result)
     io.save_csv(details, frame)
     typer.echo(f"defend: {len(frame)} defended models in {time.perf_counter() - started:.1f} s")

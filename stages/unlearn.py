@@ -49,7 +49,8 @@ def main(
             on_request=bar.update)
         for name, folder in folders.items():
             io.save_json(folder / "requests.json", {
-                "method": name, "n": len(problem.du_y), "requests": [req.to_dict() for req in requests],
+                "method": name, "config": getattr(u, name).model_dump(mode="json"), "n": len(problem.du_y),
+                "requests": [req.to_dict() for req in requests],
                 **({"compare": list(u.compared)} if name == u.method else {}),
                 **({"server_state": states[name]} if name in states else {}),
             })

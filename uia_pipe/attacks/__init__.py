@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from .families.feature_recovery import ATTACK as _FEATURE_RECOVERY
 from .families.label_inference import ATTACK as _LABEL_INFERENCE
+from .families.membership import ATTACK as _MEMBERSHIP
 from .protocol import Attack
 
 # (imported under other names: `uia_pipe.attacks.label_inference` stays the algorithm module)
 ATTACKS: dict[str, Attack] = {
     "label_inference": _LABEL_INFERENCE,
     "feature_recovery": _FEATURE_RECOVERY,
+    "membership": _MEMBERSHIP,
 }

@@ -5,7 +5,8 @@ A family is one `Attack`: a typed config (its params block `attack.<name>`),
 a run function that builds each request's view (an `AttackerView`, query
 oracles, or narrower) and attacks it without ever reading the removed samples,
 and a scoring step, run here on the evaluator's side, that compares its
-results with the truth. The attack stage, the defence sweep and evaluate
+results with the truth: per request, and, for a family whose numbers rest on
+more than the run's requests (membership's audit pairs), over all of them. The attack stage, the defence sweep and evaluate
 iterate the registry and never name a family.
 """
 
@@ -31,14 +32,18 @@ class Context:
     families of the same run prepared and found (a compound attack builds on it)."""
 
     seed: int
-    public_x: torch.Tensor  # public data (the test set): auxiliary probes and the like
+    public_x: torch.Tensor  # public data (the test set): auxiliary probes, the attacker's shadow records
     cache_dir: Path | None = None  # reusable work (label inference's probes), keyed by what made it
     sisa_view: str = "ensemble"  # under sisa: "shard" when the attacker holds the server's checkpoint store
     progress: Callable[[int, float], None] | None = None  # (iteration, loss) of an optimising attack
     on_request: Callable[[str, int], None] | None = None  # (family, request index) once each is attacked
     prepared: dict[str, Any] = field(default_factory=dict)  # family -> what its prepare() made
     stats: dict[str, dict] = field(default_factory=dict)  # family -> numbers about that (e.g. queries)
-    earlier: dict[str, list] = field(default_factory=dict)  # family -> its per-request results on this run
+    earlier: dict[str, Any] = field(default_factory=dict)  # family -> its results on this run
+    public_y: torch.Tensor | None = None  # labels of public_x
+    # How the server releases a model a family makes alike (membership's audit pairs): under a defence,
+    # release(θ, θ_u, forget_x, forget_y, retain_x, retain_y, seed) -> the defended θ_u; None: θ_u as is.
+    release: Callable[..., nn.Module] | None = None
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,8 @@ class Attack:
     family's name and an underscore)."""
 
     config: type[BaseModel]
-    run: Callable[[Setting, list[nn.Module], BaseModel, Context], list]
-    score: Callable[[Setting, list], pd.DataFrame]  # one row per request, with a "request" column
+    run: Callable[[Setting, list[nn.Module], BaseModel, Context], Any]  # -> the family's results
+    score: Callable[[Setting, Any], pd.DataFrame]  # one row per request, with a "request" column
     summarise: Callable[[pd.DataFrame, dict], dict]  # (scored frame, prepare()'s stats) -> numbers
     prefix: str | None = None
     prepare: Callable[[Setting, BaseModel, Context], tuple[Any, dict]] | None = None  # once per served θ
@@ -57,6 +62,8 @@ class Attack:
     plots: Callable[[Setting, list[nn.Module], BaseModel, Context], dict[str, pd.DataFrame]] | None = None
     defended: Callable[[pd.DataFrame], pd.DataFrame] | None = None  # per-request columns kept under a defence
     defended_summary: Callable[[pd.DataFrame], dict] | None = None  # their means (one defence, one strength)
+    pooled: Callable[[Setting, Any, BaseModel], dict] | None = None  # numbers over all results, beside summarise's
+    defended_pooled: tuple[str, ...] = ()  # pooled keys kept under a defence, as "<name>.<key>"
 
 
 @dataclass
@@ -65,7 +72,7 @@ class Outcome:
 
     frame: pd.DataFrame  # one row per request, each family's columns with its prefix
     scored: dict[str, pd.DataFrame]  # family -> its own scores, one row per request
-    results: dict[str, list]
+    results: dict[str, Any]
     summaries: dict[str, dict]
     plots: dict[str, pd.DataFrame]
     seconds: float
@@ -92,7 +99,8 @@ def attack_run(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseMode
         results[name] = attack.run(run.setting, run.thetas_u, cfg, ctx)
         ctx.earlier[name] = results[name]
         scored[name] = attack.score(run.setting, results[name])
-        summaries[name] = {**attack.summarise(scored[name], ctx.stats.get(name, {})),
+        pooled = attack.pooled(run.setting, results[name], cfg) if attack.pooled is not None else {}
+        summaries[name] = {**attack.summarise(scored[name], ctx.stats.get(name, {})), **pooled,
                            "seconds": time.perf_counter() - family_started}
         if plots and attack.plots is not None:
             plot_data.update(attack.plots(run.setting, run.thetas_u, cfg, ctx))
@@ -127,12 +135,17 @@ def defended_rows(attacks: dict[str, Attack], outcome: Outcome) -> pd.DataFrame:
     return frame
 
 
-def defended_summary(attacks: dict[str, Attack], group: pd.DataFrame) -> dict[str, float]:
-    """Means over the requests of one (defence, strength), family by family."""
+def defended_summary(attacks: dict[str, Attack], group: pd.DataFrame,
+                     summaries: dict[str, dict] | None = None) -> dict[str, float]:
+    """Means over the requests of one (defence, strength), family by family, and the pooled numbers each
+    family keeps under a defence, from its `summaries` there."""
     out: dict[str, float] = {}
     for name, attack in attacks.items():
         if attack.defended_summary is not None:
             out.update(attack.defended_summary(group))
         else:
             out.update({f"{c}_mean": group[c].mean() for c in group.columns if c.startswith(f"{name}.")})
+        if summaries is not None:
+            out.update({f"{name}.{key}": summaries[name][key] for key in attack.defended_pooled
+                        if key in summaries.get(name, {})})
     return out

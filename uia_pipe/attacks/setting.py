@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 from .. import io
+from ..config import OptimParams
 from ..data import as_inputs
 from ..metrics import class_mean_images, mean_image
+from ..unlearning.config import METHOD_CONFIGS, MethodConfig
 from ..unlearning.sisa import unflatten
 
 
@@ -43,6 +45,13 @@ class Setting:
     train_x: torch.Tensor  # pretraining features (tabular decoding baselines)
     finetune_batch_size: int | None = None  # B of the fine-tune θ₀ → θ (label inference's θ₀ reference)
     sisa: SisaStore | None = None  # the checkpoint store, where the method is sisa
+    # How the server made θ and θ_u, and the pool's records outside D_u (never members): what an
+    # attack that repeats the server's process (membership's shadow and audit pairs) needs.
+    finetune: OptimParams | None = None
+    finetune_seed: int = 0
+    method_config: MethodConfig | None = None
+    outside_x: torch.Tensor | None = None
+    outside_y: torch.Tensor | None = None
 
     @property
     def image(self) -> bool:
@@ -80,6 +89,9 @@ def load_run(data: Path, trained: Path, unlearned: Path, device, max_requests: i
     requests = record["requests"][: max_requests or None]
     train_x = as_inputs(ds.x_train[split["pretrain"]])
     image = card["kind"] == "image"
+    finetune = io.load_json(trained / "finetune.json")
+    outside = split["pool"][~torch.isin(split["pool"], split["du"])]
+    config = METHOD_CONFIGS[record["method"]](**record["config"]) if "config" in record else None
     setting = Setting(
         theta_pretrained=io.load_model(trained / "theta_pretrained.safetensors", device)[0],
         theta_original=io.load_model(unlearned / "theta_original.safetensors", device)[0],
@@ -87,7 +99,9 @@ def load_run(data: Path, trained: Path, unlearned: Path, device, max_requests: i
         du_x=as_inputs(ds.x_train[split["du"]]), du_y=ds.y_train[split["du"]], requests=requests,
         mean_guess=mean_image(train_x),
         class_guess=class_mean_images(train_x, ds.y_train[split["pretrain"]], card["num_classes"]) if image else None,
-        train_x=train_x, finetune_batch_size=io.load_json(trained / "finetune.json")["batch_size"],
+        train_x=train_x, finetune_batch_size=finetune["batch_size"],
+        finetune=OptimParams(**{k: v for k, v in finetune.items() if k != "seed"}), finetune_seed=finetune["seed"],
+        method_config=config, outside_x=as_inputs(ds.x_train[outside]), outside_y=ds.y_train[outside],
     )
     thetas_u = [io.load_model(unlearned / f"theta_unlearned_{r['index']:03d}.safetensors", device)[0]
                 for r in requests]

@@ -35,27 +35,35 @@ def sweep(
     configs: dict[str, BaseModel],
     ctx: Context,
     on_step: Callable[[str, float], None] | None = None,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, dict[tuple[str, float], dict]]:
     """One row per (defence, strength, request): the defended model's test and
-    forget accuracy and each attack family's scores on it. The attacks reuse
-    what ctx holds from the attack stage's preparation (probes of θ)."""
+    forget accuracy and each attack family's scores on it; and per (defence,
+    strength) the families' summaries. The attacks reuse what ctx holds from
+    the attack stage's preparation (probes of θ); a model a family makes alike
+    (membership's audit pairs) is released through the same defence."""
     setting = run.setting
     inputs = defence_inputs(setting, run.thetas_u)
-    rows = []
-    undefended: list[dict] | None = None  # strength 0 of a defence that keeps θ_u: the same rows for each
+    rows, summaries = [], {}
+    undefended: tuple[list[dict], dict] | None = None  # strength 0 of a defence that keeps θ_u: the same for each
     for name, cfg in defences.items():
         defend, _ = DEFENSES[name]
         attacked = dataclasses.replace(setting, method="approx") if name in REPLACES_UNLEARNING else setting
         for strength in cfg.strengths:
             if strength == 0 and name not in REPLACES_UNLEARNING and undefended is not None:
-                rows += [{**row, "defence": name} for row in undefended]
+                rows += [{**row, "defence": name} for row in undefended[0]]
+                summaries[name, float(strength)] = undefended[1]
                 if on_step is not None:
                     on_step(name, strength)
                 continue
             first = len(rows)
             defended = [defend(inp, strength, cfg, ctx.seed + req["index"]) for inp, req in zip(inputs, setting.requests)]
+            def release(theta, theta_u, forget_x, forget_y, retain_x, retain_y, seed, defend=defend, strength=strength,
+                        cfg=cfg):
+                return defend(DefenceInput(theta, theta_u, forget_x, forget_y, retain_x, retain_y), strength, cfg, seed)
+
             outcome = attack_run(dataclasses.replace(run, setting=attacked, thetas_u=defended), attacks, configs,
-                                 dataclasses.replace(ctx, earlier={}))
+                                 dataclasses.replace(ctx, earlier={}, release=release))
+            summaries[name, float(strength)] = outcome.summaries
             scores = defended_rows(attacks, outcome)
             for j, (inp, model) in enumerate(zip(inputs, defended)):
                 rows.append({"defence": name, "strength": float(strength), "request": int(scores["request"].iloc[j]),
@@ -63,19 +71,20 @@ def sweep(
                              "forget_accuracy": evaluate(model, inp.forget_x, inp.forget_y)["accuracy"],
                              **scores.drop(columns="request").iloc[j].to_dict()})
             if strength == 0 and name not in REPLACES_UNLEARNING:
-                undefended = rows[first:]
+                undefended = rows[first:], outcome.summaries
             if on_step is not None:
                 on_step(name, strength)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), summaries
 
 
-def summarise(frame: pd.DataFrame, attacks: dict[str, Attack]) -> dict[str, dict[str, float]]:
+def summarise(frame: pd.DataFrame, attacks: dict[str, Attack],
+              summaries: dict[tuple[str, float], dict] | None = None) -> dict[str, dict[str, float]]:
     """`{"<defence>:<strength>": {test_accuracy, forget_accuracy, psnr_mean,
     ssim_mean, label_accuracy, ...}}`: one level of nesting, numbers only, as
     `dvc metrics show` wants (NaN scores, e.g. PSNR on tabular data, left out)."""
     out: dict[str, dict[str, float]] = {}
     for (name, strength), group in frame.groupby(["defence", "strength"], sort=False):
         entry = {"test_accuracy": group["test_accuracy"].mean(), "forget_accuracy": group["forget_accuracy"].mean(),
-                 **defended_summary(attacks, group)}
+                 **defended_summary(attacks, group, (summaries or {}).get((name, float(strength))))}
         out[f"{name}:{strength:g}"] = {k: float(v) for k, v in entry.items() if pd.notna(v)}
     return out

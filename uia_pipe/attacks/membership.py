@@ -1,0 +1,278 @@
+"""Membership inference against unlearning, with both models.
+
+Two questions about a candidate record and a released pair (θ, θ_u): was it
+deleted, or never a member ("never")? Was it deleted, or kept in D_u
+("retained")? Two attacks answer them:
+
+- Population attack (Chen et al., CCS 2021): the attacker plays the server on
+  its own data — θ_s = θ₀ fine-tuned on N of its records, θ_s,u = θ_s with k
+  of them unlearned by the same method — and trains a classifier on features
+  of the two models' posteriors on deleted, never-member and retained
+  records: Chen et al.'s five (direct_diff, sorted_diff, l2_distance,
+  direct_concat, sorted_concat), their one-model baseline (θ's posterior), and
+  ours, `logit_diff`: the change of the logit-scaled confidences (log p/(1−p),
+  in which posteriors near 1 keep their small changes), the candidate's own
+  label first, then sorted as θ ranks the classes.
+- Per-example likelihood ratio (U-LiRA style, Hayes et al. 2024): for each
+  candidate, shadow pairs in which it was deleted and pairs in which it was
+  kept or never seen; the drop of its logit-scaled true-label confidence,
+  φ(θ) − φ(θ_u), gets a Gaussian under each (means per candidate, variance
+  pooled over candidates: Carlini et al.'s fixed-variance variant for few
+  shadows), and the log ratio is the score.
+
+The attacker knows θ₀, the fine-tune recipe, N, k and the unlearning method
+with its settings (the paper's threat model); its records are its own, disjoint
+from the server's training set. Posteriors are read as log-probabilities.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from ..models import clone
+from ..training import fit
+from ..unlearning.methods import METHODS, served_model
+from ..unlearning.problem import UnlearningProblem
+
+CHEN = ("direct_diff", "sorted_diff", "l2_distance", "direct_concat", "sorted_concat")
+BASELINE = "one_model"
+OURS = "logit_diff"
+FEATURES = (*CHEN, BASELINE, OURS)
+QUESTIONS = ("never", "retained")  # deleted vs never a member; deleted vs retained in D_u
+Feature = Literal["direct_diff", "sorted_diff", "l2_distance", "direct_concat", "sorted_concat", "one_model",
+                  "logit_diff"]
+# Made pairs of a method that retrains from scratch use exact's: X lies only in D_u, so they are equal bit for bit.
+SAME_AS = {"retrain": "exact"}
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shadows: int = Field(100, ge=1, le=100_000, description="S shadow (θ_s, θ_s,u) pairs of the population attack")
+    targets: int = Field(100, ge=1, le=100_000, description="deleted records scored per question (the run's "
+                         "requests' first, then pairs the evaluator makes alike from the pool), as many negatives")
+    features: tuple[Feature, ...] = Field(FEATURES, min_length=1, description="feature constructions scored")
+    primary: Feature = Field(OURS, description="the feature whose classifier is the headline and the compound's")
+    classifier: Literal["random_forest", "logistic"] = "random_forest"
+    trees: int = Field(100, ge=1, le=10_000, description="random forest size")
+    lira_shadows: int = Field(4, ge=0, le=10_000, description="U-LiRA shadow pairs per candidate and side; 0 = off")
+    lira_group: int = Field(8, ge=1, le=1024, description="candidates planted in each U-LiRA shadow fine-tune set")
+    bootstrap: int = Field(1000, ge=0, le=100_000, description="resamples of each interval; 0 = none")
+
+
+@dataclass
+class Pair:
+    """One released deletion: θ, θ_u, and the candidates scored on it. `request`
+    is the run's request index, or −1 for a pair the evaluator made; `release`
+    holds what a defence applied to a made pair needs (its D_u split)."""
+
+    theta: nn.Module
+    theta_u: nn.Module
+    x: dict[str, torch.Tensor]  # role ("deleted", "never", "retained") -> records
+    y: dict[str, torch.Tensor]
+    request: int = -1
+    release: tuple | None = None  # (forget_x, forget_y, retain_x, retain_y)
+
+
+@dataclass(frozen=True)
+class Server:
+    """How the server made θ and θ_u: what shadow and made pairs repeat."""
+
+    theta_pretrained: nn.Module
+    finetune: object  # OptimSettings
+    finetune_seed: int
+    method: str
+    method_config: BaseModel
+    n: int
+    k: int
+
+    def problem(self, x: torch.Tensor, y: torch.Tensor) -> UnlearningProblem:
+        """The server's problem after fine-tuning θ₀ on (x, y)."""
+        theta = clone(self.theta_pretrained)
+        fit(theta, x, y, self.finetune, self.finetune_seed, batchnorm_eval=True)
+        return UnlearningProblem(self.theta_pretrained, theta, x, y, self.finetune, self.finetune_seed)
+
+    def served(self, problem: UnlearningProblem) -> nn.Module:
+        return served_model(SAME_AS.get(self.method, self.method), problem, self.method_config)
+
+    def unlearn(self, problem: UnlearningProblem, forget: torch.Tensor) -> nn.Module:
+        return METHODS[SAME_AS.get(self.method, self.method)][0](problem, forget, self.method_config)
+
+    def pair(self, x: torch.Tensor, y: torch.Tensor, forget: torch.Tensor) -> tuple[nn.Module, nn.Module]:
+        """θ = θ₀ fine-tuned on (x, y) as served, and θ_u = θ with `forget` (a mask over x) unlearned."""
+        problem = self.problem(x, y)
+        return self.served(problem), self.unlearn(problem, forget)
+
+
+def make_pairs(server: Server, x: torch.Tensor, y: torch.Tensor, count: int, seed: int) -> list[Pair]:
+    """`count` pairs on records of (x, y): each fine-tunes on N of them, unlearns k, and keeps as candidates
+    the k deleted, k never drawn and k retained records."""
+    g = torch.Generator().manual_seed(seed)
+    n, k = server.n, server.k
+    pairs = []
+    for _ in range(count):
+        order = torch.randperm(len(x), generator=g)
+        members, outside = order[:n], order[n:]
+        forget = torch.zeros(n, dtype=torch.bool)
+        forget[:k] = True
+        theta, theta_u = server.pair(x[members], y[members], forget)
+        roles = {"deleted": members[:k], "retained": members[k: 2 * k], "never": outside[:k]}
+        pairs.append(Pair(theta, theta_u, {r: x[i] for r, i in roles.items()}, {r: y[i] for r, i in roles.items()},
+                          release=(x[members[:k]], y[members[:k]], x[members[k:]], y[members[k:]])))
+    return pairs
+
+
+@torch.no_grad()
+def log_posteriors(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of `model` on x, float64."""
+    model.eval()
+    device = next(model.parameters()).device
+    return F.log_softmax(model(x.to(device)).double(), dim=1).cpu()
+
+
+def log_odds(logp: torch.Tensor) -> torch.Tensor:
+    """log p/(1−p) from log p, stable for p near 0 and 1."""
+    return logp - torch.log(-torch.expm1(logp.clamp(max=-1e-300)))
+
+
+def features(name: str, lp: torch.Tensor, lp_u: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """One feature construction of candidates whose log-posteriors under θ and θ_u are lp and lp_u;
+    `sorted` means in the order of θ's posterior (Chen et al.'s convention)."""
+    p, p_u = lp.exp(), lp_u.exp()
+    order = torch.argsort(p, dim=1)
+    out = {
+        "direct_diff": lambda: p - p_u,
+        "sorted_diff": lambda: p.gather(1, order) - p_u.gather(1, order),
+        "l2_distance": lambda: (p - p_u).norm(dim=1, keepdim=True),
+        "direct_concat": lambda: torch.cat([p, p_u], 1),
+        "sorted_concat": lambda: torch.cat([p.gather(1, order), p_u.gather(1, order)], 1),
+        "one_model": lambda: p,
+        "logit_diff": lambda: _logit_diff(lp, lp_u, y, order),
+    }[name]()
+    return out.numpy()
+
+
+def _logit_diff(lp, lp_u, y, order):
+    d = log_odds(lp) - log_odds(lp_u)
+    return torch.cat([d.gather(1, y[:, None]), d.gather(1, order)], 1)
+
+
+def drop(lp: torch.Tensor, lp_u: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """U-LiRA's statistic: the fall of the logit-scaled true-label confidence from θ to θ_u, through asinh
+    (a large ascent step moves log-odds by thousands, a fine-tune by thousandths: asinh keeps the small
+    ones and tames the tails the Gaussians cannot fit)."""
+    return torch.asinh(log_odds(lp).gather(1, y[:, None]) - log_odds(lp_u).gather(1, y[:, None]))[:, 0].numpy()
+
+
+@dataclass
+class Queried:
+    """Candidates of some pairs, queried on both models: role, label, log-posteriors."""
+
+    roles: list[str] = field(default_factory=list)
+    y: list[torch.Tensor] = field(default_factory=list)
+    lp: list[torch.Tensor] = field(default_factory=list)
+    lp_u: list[torch.Tensor] = field(default_factory=list)
+    request: list[int] = field(default_factory=list)
+
+    def add(self, pair: Pair, theta_u: nn.Module | None = None) -> None:
+        theta_u = pair.theta_u if theta_u is None else theta_u
+        for role in ("deleted", "never", "retained"):
+            x = pair.x[role]
+            self.roles += [role] * len(x)
+            self.request += [pair.request] * len(x)
+            self.y.append(pair.y[role])
+            self.lp.append(log_posteriors(pair.theta, x))
+            self.lp_u.append(log_posteriors(theta_u, x))
+
+    def arrays(self) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+        return np.array(self.roles), torch.cat(self.y), torch.cat(self.lp), torch.cat(self.lp_u), np.array(self.request)
+
+
+def question_mask(roles: np.ndarray, question: str) -> np.ndarray:
+    return (roles == "deleted") | (roles == question)
+
+
+def train_classifiers(shadow: Queried, cfg: Config, seed: int) -> dict[tuple[str, str], object]:
+    """(question, feature) -> a classifier fitted on the shadow candidates (deleted = 1)."""
+    roles, y, lp, lp_u, _ = shadow.arrays()
+    out = {}
+    for q in QUESTIONS:
+        m = question_mask(roles, q)
+        target = (roles[m] == "deleted").astype(int)
+        for name in cfg.features:
+            X = features(name, lp[m], lp_u[m], y[m])
+            if cfg.classifier == "random_forest":
+                clf = RandomForestClassifier(cfg.trees, min_samples_leaf=2, random_state=seed, n_jobs=1)
+            else:
+                clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            out[q, name] = clf.fit(X, target)
+    return out
+
+
+def classifier_scores(classifiers: dict, cfg: Config, question: str, y, lp, lp_u) -> dict[str, np.ndarray]:
+    """feature -> P(deleted) of each candidate under the question's classifier."""
+    return {name: classifiers[question, name].predict_proba(features(name, lp, lp_u, y))[:, 1]
+            for name in cfg.features}
+
+
+@dataclass(frozen=True)
+class Lira:
+    """Per candidate, the mean drop with it deleted (`deleted`) and with it kept (`retained`) or never seen
+    (`never`), and the pooled standard deviation of each side."""
+
+    means: dict[str, np.ndarray]
+    std: dict[str, float]
+
+    def score(self, question: str, statistic: np.ndarray) -> np.ndarray:
+        """log N(s; μ_deleted, σ²) − log N(s; μ_question, σ²) per candidate."""
+        def loglik(side):
+            return -0.5 * ((statistic - self.means[side]) / self.std[side]) ** 2 - np.log(self.std[side])
+        return loglik("deleted") - loglik(question)
+
+
+def lira_shadows(server: Server, x: torch.Tensor, y: torch.Tensor, own_x: torch.Tensor, own_y: torch.Tensor,
+                 never: list[Pair], cfg: Config, seed: int) -> Lira:
+    """Shadow statistics for candidates (x, y). Each is planted, `lira_group` at a time, in the fine-tune
+    set of `lira_shadows` shadow pairs per group (the other records the attacker's own), which delete
+    the group's candidates in turn: a candidate's drop where it was deleted, and where its neighbour was
+    (it was retained). Its never-seen drops come from the population shadows `never`, which never held it."""
+    g = torch.Generator().manual_seed(seed)
+    n, k = server.n, server.k
+    group = max(k + 1, min(cfg.lira_group, n))
+    drops = {r: np.full((cfg.lira_shadows, len(x)), np.nan) for r in ("deleted", "retained")}
+    for start in range(0, len(x), group):
+        idx = torch.arange(start, min(start + group, len(x)))
+        m = len(idx)
+        for s in range(cfg.lira_shadows):
+            fill = torch.randperm(len(own_x), generator=g)[: n - m]
+            order = torch.randperm(m, generator=g)  # who neighbours whom: a fresh retained partner each shadow
+            problem = server.problem(torch.cat([x[idx], own_x[fill]]), torch.cat([y[idx], own_y[fill]]))
+            theta = server.served(problem)
+            lp = log_posteriors(theta, x[idx])
+            for j in range(m):
+                forget = torch.zeros(n, dtype=torch.bool)
+                forget[order[[(j + i) % m for i in range(min(k, m))]]] = True
+                d = drop(lp, log_posteriors(server.unlearn(problem, forget), x[idx]), y[idx])
+                deleted = int(order[j])
+                drops["deleted"][s, start + deleted] = d[deleted]
+                if m > k:
+                    kept = int(order[(j + k) % m])
+                    drops["retained"][s, start + kept] = d[kept]
+    drops["never"] = np.stack([drop(log_posteriors(p.theta, x), log_posteriors(p.theta_u, x), y) for p in never])
+    means = {r: np.nanmean(d, 0) for r, d in drops.items()}
+    # one variance per side, pooled over candidates (Carlini et al.'s fixed variance, for few shadows)
+    std = {r: float(max(np.sqrt(np.nanmean(np.nanvar(d, 0, ddof=1))) if len(d) > 1 else 0.0, 1e-12))
+           for r, d in drops.items()}
+    return Lira(means, std)
