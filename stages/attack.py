@@ -17,7 +17,7 @@ from stages.common import (
 from uia_pipe import io, tracking
 from uia_pipe.attacks import ATTACKS
 from uia_pipe.attacks.config import attack_params, family_configs
-from uia_pipe.attacks.protocol import Context, attack_run, outputs
+from uia_pipe.attacks.protocol import Context, attack_run, check, outputs
 from uia_pipe.attacks.setting import load_run
 from uia_pipe.config import BaseParams, load_sections, section_hash
 from uia_pipe.data import DownloadParams
@@ -45,6 +45,8 @@ def main(
         names = (main_run.setting.method, *main_run.compare)
         runs = {name: main_run if name == names[0] else load_run(data, trained, unlearned / "compare" / name,
                                                                   device, a.max_requests) for name in names}
+        for run in runs.values():
+            check(run.setting, ATTACKS, configs)
         result, tables = {"compare": {}}, []
         with progress(len(names) * len(ATTACKS) * len(main_run.setting.requests), "attack") as bar:
             for name, run in runs.items():

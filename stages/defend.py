@@ -49,9 +49,9 @@ def main(
         defences = {name: getattr(d, name) for name in d.defences}
         started = time.perf_counter()
         with progress(sum(len(c.strengths) for c in defences.values()), "defend") as bar:
-            frame, summaries = sweep.sweep(run, defences, ATTACKS, configs, ctx,
+            frame = sweep.sweep(run, defences, ATTACKS, configs, ctx,
                                 on_step=lambda name, s: (bar.set_postfix(defence=name, strength=s), bar.update()))
-    result = sweep.summarise(frame, ATTACKS, summaries)
+    result = sweep.summarise(frame, ATTACKS)
     io.save_json(metrics, result)
     io.save_csv(details, frame)
     typer.echo(f"defend: {len(frame)} defended models in {time.perf_counter() - started:.1f} s")

@@ -46,6 +46,9 @@ def main(
     methods = summary.methods_table(all_unlearn_rows, method_rows, p.evaluate.level)
     comparisons = summary.compare_methods(method_rows, p.unlearn.method, p.evaluate.level)
     head.update({key: {m: v for m, v in c.items() if v == v} for key, c in comparisons.items()})
+    leakage = summary.leakage_table(attack, p.unlearn.method)
+    head.update({f"leakage_{row.pop('method')}": {k: v for k, v in row.items() if isinstance(v, float) and v == v}
+                 for row in leakage.to_dict("records")})
     defences = summary.defence_table(io.load_csv(defend_details))
     io.save_json(metrics, head)
 
@@ -61,7 +64,7 @@ def main(
                    "N = |D_u|": p.train.n, "requests": len(unlearn_rows), "selection": p.unlearn.selection,
                    "k (random requests)": p.unlearn.k, "seed": p.base.seed}
         doc = summary.build_report(setting, head, defences, captions, p.evaluate.small_sample, p.evaluate.level,
-                                   methods, comparisons, families)
+                                   methods, comparisons, families, leakage)
         io.write_text(tmp / "report.md", report.markdown(doc))
         io.write_text(tmp / "report.html", report.to_html(doc, {n: io.read_bytes(tmp / n) for n in captions}))
     typer.echo(report.markdown(doc).split("## Defences")[0].split("## Headline results")[-1].strip())

@@ -72,22 +72,20 @@ def image_panels(panels: list[tuple[str, "object"]], title: str | None = None) -
     return fig
 
 
-def tradeoff_curves(curves: dict[str, list[tuple[float, float, float, float]]], leakage: str) -> Figure:
-    """Utility against leakage, one curve per defence: points (strength,
-    test accuracy, leakage, label accuracy), averaged over requests."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name, points in curves.items():
-        s, acc, leak, lab = zip(*points)
-        for ax, y in zip(axes, (leak, lab)):
-            ax.plot(acc, y, marker="o", label=name)
-            for si, xi, yi in zip(s, acc, y):
+def tradeoff_curves(curves: dict[str, "object"], panels: dict[str, str]) -> Figure:
+    """Utility against leakage, one curve per defence: `curves` maps a defence to its table (strength,
+    test_accuracy and each column of `panels`, averaged over requests); one panel per column, its label."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for name, table in curves.items():
+        for ax, column in zip(axes[0], panels):
+            ax.plot(table["test_accuracy"], table[column], marker="o", label=name)
+            for si, xi, yi in zip(table["strength"], table["test_accuracy"], table[column]):
                 ax.annotate(f"{si:g}", (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    axes[0].set_ylabel(leakage)
-    axes[1].set_ylabel("label-inference accuracy")
-    for ax in axes:
+    for ax, label in zip(axes[0], panels.values()):
+        ax.set_ylabel(label)
         ax.set_xlabel("test accuracy of the defended model")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8)
     fig.suptitle("defences: utility against leakage (labels: strength)", fontsize=10)
     fig.tight_layout()
     return fig
@@ -142,10 +140,11 @@ def report_figures(attack_rows, grids: dict, defences, num_classes: int,
             attack_rows["baseline_categorical_accuracy"].tolist(), "categorical accuracy"),
             "Feature recovery: categorical features recovered per request, against the training mode")
     leak = "psnr" if defences["psnr"].notna().any() else "numeric_mae_std"
-    out["defences.png"] = (tradeoff_curves(
-        {name: list(zip(g["strength"], g["test_accuracy"], g[leak], g["label_accuracy"]))
-         for name, g in defences.groupby("defence", sort=False)}, leak),
-        f"Defences: test accuracy against {leak} and label-inference accuracy")
+    panels = {leak: leak, "label_accuracy": "label-inference accuracy"}
+    if "membership_auc" in defences:
+        panels["membership_auc"] = "membership AUC (deleted vs never)"
+    out["defences.png"] = (tradeoff_curves(dict(tuple(defences.groupby("defence", sort=False))), panels),
+                           "Defences: test accuracy against " + ", ".join(panels.values()))
     out["label_confusion.png"] = (confusion_matrix(
         attack_rows["li_true_label"].astype(int).tolist(), attack_rows["li_predicted"].astype(int).tolist(),
         num_classes), "Label inference: removed label against inferred label")

@@ -68,6 +68,48 @@ def families(attack: dict, names) -> dict[str, dict[str, float]]:
             for name in names if name in attack}
 
 
+# The leakage table's numbers: column -> (family, key in its summary).
+LEAKAGE = {
+    "membership_auc": ("membership", "never_auc"),
+    "membership_auc_ci95_low": ("membership", "never_auc_ci95_low"),
+    "membership_auc_ci95_high": ("membership", "never_auc_ci95_high"),
+    "tpr_at_1pct_fpr": ("membership", "never_tpr_at_1pct_fpr"),
+    "tpr_at_0.1pct_fpr": ("membership", "never_tpr_at_0.1pct_fpr"),
+    "retained_auc": ("membership", "retained_auc"),
+    "lira_auc": ("membership", "never_lira_auc"),
+    "best_chen_auc": ("membership", "never_auc_best_chen"),
+    "one_model_auc": ("membership", "never_auc_one_model"),
+    "reid_top1": ("compound", "reid_top1"),
+    "reid_top5": ("compound", "reid_top5"),
+    "chance_top1": ("compound", "chance_top1"),
+    "psnr": ("feature_recovery", "psnr_mean"),
+    "label_accuracy": ("label_inference", "accuracy"),
+    "label_inference_seconds": ("label_inference", "seconds"),
+    "feature_recovery_seconds": ("feature_recovery", "seconds"),
+    "membership_seconds": ("membership", "seconds"),
+    "membership_shadow_seconds": ("membership", "shadow_seconds"),
+    "compound_seconds": ("compound", "seconds"),
+}
+LINKS = {"membership": "membership", "label": "label inference", "feature_recovery": "feature recovery"}
+
+
+def leakage_table(attack: dict, main: str) -> pd.DataFrame:
+    """One row per unlearning method (unlearn.method first, then the compared ones): membership, compound
+    re-identification, PSNR, label accuracy and each family's seconds, as attack.json holds them; and the
+    link that carries the compound attack (the best top-1 of a link alone)."""
+    rows = []
+    for method, run in {main: attack, **attack.get("compare", {})}.items():
+        row = {"method": method}
+        row.update({col: run.get(family, {}).get(key, math.nan) for col, (family, key) in LEAKAGE.items()})
+        compound = run.get("compound", {})
+        alone = {link: compound.get(f"{link}_top1", math.nan) for link in LINKS}
+        row.update({f"{link}_top1": v for link, v in alone.items()})
+        known = {k: v for k, v in alone.items() if v == v}
+        row["carried_by"] = LINKS[max(known, key=known.get)] if known else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def leak_metric(rows: pd.DataFrame) -> str:
     """The feature-recovery score where higher means more leaked: PSNR on
     images, categorical accuracy of the decoded features on tabular rows."""
@@ -154,8 +196,15 @@ def defence_table(defend_rows: pd.DataFrame) -> pd.DataFrame:
            "label_correct": "mean", "request": "count"}
     if "numeric_mae_std" in defend_rows:
         agg["numeric_mae_std"] = "mean"
+    agg.update({c: "first" for c in MEMBERSHIP_COLUMNS if c in defend_rows})  # pooled: one value a strength
     table = defend_rows.groupby(["defence", "strength"], sort=False).agg(agg).reset_index()
-    return table.rename(columns={"label_correct": "label_accuracy", "request": "requests"})
+    return table.rename(columns={"label_correct": "label_accuracy", "request": "requests", **MEMBERSHIP_COLUMNS})
+
+
+# Membership's pooled numbers under a defence (defend.csv) -> the defence table's columns.
+MEMBERSHIP_COLUMNS = {"membership.never_auc": "membership_auc",
+                      "membership.never_tpr_at_1pct_fpr": "membership_tpr_at_1pct_fpr",
+                      "membership.retained_auc": "membership_retained_auc"}
 
 
 STRENGTH = {"noise": "σ (× ‖θ_u − θ‖)", "prune": "rate", "finetune": "epochs on D_u \\ X",
@@ -165,7 +214,8 @@ STRENGTH = {"noise": "σ (× ‖θ_u − θ‖)", "prune": "rate", "finetune": "
 def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figures: dict[str, str],
                  small_sample: int = 30, level: float = 0.95, methods: pd.DataFrame | None = None,
                  comparisons: dict[str, dict[str, float]] | None = None,
-                 families: dict[str, dict[str, float]] | None = None) -> Report:
+                 families: dict[str, dict[str, float]] | None = None,
+                 leakage: pd.DataFrame | None = None) -> Report:
     """The report: setting, headline table, defences, figures, threat models, caveats.
     `families` holds each attack family's own numbers (see `families`), tabulated as they are.
     `setting` holds the run's description (dataset, model, method, N, k, requests, ...);
@@ -202,13 +252,18 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
                 [[name, key, f"{value:.3g}"] for name, numbers in families.items() for key, value in numbers.items()])
     if methods is not None and len(methods) > 1:
         _methods_section(r, methods, comparisons or {}, pct)
+    if leakage is not None and len(leakage) and leakage["membership_auc"].notna().any():
+        _leakage_section(r, leakage, pct)
     if defences is not None and len(defences):
         r.heading("Defences")
         r.para("Each defence at each strength on the first requests' θ_u, then both attacks again; means over "
                "requests. Strength: " + "; ".join(f"{k}: {v}" for k, v in STRENGTH.items()) + ".")
-        r.table(["defence", "strength", "test acc.", "forget acc.", "PSNR (dB)", "SSIM", "label acc.", "requests"],
-                [[row.defence, row.strength, row.test_accuracy, row.forget_accuracy, row.psnr, row.ssim,
-                  row.label_accuracy, int(row.requests)] for row in defences.itertuples()])
+        extra = [c for c in MEMBERSHIP_COLUMNS.values() if c in defences]
+        r.table(["defence", "strength", "test acc.", "forget acc.", "PSNR (dB)", "SSIM", "label acc.",
+                 *(c.replace("_", " ") for c in extra), "requests"],
+                [[row["defence"], row["strength"], row["test_accuracy"], row["forget_accuracy"], row["psnr"],
+                  row["ssim"], row["label_accuracy"], *(row[c] for c in extra), int(row["requests"])]
+                 for _, row in defences.iterrows()])
     r.heading("Figures")
     for name, caption in figures.items():
         r.figure(name, caption)
@@ -264,6 +319,26 @@ def _methods_section(r: Report, methods: pd.DataFrame, comparisons: dict, pct: s
             f"was not, missed in {int(c['label_hits_fewer'])} where {main} found it; sign test p = "
             f"{c['label_sign_test_p']:.3f}).")
     r.bullets(lines)
+
+
+def _leakage_section(r: Report, t: pd.DataFrame, pct: str) -> None:
+    r.heading("Membership and re-identification, method by method")
+    r.para("Membership: was the candidate deleted or never a member? Chen et al.'s population attack with the "
+           "primary feature (AUC with its bootstrap interval, TPR at 1% and 0.1% FPR), the same for deleted vs "
+           "retained in D_u, U-LiRA, Chen et al.'s best feature and their one-model baseline. Re-identification: "
+           "membership, label inference and feature recovery chained to find the deleted record among the "
+           "candidates (top-1, against chance); the link that carries it is the best link alone.")
+    r.table(["method", "AUC", f"{pct} interval", "TPR@1%", "TPR@0.1%", "AUC retained", "U-LiRA AUC",
+             "Chen best", "one model", "re-id top-1", "chance", "carried by", "PSNR (dB)", "label acc."],
+            [[row["method"], row["membership_auc"],
+              f"[{row['membership_auc_ci95_low']:.3f}, {row['membership_auc_ci95_high']:.3f}]",
+              row["tpr_at_1pct_fpr"], row["tpr_at_0.1pct_fpr"], row["retained_auc"], row["lira_auc"],
+              row["best_chen_auc"], row["one_model_auc"], row["reid_top1"], row["chance_top1"], row["carried_by"],
+              row["psnr"], row["label_accuracy"]] for _, row in t.iterrows()])
+    r.table(["method", "label inference s", "feature recovery s", "membership s (shadows)", "compound s"],
+            [[row["method"], row["label_inference_seconds"], row["feature_recovery_seconds"],
+              f"{row['membership_seconds']:.3g} ({row['membership_shadow_seconds']:.3g})", row["compound_seconds"]]
+             for _, row in t.iterrows()])
 
 
 def _ci(section: dict, m: str) -> str:

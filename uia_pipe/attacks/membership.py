@@ -34,7 +34,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -70,6 +70,12 @@ class Config(BaseModel):
     lira_shadows: int = Field(4, ge=0, le=10_000, description="U-LiRA shadow pairs per candidate and side; 0 = off")
     lira_group: int = Field(8, ge=1, le=1024, description="candidates planted in each U-LiRA shadow fine-tune set")
     bootstrap: int = Field(1000, ge=0, le=100_000, description="resamples of each interval; 0 = none")
+
+    @model_validator(mode="after")
+    def _primary_is_scored(self) -> "Config":
+        if self.primary not in self.features:
+            raise ValueError(f"primary {self.primary!r} must be one of the features {list(self.features)}")
+        return self
 
 
 @dataclass
@@ -165,8 +171,9 @@ def features(name: str, lp: torch.Tensor, lp_u: torch.Tensor, y: torch.Tensor) -
 
 
 def _logit_diff(lp, lp_u, y, order):
-    d = log_odds(lp) - log_odds(lp_u)
-    return torch.cat([d.gather(1, y[:, None]), d.gather(1, order)], 1)
+    phi = log_odds(lp)
+    d = phi - log_odds(lp_u)
+    return torch.cat([d.gather(1, y[:, None]), phi.gather(1, y[:, None]), d.gather(1, order)], 1)
 
 
 def drop(lp: torch.Tensor, lp_u: torch.Tensor, y: torch.Tensor) -> np.ndarray:

@@ -63,7 +63,8 @@ class Attack:
     defended: Callable[[pd.DataFrame], pd.DataFrame] | None = None  # per-request columns kept under a defence
     defended_summary: Callable[[pd.DataFrame], dict] | None = None  # their means (one defence, one strength)
     pooled: Callable[[Setting, Any, BaseModel], dict] | None = None  # numbers over all results, beside summarise's
-    defended_pooled: tuple[str, ...] = ()  # pooled keys kept under a defence, as "<name>.<key>"
+    defended_pooled: tuple[str, ...] = ()  # pooled keys kept under a defence: columns "<name>.<key>"
+    check: Callable[[Setting, BaseModel], None] | None = None  # raises ValueError for a setting it cannot attack
 
 
 @dataclass
@@ -76,6 +77,13 @@ class Outcome:
     summaries: dict[str, dict]
     plots: dict[str, pd.DataFrame]
     seconds: float
+
+
+def check(setting: Setting, attacks: dict[str, Attack], configs: dict[str, BaseModel]) -> None:
+    """Every family's own check of the run's setting, before any attack runs."""
+    for name, attack in attacks.items():
+        if attack.check is not None:
+            attack.check(setting, configs[name])
 
 
 def prepare(setting: Setting, attacks: dict[str, Attack], configs: dict[str, BaseModel], ctx: Context) -> None:
@@ -121,7 +129,8 @@ def outputs(run: Run, attacks: dict[str, Attack], outcome: Outcome) -> dict[str,
 
 def defended_rows(attacks: dict[str, Attack], outcome: Outcome) -> pd.DataFrame:
     """The per-request columns each family keeps under a defence (default: every
-    numeric score, prefixed with the family's name)."""
+    numeric score, prefixed with the family's name), and its `defended_pooled`
+    numbers, the same in every row."""
     frame = None
     for name, attack in attacks.items():
         own = outcome.scored[name]
@@ -130,22 +139,23 @@ def defended_rows(attacks: dict[str, Attack], outcome: Outcome) -> pd.DataFrame:
         else:
             numeric = own.drop(columns="request").select_dtypes("number")
             kept = numeric.rename(columns=lambda c: f"{name}.{c}")
-        kept = kept.assign(request=own["request"].to_numpy())
+        kept = kept.assign(request=own["request"].to_numpy(),
+                           **{f"{name}.{key}": outcome.summaries[name].get(key, float("nan"))
+                              for key in attack.defended_pooled})
         frame = kept if frame is None else frame.merge(kept, on="request")
     return frame
 
 
-def defended_summary(attacks: dict[str, Attack], group: pd.DataFrame,
-                     summaries: dict[str, dict] | None = None) -> dict[str, float]:
-    """Means over the requests of one (defence, strength), family by family, and the pooled numbers each
-    family keeps under a defence, from its `summaries` there."""
+def defended_summary(attacks: dict[str, Attack], group: pd.DataFrame) -> dict[str, float]:
+    """Means over the requests of one (defence, strength), family by family; a family's `defended_pooled`
+    numbers as they are."""
     out: dict[str, float] = {}
     for name, attack in attacks.items():
+        pooled = {f"{name}.{key}" for key in attack.defended_pooled}
         if attack.defended_summary is not None:
             out.update(attack.defended_summary(group))
         else:
-            out.update({f"{c}_mean": group[c].mean() for c in group.columns if c.startswith(f"{name}.")})
-        if summaries is not None:
-            out.update({f"{name}.{key}": summaries[name][key] for key in attack.defended_pooled
-                        if key in summaries.get(name, {})})
+            out.update({f"{c}_mean": group[c].mean() for c in group.columns
+                        if c.startswith(f"{name}.") and c not in pooled})
+        out.update({c: group[c].iloc[0] for c in pooled if c in group})
     return out

@@ -35,23 +35,23 @@ def sweep(
     configs: dict[str, BaseModel],
     ctx: Context,
     on_step: Callable[[str, float], None] | None = None,
-) -> tuple[pd.DataFrame, dict[tuple[str, float], dict]]:
+) -> pd.DataFrame:
     """One row per (defence, strength, request): the defended model's test and
-    forget accuracy and each attack family's scores on it; and per (defence,
-    strength) the families' summaries. The attacks reuse what ctx holds from
-    the attack stage's preparation (probes of θ); a model a family makes alike
+    forget accuracy and each attack family's scores on it, with the pooled
+    numbers a family keeps under a defence (`defended_pooled`, the same in
+    each row of a strength). The attacks reuse what ctx holds from the attack
+    stage's preparation (probes of θ); a model a family makes alike
     (membership's audit pairs) is released through the same defence."""
     setting = run.setting
     inputs = defence_inputs(setting, run.thetas_u)
-    rows, summaries = [], {}
-    undefended: tuple[list[dict], dict] | None = None  # strength 0 of a defence that keeps θ_u: the same for each
+    rows = []
+    undefended: list[dict] | None = None  # strength 0 of a defence that keeps θ_u: the same rows for each
     for name, cfg in defences.items():
         defend, _ = DEFENSES[name]
         attacked = dataclasses.replace(setting, method="approx") if name in REPLACES_UNLEARNING else setting
         for strength in cfg.strengths:
             if strength == 0 and name not in REPLACES_UNLEARNING and undefended is not None:
-                rows += [{**row, "defence": name} for row in undefended[0]]
-                summaries[name, float(strength)] = undefended[1]
+                rows += [{**row, "defence": name} for row in undefended]
                 if on_step is not None:
                     on_step(name, strength)
                 continue
@@ -63,7 +63,6 @@ def sweep(
 
             outcome = attack_run(dataclasses.replace(run, setting=attacked, thetas_u=defended), attacks, configs,
                                  dataclasses.replace(ctx, earlier={}, release=release))
-            summaries[name, float(strength)] = outcome.summaries
             scores = defended_rows(attacks, outcome)
             for j, (inp, model) in enumerate(zip(inputs, defended)):
                 rows.append({"defence": name, "strength": float(strength), "request": int(scores["request"].iloc[j]),
@@ -71,20 +70,19 @@ def sweep(
                              "forget_accuracy": evaluate(model, inp.forget_x, inp.forget_y)["accuracy"],
                              **scores.drop(columns="request").iloc[j].to_dict()})
             if strength == 0 and name not in REPLACES_UNLEARNING:
-                undefended = rows[first:], outcome.summaries
+                undefended = rows[first:]
             if on_step is not None:
                 on_step(name, strength)
-    return pd.DataFrame(rows), summaries
+    return pd.DataFrame(rows)
 
 
-def summarise(frame: pd.DataFrame, attacks: dict[str, Attack],
-              summaries: dict[tuple[str, float], dict] | None = None) -> dict[str, dict[str, float]]:
+def summarise(frame: pd.DataFrame, attacks: dict[str, Attack]) -> dict[str, dict[str, float]]:
     """`{"<defence>:<strength>": {test_accuracy, forget_accuracy, psnr_mean,
     ssim_mean, label_accuracy, ...}}`: one level of nesting, numbers only, as
     `dvc metrics show` wants (NaN scores, e.g. PSNR on tabular data, left out)."""
     out: dict[str, dict[str, float]] = {}
     for (name, strength), group in frame.groupby(["defence", "strength"], sort=False):
         entry = {"test_accuracy": group["test_accuracy"].mean(), "forget_accuracy": group["forget_accuracy"].mean(),
-                 **defended_summary(attacks, group, (summaries or {}).get((name, float(strength))))}
+                 **defended_summary(attacks, group)}
         out[f"{name}:{strength:g}"] = {k: float(v) for k, v in entry.items() if pd.notna(v)}
     return out

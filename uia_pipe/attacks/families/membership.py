@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ... import roc
+from ...errors import UiaError
 from .. import membership as mi
 from ..protocol import Attack, Context
 from ..setting import Setting
@@ -24,9 +25,17 @@ from ..setting import Setting
 _DEFENDED = ("auc", "balanced_accuracy", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "lira_auc", "lira_tpr_at_1pct_fpr")
 
 
+def check(setting: Setting, cfg: mi.Config) -> None:
+    """The server's recipe is known (the unlearn stage records it) and k leaves records to retain."""
+    if setting.finetune is None or setting.method_config is None or setting.outside_y is None:
+        raise UiaError("attack.membership: the run lacks the fine-tune's settings, the method's config or the "
+                       "pool (made by an older unlearn stage: rerun it)")
+    if max(setting.ks, default=0) >= len(setting.du_y):
+        raise UiaError(f"attack.membership: a request removes all of D_u (k = {max(setting.ks)}): "
+                       "nothing is retained to compare with")
+
+
 def server_of(setting: Setting) -> mi.Server:
-    if setting.finetune is None or setting.method_config is None:
-        raise ValueError("membership needs the fine-tune's settings and the method's config (rerun unlearn)")
     return mi.Server(setting.theta_pretrained, setting.finetune, setting.finetune_seed, setting.method,
                      setting.method_config, len(setting.du_y), setting.ks[0])
 
@@ -68,8 +77,9 @@ def _candidates(pairs: list[mi.Pair]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def prepare(setting: Setting, cfg: mi.Config, ctx: Context) -> tuple[dict, dict]:
     """The attacker's shadow pairs, classifiers and U-LiRA statistics; the evaluator's audit pairs."""
+    check(setting, cfg)
     if ctx.public_y is None:
-        raise ValueError("membership needs labelled public records (the attacker's shadow data)")
+        raise UiaError("attack.membership: needs labelled public records (the attacker's shadow data)")
     server, seed = server_of(setting), ctx.seed
     started = time.perf_counter()
     shadows = mi.make_pairs(server, ctx.public_x, ctx.public_y, cfg.shadows, seed + 7)
@@ -91,7 +101,7 @@ def prepare(setting: Setting, cfg: mi.Config, ctx: Context) -> tuple[dict, dict]
     stats = {"shadow_pairs": len(shadows), "shadow_seconds": shadow_seconds, "audit_pairs": len(audit),
              "audit_seconds": made_seconds, "lira_seconds": lira_seconds,
              "lira_seconds_per_candidate": lira_seconds / n if lira else 0.0}
-    return {"classifiers": classifiers, "audit": audit, "lira": lira}, stats
+    return {"classifiers": classifiers, "audit": audit, "lira": lira, "config": cfg}, stats
 
 
 def run(setting: Setting, thetas_u: list[nn.Module], cfg: mi.Config, ctx: Context) -> pd.DataFrame:
@@ -192,5 +202,5 @@ def roc_points(setting: Setting, thetas_u: list[nn.Module], cfg: mi.Config, ctx:
 
 
 ATTACK = Attack(config=mi.Config, run=run, score=score, summarise=summarise, prefix="mi_", prepare=prepare,
-                plots=roc_points, pooled=pooled,
+                plots=roc_points, pooled=pooled, check=check,
                 defended_pooled=tuple(f"{q}_{k}" for q in mi.QUESTIONS for k in _DEFENDED))
