@@ -39,6 +39,7 @@ def main(
     configs = {name: cfg.model_copy(update={"iterations": d.attack_iterations})
                if d.attack_iterations and "iterations" in type(cfg).model_fields else cfg
                for name, cfg in family_configs(a).items()}
+    configs = {name: cfg.model_copy(update=ATTACKS[name].defended_config) for name, cfg in configs.items()}
     device = device_for(base.device)
     seed_everything(base.seed, base.threads)
     with torch_threads(a.threads):

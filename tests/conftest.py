@@ -55,6 +55,8 @@ def small_params() -> dict:
     raw["unlearn"].update(requests=3, k=2)
     raw["attack"]["feature_recovery"].update(iterations=60, restarts=1, prune_after=0)
     raw["attack"]["label_inference"]["probes"].update(strategy="auxiliary", per_class=3)
+    raw["attack"]["membership"].update(shadows=30, targets=20, lira_shadows=2, bootstrap=100, trees=30)
+    raw["attack"]["compound"].update(candidates=20)  # the pool holds 100
     raw["defend"].update(max_requests=2, attack_iterations=30)
     for name, strengths in {"noise": [0.0, 1.0], "prune": [0.0, 0.5], "finetune": [0, 1],
                             "noisy_unlearning": [0.0, 1.0]}.items():

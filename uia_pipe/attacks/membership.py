@@ -67,7 +67,7 @@ class Config(BaseModel):
     primary: Feature = Field(OURS, description="the feature whose classifier is the headline and the compound's")
     classifier: Literal["random_forest", "logistic"] = "random_forest"
     trees: int = Field(100, ge=1, le=10_000, description="random forest size")
-    lira_shadows: int = Field(4, ge=0, le=10_000, description="U-LiRA shadow pairs per candidate and side; 0 = off")
+    lira_shadows: int = Field(2, ge=0, le=10_000, description="U-LiRA shadow pairs per candidate and side; 0 = off")
     lira_group: int = Field(8, ge=1, le=1024, description="candidates planted in each U-LiRA shadow fine-tune set")
     bootstrap: int = Field(1000, ge=0, le=100_000, description="resamples of each interval; 0 = none")
 

@@ -64,7 +64,8 @@ class Attack:
     defended_summary: Callable[[pd.DataFrame], dict] | None = None  # their means (one defence, one strength)
     pooled: Callable[[Setting, Any, BaseModel], dict] | None = None  # numbers over all results, beside summarise's
     defended_pooled: tuple[str, ...] = ()  # pooled keys kept under a defence: columns "<name>.<key>"
-    check: Callable[[Setting, BaseModel], None] | None = None  # raises ValueError for a setting it cannot attack
+    check: Callable[[Setting, BaseModel], None] | None = None  # raises UiaError for a setting it cannot attack
+    defended_config: dict = field(default_factory=dict)  # config updates for the defence sweep (cheaper runs)
 
 
 @dataclass

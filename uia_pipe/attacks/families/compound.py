@@ -145,5 +145,10 @@ def chance(setting: Setting, results: list[list[dict]], cfg: Config) -> dict:
     return {"chance_top1": 1 / n, "chance_top5": min(5, n) / n, "candidates": n}
 
 
+def defended(frame: pd.DataFrame) -> pd.DataFrame:
+    """Under a defence: the chain's top-1 (defend.json: compound.reid_top1_mean)."""
+    return pd.DataFrame({"compound.reid_top1": frame["compound_top1"]})
+
+
 ATTACK = Attack(config=Config, run=run, score=score, summarise=summarise, prefix="cmp_", pooled=chance,
-                check=check)
+                check=check, defended=defended)
