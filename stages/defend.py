@@ -16,7 +16,7 @@ from stages.common import (
 from uia_pipe import io, tracking
 from uia_pipe.attacks import ATTACKS
 from uia_pipe.attacks.config import attack_params, family_configs
-from uia_pipe.attacks.protocol import Context, prepare
+from uia_pipe.attacks.protocol import Context, check, prepare
 from uia_pipe.attacks.setting import load_run
 from uia_pipe.config import BaseParams, load_sections, section_hash
 from uia_pipe.data import DownloadParams
@@ -39,11 +39,13 @@ def main(
     configs = {name: cfg.model_copy(update={"iterations": d.attack_iterations})
                if d.attack_iterations and "iterations" in type(cfg).model_fields else cfg
                for name, cfg in family_configs(a).items()}
-    configs = {name: cfg.model_copy(update=ATTACKS[name].defended_config) for name, cfg in configs.items()}
+    configs = {name: ATTACKS[name].defended_config(cfg) if ATTACKS[name].defended_config else cfg
+               for name, cfg in configs.items()}
     device = device_for(base.device)
     seed_everything(base.seed, base.threads)
     with torch_threads(a.threads):
         run = load_run(data, trained, unlearned, device, d.max_requests)
+        check(run.setting, ATTACKS, configs)
         ctx = Context(base.seed, run.test_x, Path(p.download.cache_dir).expanduser(),  # attacks the released θ_u
                       public_y=run.test_y)
         prepare(run.setting, ATTACKS, configs, ctx)

@@ -170,3 +170,21 @@ def test_defence_table_averages_requests_per_strength():
     assert list(table["defence"]) == ["noise", "noise", "prune", "prune"]
     row = table[(table.defence == "noise") & (table.strength == 1.0)].iloc[0]
     assert row.psnr == 20 and row.label_accuracy == 0.5 and row.requests == 2
+
+
+def test_leakage_table_has_one_row_per_method_and_names_the_carrying_link():
+    attack = {"membership": {"never_auc": 0.8, "never_auc_ci95_low": 0.7, "never_auc_ci95_high": 0.9},
+              "compound": {"reid_top1": 0.5, "membership_top1": 0.1, "label_top1": 0.2, "feature_recovery_top1": 0.6},
+              "feature_recovery": {"psnr_mean": 29.0}, "label_inference": {"accuracy": 1.0, "seconds": 0.1},
+              "compare": {"approx": {"membership": {"never_auc": 0.95},
+                                     "compound": {"membership_top1": 0.7, "label_top1": 0.1,
+                                                  "feature_recovery_top1": 0.4}}}}
+    table = summary.leakage_table(attack, "exact")
+    assert list(table["method"]) == ["exact", "approx"]
+    assert list(table["carried_by"]) == ["feature recovery", "membership"]
+    assert table.loc[0, "membership_auc"] == 0.8 and math.isnan(table.loc[1, "psnr"])
+    doc = summary.build_report({"dataset": "x"}, summary.headline(TRAIN, _unlearn_rows(), ATTACK, _attack_rows()),
+                               None, {}, leakage=table)
+    from uia_pipe.report import markdown
+    text = markdown(doc)
+    assert "## Membership and re-identification, method by method" in text and "| approx | 0.95 |" in text

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import committed_params
 from sklearn.metrics import roc_auc_score
 
-from conftest import committed_params
 from uia_pipe import roc
 from uia_pipe.attacks import membership as mi
 from uia_pipe.attacks.families import compound, membership
@@ -28,7 +28,7 @@ from uia_pipe.unlearning.config import ApproxConfig, ExactConfig
 from uia_pipe.unlearning.methods import METHODS
 from uia_pipe.unlearning.problem import UnlearningProblem
 
-SMALL = dict(shadows=100, targets=40, lira_shadows=2, bootstrap=200, trees=50)
+SMALL = {"shadows": 100, "targets": 40, "lira_shadows": 2, "bootstrap": 200, "trees": 50}
 FINETUNE = OptimParams(epochs=1, lr=1e-3, batch_size=128)
 
 
@@ -197,3 +197,12 @@ def test_committed_defaults_hold_the_issue_sizes():
     """M = 99, and at least 200 candidates (half deleted) per question."""
     attack = yaml.safe_load(yaml.safe_dump(committed_params()["attack"]))
     assert attack["compound"]["candidates"] == 99 and attack["membership"]["targets"] >= 100
+
+
+def test_a_repeated_attack_gives_identical_numbers(credit):
+    """Seeds everywhere: shadows, audit pairs, U-LiRA's planting, the forest and the bootstrap."""
+    setting, thetas_u = _setting(credit, "exact", ExactConfig(), requests=2)
+    cfg = mi.Config(**{**SMALL, "shadows": 30, "targets": 10})
+    first = _attack(setting, thetas_u, cfg, ds=credit[0])[2]
+    again = _attack(setting, thetas_u, cfg, ds=credit[0])[2]
+    assert first == again

@@ -16,6 +16,11 @@ THREAT_MODELS = {
     "label inference": "a black-box user of the service with query access to θ before and θ_u after the deletion "
                        "(probabilities, top-k or labels only); it crafts probes on θ and reads which class "
                        "lost confidence.",
+    "membership": "a user who knows θ₀, the fine-tune recipe, N, k and the unlearning method, holds labelled records "
+                  "of its own (the public test set, never the server's training data) and queries θ and θ_u on a "
+                  "candidate; it trains its classifier (or fits U-LiRA's Gaussians) on shadow pairs it makes itself.",
+    "compound": "all three at once: feature recovery's reconstruction picks the nearest of M + 1 candidate records the "
+                "attacker holds; label inference's class, then membership's score, decide between near ties.",
 }
 
 

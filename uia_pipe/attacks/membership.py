@@ -27,9 +27,8 @@ from the server's training set. Posteriors are read as log-probabilities.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -228,10 +227,9 @@ def train_classifiers(shadow: Queried, cfg: Config, seed: int) -> dict[tuple[str
     return out
 
 
-def classifier_scores(classifiers: dict, cfg: Config, question: str, y, lp, lp_u) -> dict[str, np.ndarray]:
-    """feature -> P(deleted) of each candidate under the question's classifier."""
-    return {name: classifiers[question, name].predict_proba(features(name, lp, lp_u, y))[:, 1]
-            for name in cfg.features}
+def classifier_scores(classifiers: dict, names, question: str, y, lp, lp_u) -> dict[str, np.ndarray]:
+    """feature -> P(deleted) of each candidate under the question's classifier, for the features `names`."""
+    return {name: classifiers[question, name].predict_proba(features(name, lp, lp_u, y))[:, 1] for name in names}
 
 
 @dataclass(frozen=True)

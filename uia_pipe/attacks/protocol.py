@@ -65,7 +65,7 @@ class Attack:
     pooled: Callable[[Setting, Any, BaseModel], dict] | None = None  # numbers over all results, beside summarise's
     defended_pooled: tuple[str, ...] = ()  # pooled keys kept under a defence: columns "<name>.<key>"
     check: Callable[[Setting, BaseModel], None] | None = None  # raises UiaError for a setting it cannot attack
-    defended_config: dict = field(default_factory=dict)  # config updates for the defence sweep (cheaper runs)
+    defended_config: Callable[[BaseModel], BaseModel] | None = None  # its config in the defence sweep (cheaper)
 
 
 @dataclass
