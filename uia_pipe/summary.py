@@ -85,6 +85,10 @@ LEAKAGE = {
     "psnr": ("feature_recovery", "psnr_mean"),
     "label_accuracy": ("label_inference", "accuracy"),
     "label_inference_seconds": ("label_inference", "seconds"),
+    "label_queries_per_request": ("label_inference", "queries_per_request"),
+    "probe_queries": ("label_inference", "probe_queries"),
+    "membership_queries_per_candidate": ("membership", "queries_per_candidate"),
+    "compound_queries_per_request": ("compound", "queries_per_request"),
     "feature_recovery_seconds": ("feature_recovery", "seconds"),
     "membership_seconds": ("membership", "seconds"),
     "membership_shadow_seconds": ("membership", "shadow_seconds"),
@@ -335,9 +339,14 @@ def _leakage_section(r: Report, t: pd.DataFrame, pct: str) -> None:
               row["tpr_at_1pct_fpr"], row["tpr_at_0.1pct_fpr"], row["retained_auc"], row["lira_auc"],
               row["best_chen_auc"], row["one_model_auc"], row["reid_top1"], row["chance_top1"], row["carried_by"],
               row["psnr"], row["label_accuracy"]] for _, row in t.iterrows()])
-    r.table(["method", "label inference s", "feature recovery s", "membership s (shadows)", "compound s"],
-            [[row["method"], row["label_inference_seconds"], row["feature_recovery_seconds"],
-              f"{row['membership_seconds']:.3g} ({row['membership_shadow_seconds']:.3g})", row["compound_seconds"]]
+    r.para("Attacker cost: seconds of each family on all requests (membership: with its shadow pairs' "
+           "seconds; feature recovery queries nothing, it holds both models) and queries of the served models.")
+    r.table(["method", "label inference s", "queries / request (+ probes)", "feature recovery s",
+             "membership s (shadows)", "queries / candidate", "compound s", "queries / request"],
+            [[row["method"], row["label_inference_seconds"],
+              f"{row['label_queries_per_request']:.3g} (+ {row['probe_queries']:.0f})", row["feature_recovery_seconds"],
+              f"{row['membership_seconds']:.3g} ({row['membership_shadow_seconds']:.3g})",
+              row["membership_queries_per_candidate"], row["compound_seconds"], row["compound_queries_per_request"]]
              for _, row in t.iterrows()])
 
 

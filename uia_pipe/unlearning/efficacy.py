@@ -9,16 +9,22 @@ from torch import nn
 
 
 @torch.no_grad()
-def agreement(a: nn.Module, b: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> float:
-    """Fraction of inputs on which the two models predict the same class."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The class `model` (in eval mode) predicts for each input, on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(x[s : s + batch_size].to(device)).argmax(1).cpu() for s in range(0, len(x), batch_size)]
+                     or [torch.zeros(0, dtype=torch.long)])
+
+
+def agreement(a: nn.Module | torch.Tensor, b: nn.Module | torch.Tensor, x: torch.Tensor) -> float:
+    """Fraction of inputs on which the two models predict the same class (either may be given as its
+    predictions on x already)."""
     if len(x) == 0:
         return float("nan")
-    device = next(a.parameters()).device
-    same = 0
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size].to(device)
-        same += (a(xb).argmax(1) == b(xb).argmax(1)).sum().item()
-    return same / len(x)
+    pa = a if isinstance(a, torch.Tensor) else predict(a, x)
+    pb = b if isinstance(b, torch.Tensor) else predict(b, x)
+    return int((pa == pb).sum()) / len(x)
 
 
 def parameter_distance(a: nn.Module, b: nn.Module) -> float:
@@ -33,10 +39,13 @@ def parameter_distance(a: nn.Module, b: nn.Module) -> float:
 
 
 def distance_to_retrain(theta_u: nn.Module, theta_retrain: nn.Module, x_forget: torch.Tensor,
-                        x_test: torch.Tensor) -> dict[str, float]:
-    """Output agreement on the forget set and the test set, and parameter distance."""
+                        x_test: torch.Tensor, test_predictions: tuple[torch.Tensor, torch.Tensor] | None = None,
+                        ) -> dict[str, float]:
+    """Output agreement on the forget set and the test set, and parameter distance. `test_predictions`:
+    both models' predictions on x_test where the caller has them already."""
+    u, r = test_predictions or (theta_u, theta_retrain)
     return {
         "retrain_agreement_forget": agreement(theta_u, theta_retrain, x_forget),
-        "retrain_agreement_test": agreement(theta_u, theta_retrain, x_test),
+        "retrain_agreement_test": agreement(u, r, x_test),
         "retrain_param_distance": parameter_distance(theta_u, theta_retrain),
     }

@@ -140,9 +140,10 @@ def summarise(frame: pd.DataFrame, stats: dict) -> dict:
 
 
 def chance(setting: Setting, results: list[list[dict]], cfg: Config) -> dict:
-    """A uniform guess among the M + 1 candidates."""
+    """A uniform guess among the M + 1 candidates; the queries a request costs (each candidate on θ and θ_u,
+    beside those of the three links)."""
     n = cfg.candidates + 1
-    return {"chance_top1": 1 / n, "chance_top5": min(5, n) / n, "candidates": n}
+    return {"chance_top1": 1 / n, "chance_top5": min(5, n) / n, "candidates": n, "queries_per_request": 2 * n}
 
 
 def defended(frame: pd.DataFrame) -> pd.DataFrame:
