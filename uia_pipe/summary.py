@@ -260,8 +260,11 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
         _leakage_section(r, leakage, pct)
     if defences is not None and len(defences):
         r.heading("Defences")
-        r.para("Each defence at each strength on the first requests' θ_u, then both attacks again; means over "
-               "requests. Strength: " + "; ".join(f"{k}: {v}" for k, v in STRENGTH.items()) + ".")
+        r.para("Each defence at each strength on the first requests' θ_u, then every attack again; means over "
+               "requests. Strength: " + "; ".join(f"{k}: {v}" for k, v in STRENGTH.items()) + "."
+               + (" Membership: the population attack over these requests and up to 20 deleted records a question "
+                  "of audit pairs released through the same defence, by an attacker whose shadows know nothing "
+                  "of it." if "membership_auc" in defences else ""))
         extra = [c for c in MEMBERSHIP_COLUMNS.values() if c in defences]
         r.table(["defence", "strength", "test acc.", "forget acc.", "PSNR (dB)", "SSIM", "label acc.",
                  *(c.replace("_", " ") for c in extra), "requests"],
