@@ -206,3 +206,14 @@ def test_a_repeated_attack_gives_identical_numbers(credit):
     first = _attack(setting, thetas_u, cfg, ds=credit[0])[2]
     again = _attack(setting, thetas_u, cfg, ds=credit[0])[2]
     assert first == again
+
+
+def test_every_lira_candidate_gets_both_sides(credit):
+    """Groups never leave a candidate without a retained neighbour (9 candidates, groups of at least 8)."""
+    setting, _ = _setting(credit, "approx", ApproxConfig(eta=1.0))
+    ds, server = credit[0], membership.server_of(setting)
+    shadows = mi.make_pairs(server, ds.x_test, ds.y_test, 3, 0)
+    lira = mi.lira_shadows(server, setting.outside_x[:9], setting.outside_y[:9], ds.x_test, ds.y_test, shadows,
+                           mi.Config(lira_shadows=2, lira_group=8), 0)
+    assert all(np.isfinite(m).all() and len(m) == 9 for m in lira.means.values())
+    assert all(np.isfinite(s) and s > 0 for s in lira.std.values())

@@ -27,6 +27,7 @@ from the server's training set. Posteriors are read as log-probabilities.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -255,11 +256,11 @@ def lira_shadows(server: Server, x: torch.Tensor, y: torch.Tensor, own_x: torch.
     (it was retained). Its never-seen drops come from the population shadows `never`, which never held it."""
     g = torch.Generator().manual_seed(seed)
     n, k = server.n, server.k
-    group = max(k + 1, min(cfg.lira_group, n))
+    # groups of at least max(k + 1, lira_group) candidates (a retained neighbour for each), at most N
+    groups = max(math.ceil(len(x) / n), len(x) // max(k + 1, cfg.lira_group), 1)
     drops = {r: np.full((cfg.lira_shadows, len(x)), np.nan) for r in ("deleted", "retained")}
-    for start in range(0, len(x), group):
-        idx = torch.arange(start, min(start + group, len(x)))
-        m = len(idx)
+    for idx in torch.tensor_split(torch.arange(len(x)), groups):
+        start, m = int(idx[0]), len(idx)
         for s in range(cfg.lira_shadows):
             fill = torch.randperm(len(own_x), generator=g)[: n - m]
             order = torch.randperm(m, generator=g)  # who neighbours whom: a fresh retained partner each shadow
