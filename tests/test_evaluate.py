@@ -174,14 +174,17 @@ def test_defence_table_averages_requests_per_strength():
 
 def test_leakage_table_has_one_row_per_method_and_names_the_carrying_link():
     attack = {"membership": {"never_auc": 0.8, "never_auc_ci95_low": 0.7, "never_auc_ci95_high": 0.9},
-              "compound": {"reid_top1": 0.5, "membership_top1": 0.1, "label_top1": 0.2, "feature_recovery_top1": 0.6},
+              "compound": {"reid_top1": 0.5, "membership_top1": 0.1, "label_top1": 0.2, "feature_recovery_top1": 0.6,
+                           "chance_top1": 0.01},
               "feature_recovery": {"psnr_mean": 29.0}, "label_inference": {"accuracy": 1.0, "seconds": 0.1},
               "compare": {"approx": {"membership": {"never_auc": 0.95},
                                      "compound": {"membership_top1": 0.7, "label_top1": 0.1,
-                                                  "feature_recovery_top1": 0.4}}}}
+                                                  "feature_recovery_top1": 0.4, "chance_top1": 0.01}},
+                          "finetune": {"compound": {"membership_top1": 0.0, "label_top1": 0.0,
+                                                    "feature_recovery_top1": 0.0, "chance_top1": 0.01}}}}
     table = summary.leakage_table(attack, "exact")
-    assert list(table["method"]) == ["exact", "approx"]
-    assert list(table["carried_by"]) == ["feature recovery", "membership"]
+    assert list(table["method"]) == ["exact", "approx", "finetune"]
+    assert list(table["carried_by"]) == ["feature recovery", "membership", "none above chance"]
     assert table.loc[0, "membership_auc"] == 0.8 and math.isnan(table.loc[1, "psnr"])
     doc = summary.build_report({"dataset": "x"}, summary.headline(TRAIN, _unlearn_rows(), ATTACK, _attack_rows()),
                                None, {}, leakage=table)

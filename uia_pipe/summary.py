@@ -109,7 +109,8 @@ def leakage_table(attack: dict, main: str) -> pd.DataFrame:
         alone = {link: compound.get(f"{link}_top1", math.nan) for link in LINKS}
         row.update({f"{link}_top1": v for link, v in alone.items()})
         known = {k: v for k, v in alone.items() if v == v}
-        row["carried_by"] = LINKS[max(known, key=known.get)] if known else ""
+        best = max(known, key=known.get) if known else None
+        row["carried_by"] = LINKS[best] if best and known[best] > row["chance_top1"] else "none above chance"
         rows.append(row)
     return pd.DataFrame(rows)
 
