@@ -110,11 +110,16 @@ class Server:
         fit(theta, x, y, self.finetune, self.finetune_seed, batchnorm_eval=True)
         return UnlearningProblem(self.theta_pretrained, theta, x, y, self.finetune, self.finetune_seed)
 
+    @property
+    def made_as(self) -> str:
+        """The method that makes this server's pairs (SAME_AS)."""
+        return SAME_AS.get(self.method, self.method)
+
     def served(self, problem: UnlearningProblem) -> nn.Module:
-        return served_model(SAME_AS.get(self.method, self.method), problem, self.method_config)
+        return served_model(self.made_as, problem, self.method_config)
 
     def unlearn(self, problem: UnlearningProblem, forget: torch.Tensor) -> nn.Module:
-        return METHODS[SAME_AS.get(self.method, self.method)][0](problem, forget, self.method_config)
+        return METHODS[self.made_as][0](problem, forget, self.method_config)
 
     def pair(self, x: torch.Tensor, y: torch.Tensor, forget: torch.Tensor) -> tuple[nn.Module, nn.Module]:
         """θ = θ₀ fine-tuned on (x, y) as served, and θ_u = θ with `forget` (a mask over x) unlearned."""

@@ -99,12 +99,12 @@ def prepare(setting: Setting, cfg: mi.Config, ctx: Context) -> tuple[dict, dict]
     audit = targets(setting, server, cfg, seed + 11)
     made_seconds = time.perf_counter() - started
     lira, lira_seconds = None, 0.0
+    x, y = _candidates(audit)
     if cfg.lira_shadows:
         started = time.perf_counter()
-        x, y = _candidates(audit)
         lira = mi.lira_shadows(server, x, y, ctx.public_x, ctx.public_y, shadows, cfg, seed + 13)
         lira_seconds = time.perf_counter() - started
-    n = len(_candidates(audit)[1])
+    n = len(y)
     stats = {"shadow_pairs": len(shadows), "shadow_seconds": shadow_seconds, "audit_pairs": len(audit),
              "audit_seconds": made_seconds, "lira_seconds": lira_seconds,
              "lira_seconds_per_candidate": lira_seconds / n if lira else 0.0}
