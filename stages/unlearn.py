@@ -16,6 +16,7 @@ from uia_pipe.models import spec_of
 from uia_pipe.requests import draw_requests
 from uia_pipe.unlearning.campaign import load_problem, summarise, unlearn_requests
 from uia_pipe.unlearning.config import UnlearnParams
+from uia_pipe.unlearning.methods import configured
 
 
 @clean_errors
@@ -34,6 +35,7 @@ def main(
     top of the folder and each compared method under compare/<method>/."""
     p = load_sections(params, base=BaseParams, train=TrainParams, unlearn=UnlearnParams)
     base, u = p.base, p.unlearn
+    configs = {name: configured(u, name) for name in u.methods}  # imports and checks plugins before any work
     device = device_for(base.device)
     seed_everything(base.seed, base.threads)
     problem, spec, test_x, test_y = load_problem(data, trained, device)
@@ -43,13 +45,13 @@ def main(
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         frame, states = unlearn_requests(
-            problem, requests, {name: getattr(u, name) for name in u.methods}, test_x, test_y,
+            problem, requests, configs, test_x, test_y,
             save=lambda name, what, model: io.save_model(folders[name] / f"{what}.safetensors", model,
                                                          spec_of(model, spec)),
             on_request=bar.update)
         for name, folder in folders.items():
             io.save_json(folder / "requests.json", {
-                "method": name, "config": getattr(u, name).model_dump(mode="json"), "n": len(problem.du_y),
+                "method": name, "config": configs[name].model_dump(mode="json"), "n": len(problem.du_y),
                 "requests": [req.to_dict() for req in requests],
                 **({"compare": list(u.compared)} if name == u.method else {}),
                 **({"server_state": states[name]} if name in states else {}),
@@ -60,6 +62,9 @@ def main(
     for name, r in {u.method: result, **result["compare"]}.items():
         typer.echo(f"{name}: {r['requests']} requests, {r['seconds_per_request']:.3f} s each; "
                    f"forget {r['forget_accuracy']:.3f}, retain {r['retain_accuracy']:.3f}, test {r['test_accuracy']:.3f}")
+        if r.get("within_budget", 1.0) < 1.0:  # certified removal: a removal past its budget
+            typer.echo(f"{name}: {1 - r['within_budget']:.0%} of the removals exceed the certificate's budget "
+                       "(gradient-residual bound > σε/c): retraining is due for them")
     tracking.log_run("unlearn", {"base": base.model_dump(), "unlearn": u.model_dump()}, result,
                      section_hash(base, u), artifacts=[metrics, details])
 

@@ -90,8 +90,8 @@ def test_conjugate_gradient_solves_a_spd_system():
     torch.testing.assert_close(a @ s, b, rtol=1e-4, atol=1e-4)
 
 
-TARGETED = {"approx", "neggrad", "random_label"}
-RETRAINING = {"exact", "retrain", "influence", "finetune", "sisa"}
+TARGETED = {"approx", "neggrad", "random_label", "salun"}
+RETRAINING = {"exact", "retrain", "influence", "finetune", "sisa", "amnesiac", "fisher", "certified"}
 # SCRUB acts on X, but its first max-step is a no-op (the student equals the
 # teacher, where ∇KL is zero) and its retain terms pull the student back to
 # θ's rule: at its defaults on this toy it moves X like unseen data (on the
@@ -108,11 +108,13 @@ TOY_SETTINGS = {"neggrad": {"lr": 0.02}}
 def test_each_method_hurts_the_forget_set_more_than_unseen_data(tiny_problem):
     """Forgetting six samples of D_u from a model that is right on all of them.
 
-    The methods that act on X itself (ascent, random labels) must lower the
-    forget set's accuracy more than the accuracy on fresh data. The methods
+    The methods that act on X itself (ascent, random labels, SalUn) must lower
+    the forget set's accuracy more than the accuracy on fresh data. The methods
     that only approximate retraining without X (exact, retrain, influence,
-    finetune, sisa) cannot: this toy distribution is learnt, not memorised, so a
-    model retrained without X still classifies X like unseen data. For them the
+    finetune, sisa, amnesiac's subtraction, certified removal's Newton step,
+    Fisher noise shaped by the retained data) cannot: this toy distribution is
+    learnt, not memorised, so a model retrained without X still classifies X
+    like unseen data. For them the
     test checks exactly that: forget and test accuracy move together. So does
     SCRUB here (see DISTILLING)."""
     x_test, y_test = tiny_data(200, seed=5)

@@ -117,10 +117,11 @@ class _Params(BaseModel):
         if t is not None and t.n > t.pool_size:
             raise ValueError(f"train.n: must be <= train.pool_size (got {t.n} > {t.pool_size})")
         if t is not None and u is not None:
-            if "sisa" in u.methods and u.sisa.shards * u.sisa.slices > t.n:
-                raise ValueError(
-                    f"unlearn.sisa: shards × slices must be <= train.n (got {u.sisa.shards} × {u.sisa.slices} > {t.n})"
-                )
+            for name in ("sisa", "shapley"):  # the sharded methods
+                cfg = getattr(u, name)
+                if name in u.methods and cfg.shards * cfg.slices > t.n:
+                    raise ValueError(f"unlearn.{name}: shards × slices must be <= train.n "
+                                     f"(got {cfg.shards} × {cfg.slices} > {t.n})")
             if u.selection == "random" and u.k > t.n:
                 raise ValueError(f"unlearn.k: must be <= train.n (got {u.k} > {t.n})")
         return self
@@ -171,6 +172,18 @@ def parse_sections(raw: Any, model: type[BaseModel], source: str = "params.yaml"
         raise UiaError(f"{source}: {_describe(errors[0])}{more}") from None
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a validator that failed outside pydantic
         raise UiaError(f"{source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def parse_block(model: type[BaseModel], raw: Any, where: str) -> Any:
+    """`raw` validated as `model` outside the params schema (a plugin's own settings); UiaError with one
+    line naming `where` and the key on the first problem."""
+    if not isinstance(raw, dict):
+        raise UiaError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    try:
+        return model(**raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UiaError(f"{where}.{_describe(err)}" if err["loc"] else f"{where}: {_describe(err)}") from None
 
 
 def read_params(path: Path) -> dict:

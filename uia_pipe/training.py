@@ -48,6 +48,7 @@ def fit(
     keep: torch.Tensor | None = None,
     on_epoch: EpochCallback | None = None,
     on_batch: Callable[[], None] | None = None,
+    on_step: Callable[[torch.Tensor], None] | None = None,
 ) -> list[dict]:
     """Minibatch SGD on (x, y) in place; returns per-epoch {epoch, loss, accuracy}
     on the batches seen.
@@ -56,7 +57,8 @@ def fit(
     mask over x) drops samples from that same order: this is how exact
     unlearning redoes a run without the forget set, and with `keep` all true it
     reproduces the run bit for bit. `batchnorm_eval` keeps batch-norm layers on
-    their running statistics (the paper's fine-tuning).
+    their running statistics (the paper's fine-tuning). `on_step(idx)` is
+    called after each optimiser step with the indices of its batch.
     """
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -81,6 +83,8 @@ def fit(
             loss = F.cross_entropy(logits, yb)
             loss.backward()
             opt.step()
+            if on_step is not None:
+                on_step(idx)
             total_loss += loss.item() * len(idx)
             correct += (logits.argmax(1) == yb).sum().item()
             seen += len(idx)

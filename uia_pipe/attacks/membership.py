@@ -43,7 +43,7 @@ from torch import nn
 
 from ..models import clone
 from ..training import fit
-from ..unlearning.methods import METHODS, served_model
+from ..unlearning.methods import resolve, served_model
 from ..unlearning.problem import UnlearningProblem
 
 CHEN = ("direct_diff", "sorted_diff", "l2_distance", "direct_concat", "sorted_concat")
@@ -119,7 +119,7 @@ class Server:
         return served_model(self.made_as, problem, self.method_config)
 
     def unlearn(self, problem: UnlearningProblem, forget: torch.Tensor) -> nn.Module:
-        return METHODS[self.made_as][0](problem, forget, self.method_config)
+        return resolve(self.made_as)[0](problem, forget, self.method_config)
 
     def pair(self, x: torch.Tensor, y: torch.Tensor, forget: torch.Tensor) -> tuple[nn.Module, nn.Module]:
         """θ = θ₀ fine-tuned on (x, y) as served, and θ_u = θ with `forget` (a mask over x) unlearned."""

@@ -8,13 +8,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from .. import io
 from ..config import OptimParams
 from ..data import as_inputs
 from ..metrics import class_mean_images, mean_image
-from ..unlearning.config import METHOD_CONFIGS, MethodConfig
+from ..unlearning import plugins
+from ..unlearning.config import METHOD_CONFIGS
 from ..unlearning.sisa import unflatten
 
 
@@ -49,7 +51,7 @@ class Setting:
     # attack that repeats the server's process (membership's shadow and audit pairs) needs.
     finetune: OptimParams | None = None
     finetune_seed: int = 0
-    method_config: MethodConfig | None = None
+    method_config: BaseModel | None = None
     outside_x: torch.Tensor | None = None
     outside_y: torch.Tensor | None = None
 
@@ -91,7 +93,8 @@ def load_run(data: Path, trained: Path, unlearned: Path, device, max_requests: i
     image = card["kind"] == "image"
     finetune = io.load_json(trained / "finetune.json")
     outside = split["pool"][~torch.isin(split["pool"], split["du"])]
-    config = METHOD_CONFIGS[record["method"]](**record["config"]) if "config" in record else None
+    config_type = METHOD_CONFIGS.get(record["method"]) or plugins.load(record["method"])[1]
+    config = config_type(**record["config"]) if "config" in record else None
     setting = Setting(
         theta_pretrained=io.load_model(trained / "theta_pretrained.safetensors", device)[0],
         theta_original=io.load_model(unlearned / "theta_original.safetensors", device)[0],
@@ -105,7 +108,7 @@ def load_run(data: Path, trained: Path, unlearned: Path, device, max_requests: i
     )
     thetas_u = [io.load_model(unlearned / f"theta_unlearned_{r['index']:03d}.safetensors", device)[0]
                 for r in requests]
-    if record.get("method") == "sisa" and "server_state" in record:
+    if "slices" in record.get("server_state", {}):  # sisa and shapley: the checkpoint store
         setting = replace(setting, sisa=_sisa_store(unlearned, record, requests, device))
     return Run(setting, thetas_u, as_inputs(ds.x_test), ds.y_test, tuple(record.get("compare", ())))
 

@@ -22,7 +22,7 @@ from ..requests import DeletionRequest
 from ..training import evaluate
 from . import exact
 from .efficacy import distance_to_retrain, predict
-from .methods import METHODS, SERVER_STATE, served_model
+from .methods import REPORTS, SERVER_STATE, resolve, served_model
 from .problem import Pretraining, UnlearningProblem
 
 # save(method, name, model): the stage writes `model` as <method's folder>/<name>.safetensors
@@ -76,7 +76,7 @@ def unlearn_requests(
     gold_test = [predict(g, test_x) for g in gold]  # each θ_u is compared with its request's on the test set
     rows, states = [], {}
     for name, cfg in methods.items():
-        method, _ = METHODS[name]
+        method, _ = resolve(name)
         theta = served_model(name, problem, cfg)
         save(name, "theta_original", theta)
         keep_state = SERVER_STATE.get(name)
@@ -92,6 +92,7 @@ def unlearn_requests(
             if keep_state:
                 state, _ = keep_state(problem, cfg, forget)
                 save(name, f"server_state_{req.index:03d}", state)
+            report = REPORTS[name](problem, forget, cfg) if name in REPORTS else {}
             test_pred = predict(theta_u, test_x)
             rows.append({
                 "method": name,
@@ -104,6 +105,7 @@ def unlearn_requests(
                 "retain_accuracy": evaluate(theta_u, du_x[~forget], du_y[~forget])["accuracy"],
                 "test_accuracy": int((test_pred == test_y.cpu()).sum()) / len(test_y),
                 **distance_to_retrain(theta_u, gold_u, du_x[forget], test_x, (test_pred, gold_pred)),
+                **report,
             })
             if on_request is not None:
                 on_request()
@@ -116,9 +118,13 @@ def summarise(frame: pd.DataFrame, main: str) -> dict:
     return {**per_method[main], "compare": {name: s for name, s in per_method.items() if name != main}}
 
 
+KEYS = ("seconds", "forget_accuracy", "retain_accuracy", "test_accuracy", "original_forget_accuracy",
+        "retrain_agreement_forget", "retrain_agreement_test", "retrain_param_distance")
+ROW = ("method", "request", "k", "target_class")
+
+
 def _means(frame: pd.DataFrame) -> dict:
-    """One method's means over its requests."""
-    keys = ("seconds", "forget_accuracy", "retain_accuracy", "test_accuracy", "original_forget_accuracy",
-            "retrain_agreement_forget", "retrain_agreement_test", "retrain_param_distance")
-    out = {("seconds_per_request" if k == "seconds" else k): float(frame[k].mean()) for k in keys}
-    return {**out, "requests": len(frame)}
+    """One method's means over its requests, with those of what its report adds (REPORTS)."""
+    out = {("seconds_per_request" if k == "seconds" else k): float(frame[k].mean()) for k in KEYS}
+    extra = [c for c in frame.columns if c not in KEYS + ROW and frame[c].notna().any()]
+    return {**out, **{c: float(frame[c].mean()) for c in extra}, "requests": len(frame)}

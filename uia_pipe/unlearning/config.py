@@ -4,12 +4,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..config import MAX_BATCH, MAX_EPOCHS, MAX_REQUESTS, MAX_SAMPLES, MAX_SEED, MAX_STEPS, all_of, registry_settings
-from ..registry import one_of
+from ..config import MAX_BATCH, MAX_EPOCHS, MAX_REQUESTS, MAX_SAMPLES, MAX_SEED, MAX_STEPS, registry_settings
 
 
 class MethodConfig(BaseModel):
@@ -89,6 +89,46 @@ class ScrubConfig(MethodConfig):
     )
 
 
+class FisherConfig(MethodConfig):
+    alpha: float = Field(
+        3e-8, gt=0, description="noise scale: θ_u = θ + sqrt(alpha · min(1/F, max_variance)) · ε, F the diagonal Fisher on "
+        "D_u \\ X (reference: 1e-6 to 1e-7)",
+    )
+    max_variance: float = Field(1e3, gt=0, description="cap on 1/F per parameter (reference: 1e3; the head 1e2)")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the noise")
+
+
+class CertifiedConfig(MethodConfig):
+    l2: float = Field(1.0, gt=0, description="λ of the head's objective Σ ℓ + λN/2 ‖w − w₀‖² + bᵀw (Guo et al.)")
+    sigma: float = Field(0.1, ge=0, description="std of the loss perturbation b at training, 0 = none (no certificate)")
+    epsilon: float = Field(1.0, gt=0, description="ε of the (ε, δ) removal certificate the budget is kept against")
+    delta: float = Field(1e-4, gt=0, lt=1, description="δ of the certificate")
+    iterations: int = Field(100, ge=1, le=MAX_STEPS, description="most Newton iterations fitting the served head")
+
+
+class AmnesiacConfig(MethodConfig):
+    repair_steps: int = Field(0, ge=0, le=MAX_STEPS, description="full-batch SGD steps on D_u \\ X after the "
+                              "subtraction, 0 = none (Graves et al. repair with a few)")
+    repair_lr: float = Field(0.01, gt=0, description="step size of the repair")
+
+
+class SalUnConfig(MethodConfig):
+    saliency: float = Field(0.5, gt=0, le=1, description="fraction of weights updated: those of largest |∇ CE(X)| "
+                            "(reference: 0.5)")
+    steps: int = Field(5, ge=1, le=MAX_STEPS, description="full-batch steps on X with random labels + the retain term")
+    lr: float = Field(0.01, gt=0, description="SGD step size")
+    retain_weight: float = Field(1.0, ge=0, description="weight of the descent term on D_u \\ X (reference: 1)")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the random labels")
+
+
+class ShapleyConfig(MethodConfig):
+    # Each ≤ 10,000; together also ≤ train.n (config._Params checks), as for sisa.
+    shards: int = Field(4, ge=1, le=10_000, description="S shard models, each given an equal share of D_u's value")
+    slices: int = Field(2, ge=1, le=10_000, description="R slices per shard (a checkpoint after each)")
+    neighbours: int = Field(5, ge=1, le=10_000, description="K of the KNN utility whose Shapley values rank D_u "
+                            "(on θ₀'s features; each sample of D_u validates the others)")
+
+
 METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
     "exact": ExactConfig,
     "approx": ApproxConfig,
@@ -99,7 +139,28 @@ METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
     "influence": InfluenceConfig,
     "sisa": SisaConfig,
     "scrub": ScrubConfig,
+    "fisher": FisherConfig,
+    "certified": CertifiedConfig,
+    "amnesiac": AmnesiacConfig,
+    "salun": SalUnConfig,
+    "shapley": ShapleyConfig,
 }
+
+
+# A plugin method: `package.module:function`; a bare name that is no built-in method is an entry point's.
+PLUGIN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def known_method(name: str) -> str:
+    """`name` if it is a built-in method, a plugin reference or an installed entry point (not imported here)."""
+    if name in METHOD_CONFIGS or PLUGIN.fullmatch(name):
+        return name
+    from importlib.metadata import entry_points
+
+    if entry_points(group="uia_pipe.unlearning").select(name=name):
+        return name
+    raise ValueError(f"unknown unlearning method {name!r}; expected one of: {', '.join(METHOD_CONFIGS)}, "
+                     "or package.module:function (your own)")
 
 
 class UnlearnParams(registry_settings("MethodSettings", METHOD_CONFIGS)):
@@ -109,16 +170,21 @@ class UnlearnParams(registry_settings("MethodSettings", METHOD_CONFIGS)):
     k: int = Field(1, ge=1, le=MAX_SAMPLES)
     fraction: float = Field(0.5, gt=0, le=1)
     compare: tuple[str, ...] = Field((), description="methods also run on the same requests and attacked, side by side")
+    plugin: dict[str, Any] = Field({}, description="settings passed to a plugin method (unlearn.method module:function)")
 
     @field_validator("method")
     @classmethod
     def _known(cls, v: str) -> str:
-        return one_of("unlearning method", v, METHOD_CONFIGS)
+        return known_method(v)
 
     @field_validator("compare")
     @classmethod
     def _known_all(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return all_of("unlearning method", v, METHOD_CONFIGS)
+        for name in v:
+            known_method(name)
+        if len(set(v)) != len(v):
+            raise ValueError(f"listed twice: {list(v)}")
+        return v
 
     @property
     def compared(self) -> tuple[str, ...]:

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import approx, exact, finetune, influence, neggrad, random_label, retrain, scrub, sisa
-from .config import MethodConfig
+from pydantic import BaseModel
+
+from . import (amnesiac, approx, certified, exact, finetune, fisher, influence, neggrad, random_label, retrain, salun,
+               scrub, sisa)
+from ..config import parse_block
+from . import plugins
+from .config import MethodConfig, UnlearnParams
 from .problem import UnlearningProblem
 
 METHODS: dict[str, tuple[Callable, type[MethodConfig]]] = {
@@ -25,17 +30,38 @@ METHODS: dict[str, tuple[Callable, type[MethodConfig]]] = {
     "influence": (influence.unlearn, influence.Config),
     "sisa": (sisa.unlearn, sisa.Config),
     "scrub": (scrub.unlearn, scrub.Config),
+    "fisher": (fisher.unlearn, fisher.Config),
+    "amnesiac": (amnesiac.unlearn, amnesiac.Config),
+    "salun": (salun.unlearn, salun.Config),
+    "certified": (certified.unlearn, certified.Config),
 }
 
 # Methods whose served model is not the train stage's θ (name -> serve(problem, cfg)).
-SERVED: dict[str, Callable] = {"sisa": sisa.serve}
+SERVED: dict[str, Callable] = {"sisa": sisa.serve, "certified": certified.serve}
 
 # Methods whose server keeps more than the served model (name ->
 # server_state(problem, cfg, forget=None) -> (models as one module, JSON-ready index)).
 SERVER_STATE: dict[str, Callable] = {"sisa": sisa.server_state}
+
+# Methods that report on each removal beyond efficacy (name -> report(problem, forget, cfg) -> {key: float}),
+# e.g. certified removal's gradient residual against its budget.
+REPORTS: dict[str, Callable] = {"certified": certified.certificate}
 
 
 def served_model(name: str, problem: UnlearningProblem, cfg: MethodConfig):
     """θ as the attacker sees it before the deletion under method `name`."""
     serve = SERVED.get(name)
     return serve(problem, cfg) if serve else problem.theta_original
+
+
+def resolve(name: str) -> tuple[Callable, type[BaseModel]]:
+    """(method, config type) of a built-in method or a plugin (imported and checked on first use)."""
+    return METHODS[name] if name in METHODS else plugins.load(name)
+
+
+def configured(u: UnlearnParams, name: str) -> BaseModel:
+    """Method `name`'s settings from the unlearn section: its own block, or `unlearn.plugin` for a plugin,
+    validated by the plugin's Config (a one-line error naming the key)."""
+    if name in METHODS:
+        return getattr(u, name)
+    return parse_block(resolve(name)[1], u.plugin, "unlearn.plugin")

@@ -52,15 +52,43 @@ def forget_and_retain(problem: UnlearningProblem, forget: torch.Tensor, device: 
 
 
 def sgd_steps(model: nn.Module, objective: Callable[[nn.Module], torch.Tensor], steps: int, lr: float,
-              max_grad_norm: float = 0.0) -> nn.Module:
+              max_grad_norm: float = 0.0, masks: list[torch.Tensor] | None = None) -> nn.Module:
     """`steps` plain SGD steps on objective(model), batch norm in eval mode;
-    max_grad_norm > 0 clips each step's global gradient norm to it."""
+    max_grad_norm > 0 clips each step's global gradient norm to it; `masks`
+    (one per parameter, in order) zero the gradient where they are 0."""
     model.eval()
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
         objective(model).backward()
+        if masks is not None:
+            for p, m in zip(model.parameters(), masks):
+                if p.grad is not None:
+                    p.grad.mul_(m)
         if max_grad_norm > 0:
             nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step()
     return model
+
+
+def head_of(model: nn.Module) -> nn.Linear:
+    """The model's classification head: its last `nn.Linear` module."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("the model has no linear head (no nn.Linear module)")
+    return linears[-1]
+
+
+@torch.no_grad()
+def penultimate(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The head's inputs for x (the penultimate features), model in eval mode, on the model's device."""
+    head, captured = head_of(model), []
+    hook = head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach()))
+    try:
+        model.eval()
+        device = next(model.parameters()).device
+        for s in range(0, len(x), batch_size):
+            model(x[s : s + batch_size].to(device))
+    finally:
+        hook.remove()
+    return torch.cat(captured) if captured else torch.zeros(0)
