@@ -141,3 +141,23 @@ def test_the_shipped_example_is_a_working_plugin(tiny_problem):
     moved = sum(float((a - b).detach().square().sum()) for a, b in zip(theta_u.parameters(), theta.parameters())) ** 0.5
     norm = sum(float(b.detach().square().sum()) for b in theta.parameters()) ** 0.5
     assert 0 < moved <= 0.01 * norm * (1 + 1e-4)
+
+
+def test_an_installed_entry_point_names_a_plugin(tiny_problem, tmp_path, monkeypatch):
+    from importlib import metadata
+
+    _write(tmp_path, "entry_plugin", PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    installed = metadata.EntryPoints([metadata.EntryPoint("my_ascent", "entry_plugin.method:unlearn",
+                                                          "uia_pipe.unlearning")])
+    real = metadata.entry_points
+    monkeypatch.setattr(metadata, "entry_points",
+                        lambda **kw: installed.select(**kw) if kw.get("group") == "uia_pipe.unlearning" else real(**kw))
+    u = UnlearnParams(method="my_ascent", plugin={"steps": 2})
+    fn, config = resolve(u.method)
+    assert config.__module__ == "entry_plugin.method" and configured(u, u.method).steps == 2
+    forget = tiny_problem.du_y < 0
+    forget[0] = True
+    assert fn(tiny_problem, forget, configured(u, u.method)) is not tiny_problem.theta_original
+    with pytest.raises(ValueError, match="unknown unlearning method 'not_installed'"):
+        UnlearnParams(method="not_installed")

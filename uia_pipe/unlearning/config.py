@@ -155,9 +155,9 @@ def known_method(name: str) -> str:
     """`name` if it is a built-in method, a plugin reference or an installed entry point (not imported here)."""
     if name in METHOD_CONFIGS or PLUGIN.fullmatch(name):
         return name
-    from importlib.metadata import entry_points
+    from importlib import metadata
 
-    if entry_points(group="uia_pipe.unlearning").select(name=name):
+    if metadata.entry_points(group="uia_pipe.unlearning").select(name=name):
         return name
     raise ValueError(f"unknown unlearning method {name!r}; expected one of: {', '.join(METHOD_CONFIGS)}, "
                      "or package.module:function (your own)")

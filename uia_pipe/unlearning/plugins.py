@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from importlib.metadata import entry_points
+from importlib import metadata
 from typing import Callable
 
 from pydantic import BaseModel, ConfigDict
@@ -36,7 +36,7 @@ def reference(name: str) -> str:
     """'module:function' for a plugin reference or an installed entry point's name."""
     if ":" in name:
         return name
-    found = entry_points(group=ENTRY_POINTS).select(name=name)
+    found = metadata.entry_points(group=ENTRY_POINTS).select(name=name)
     if not found:
         raise UiaError(f"unlearn.method: no entry point {name!r} in the group {ENTRY_POINTS}")
     return next(iter(found)).value
