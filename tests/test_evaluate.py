@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from stages.cli import app
 from tests.conftest import committed_params_text
 from uia_pipe import summary
+from uia_pipe.report import Report
 
 PSNR = [20.0, 22.0, 30.0, 24.0, 19.0]
 CORRECT = [True, True, False, True, True]
@@ -64,6 +65,21 @@ def test_methods_are_compared_paired_over_the_same_requests():
     assert list(table["method"]) == ["exact", "approx"]
     assert table["psnr_mean"].tolist() == pytest.approx([sum(PSNR) / 5, sum(APPROX_PSNR) / 5])
     assert table["label_accuracy"].tolist() == pytest.approx([0.8, 1.0])
+
+
+def test_a_certified_method_s_removal_budget_reaches_the_methods_table_and_report():
+    certificate = {"gradient_residual": [1e-4] * 5, "residual_bound": [0.01, 0.01, 0.03, 0.01, 0.01],
+                   "removal_budget": [0.02] * 5, "within_budget": [1.0, 1.0, 0.0, 1.0, 1.0],
+                   "removals_in_budget": [2.0, 2.0, 0.0, 2.0, 2.0]}
+    unlearn = pd.concat([_unlearn_rows(), _unlearn_rows("approx").assign(**certificate)], ignore_index=True)
+    table = summary.methods_table(unlearn, _method_rows())
+    assert math.isnan(table["within_budget"][0]) and table["within_budget"][1] == pytest.approx(0.8)
+    assert table["residual_bound"][1] == pytest.approx(0.014)
+    r = Report("methods")
+    summary._methods_section(r, table, {}, "95%")
+    text = " ".join(b[1] for b in r.blocks if b[0] == "li")
+    assert "approx: removal certificate" in text and "80% of removals within it" in text
+    assert "exact: removal certificate" not in text
 
 
 def _defend_rows() -> pd.DataFrame:

@@ -121,6 +121,10 @@ def leak_metric(rows: pd.DataFrame) -> str:
     return "psnr" if "psnr" in rows else "categorical_accuracy"
 
 
+# What a certified method reports on each removal (unlearning.methods.REPORTS), averaged over the requests.
+CERTIFICATE = ("gradient_residual", "residual_bound", "removal_budget", "within_budget", "removals_in_budget")
+
+
 def methods_table(unlearn_rows: pd.DataFrame, method_rows: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """One row per unlearning method (in the order they ran): cost, efficacy
     and both attacks' success with their intervals, over the same requests."""
@@ -134,7 +138,8 @@ def methods_table(unlearn_rows: pd.DataFrame, method_rows: pd.DataFrame, level: 
                     "forget_accuracy": un["forget_accuracy"].mean(), "test_accuracy": un["test_accuracy"].mean(),
                     "retrain_agreement_forget": un["retrain_agreement_forget"].mean(),
                     f"{leak}_mean": fr["mean"], f"{leak}_ci95_low": fr["ci95_low"], f"{leak}_ci95_high": fr["ci95_high"],
-                    "label_accuracy": hits / n, "label_accuracy_ci95_low": low, "label_accuracy_ci95_high": high})
+                    "label_accuracy": hits / n, "label_accuracy_ci95_low": low, "label_accuracy_ci95_high": high,
+                    **{k: un[k].mean() for k in CERTIFICATE if k in un and un[k].notna().any()}})
     return pd.DataFrame(out)
 
 
@@ -316,7 +321,11 @@ def _methods_section(r: Report, methods: pd.DataFrame, comparisons: dict, pct: s
               f"[{row['label_accuracy_ci95_low']:.2f}, {row['label_accuracy_ci95_high']:.2f}]"]
              for _, row in methods.iterrows()])
     verdict = {1.0: "more", -1.0: "less", 0.0: "no significant difference"}
-    lines = []
+    lines = [f"{row['method']}: removal certificate — gradient residual {row['gradient_residual']:.3g}, Guo et al.'s "
+             f"bound {row['residual_bound']:.3g} against the budget σε/c = {row['removal_budget']:.3g}; "
+             f"{row['within_budget']:.0%} of removals within it, each covering {row['removals_in_budget']:.3g} such "
+             "removals before retraining is due"
+             for _, row in methods.iterrows() if pd.notna(row.get("residual_bound", math.nan))]
     for key, c in comparisons.items():
         other, main = key.split("_vs_")
         lines.append(
