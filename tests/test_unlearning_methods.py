@@ -91,7 +91,8 @@ def test_conjugate_gradient_solves_a_spd_system():
 
 
 TARGETED = {"approx", "neggrad", "random_label", "salun"}
-RETRAINING = {"exact", "retrain", "influence", "finetune", "sisa", "amnesiac", "fisher", "certified"}
+RETRAINING = {"exact", "retrain", "influence", "finetune", "sisa", "amnesiac", "fisher", "certified",
+              "shapley"}
 # SCRUB acts on X, but its first max-step is a no-op (the student equals the
 # teacher, where ∇KL is zero) and its retain terms pull the student back to
 # θ's rule: at its defaults on this toy it moves X like unseen data (on the

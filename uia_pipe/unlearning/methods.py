@@ -14,7 +14,7 @@ from typing import Callable
 from pydantic import BaseModel
 
 from . import (amnesiac, approx, certified, exact, finetune, fisher, influence, neggrad, random_label, retrain, salun,
-               scrub, sisa)
+               scrub, shapley, sisa)
 from ..config import parse_block
 from . import plugins
 from .config import MethodConfig, UnlearnParams
@@ -34,14 +34,15 @@ METHODS: dict[str, tuple[Callable, type[MethodConfig]]] = {
     "amnesiac": (amnesiac.unlearn, amnesiac.Config),
     "salun": (salun.unlearn, salun.Config),
     "certified": (certified.unlearn, certified.Config),
+    "shapley": (shapley.unlearn, shapley.Config),
 }
 
 # Methods whose served model is not the train stage's θ (name -> serve(problem, cfg)).
-SERVED: dict[str, Callable] = {"sisa": sisa.serve, "certified": certified.serve}
+SERVED: dict[str, Callable] = {"sisa": sisa.serve, "certified": certified.serve, "shapley": shapley.serve}
 
 # Methods whose server keeps more than the served model (name ->
 # server_state(problem, cfg, forget=None) -> (models as one module, JSON-ready index)).
-SERVER_STATE: dict[str, Callable] = {"sisa": sisa.server_state}
+SERVER_STATE: dict[str, Callable] = {"sisa": sisa.server_state, "shapley": shapley.server_state}
 
 # Methods that report on each removal beyond efficacy (name -> report(problem, forget, cfg) -> {key: float}),
 # e.g. certified removal's gradient residual against its budget.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -55,14 +56,20 @@ def _train_slices(problem: UnlearningProblem, model: nn.Module, slices: list[tor
     return out
 
 
-@functools.lru_cache(maxsize=2)
-def build(problem: UnlearningProblem, cfg: Config) -> SisaSystem:
-    """Train the SISA system once per (problem, config); requests reuse it."""
+def layout(problem: UnlearningProblem, cfg: Config) -> list[list[torch.Tensor]]:
+    """SISA's slice layout: a seeded random order of D_u cut into S shards of R
+    slices; layout[s][j] holds the D_u indices of shard s's slice j."""
     n = len(problem.du_y)
     if cfg.shards * cfg.slices > n:
         raise ValueError(f"sisa needs shards × slices ≤ N ({cfg.shards} × {cfg.slices} > {n})")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(problem.finetune_seed))
-    slices = [list(torch.tensor_split(part, cfg.slices)) for part in torch.tensor_split(order, cfg.shards)]
+    return [list(torch.tensor_split(part, cfg.slices)) for part in torch.tensor_split(order, cfg.shards)]
+
+
+def train(problem: UnlearningProblem, slices: list[list[torch.Tensor]]) -> SisaSystem:
+    """Train the system on a slice layout: each shard from θ₀ through its
+    slices, a checkpoint after each (a method that lays D_u out its own way,
+    such as shapley, reuses this)."""
     checkpoints = []
     for s, shard_slices in enumerate(slices):
         start = clone(problem.theta_pretrained)
@@ -70,10 +77,24 @@ def build(problem: UnlearningProblem, cfg: Config) -> SisaSystem:
     return SisaSystem(slices, checkpoints)
 
 
-def serve(problem: UnlearningProblem, cfg: Config) -> nn.Module:
-    """The model served before any deletion: the ensemble of final shard models."""
-    system = build(problem, cfg)
+@functools.lru_cache(maxsize=2)
+def build(problem: UnlearningProblem, cfg: Config) -> SisaSystem:
+    """Train the SISA system once per (problem, config); requests reuse it."""
+    return train(problem, layout(problem, cfg))
+
+
+# What makes the system before any deletion from (problem, cfg): build here, shapley.build there.
+Builder = Callable[[UnlearningProblem, Any], SisaSystem]
+
+
+def ensemble(system: SisaSystem) -> Ensemble:
+    """A system's served model: the ensemble of its final shard models."""
     return Ensemble([clone(c[-1]) for c in system.checkpoints]).eval()
+
+
+def serve(problem: UnlearningProblem, cfg: Config, builder: Builder = build) -> nn.Module:
+    """The model served before any deletion: the ensemble of final shard models."""
+    return ensemble(builder(problem, cfg))
 
 
 def affected_shards(system: SisaSystem, forget: torch.Tensor) -> dict[int, int]:
@@ -87,11 +108,11 @@ def affected_shards(system: SisaSystem, forget: torch.Tensor) -> dict[int, int]:
     return out
 
 
-def retrain(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> SisaSystem:
+def retrain(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config, builder: Builder = build) -> SisaSystem:
     """The system after deleting X: each shard holding X retrained from the
     checkpoint before X's first slice, its later checkpoints replaced (SISA
     keeps them for the next deletion); the other shards' checkpoints shared."""
-    system = build(problem, cfg)
+    system = builder(problem, cfg)
     checkpoints = [list(c) for c in system.checkpoints]
     for s, j in affected_shards(system, forget).items():
         model = clone(system.checkpoints[s][j])
@@ -99,9 +120,9 @@ def retrain(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> Si
     return SisaSystem(system.slices, checkpoints)
 
 
-def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:
+def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config, builder: Builder = build) -> nn.Module:
     """Retrain only the shards holding X, from the checkpoint before X's first slice."""
-    return Ensemble([clone(c[-1]) for c in retrain(problem, forget, cfg).checkpoints]).eval()
+    return ensemble(retrain(problem, forget, cfg, builder))
 
 
 def store(system: SisaSystem) -> Ensemble:
@@ -115,11 +136,12 @@ def bookkeeping(system: SisaSystem) -> dict:
     return {"slices": [[idx.tolist() for idx in shard] for shard in system.slices]}
 
 
-def server_state(problem: UnlearningProblem, cfg: Config, forget: torch.Tensor | None = None) -> tuple[Ensemble, dict]:
+def server_state(problem: UnlearningProblem, cfg: Config, forget: torch.Tensor | None = None,
+                 builder: Builder = build) -> tuple[Ensemble, dict]:
     """What the server keeps beside the served model: the checkpoint store
     (before any deletion, or after deleting `forget`) as a flat ensemble, and
     SISA's index of D_u."""
-    system = build(problem, cfg) if forget is None else retrain(problem, forget, cfg)
+    system = builder(problem, cfg) if forget is None else retrain(problem, forget, cfg, builder)
     return store(system), bookkeeping(system)
 
 

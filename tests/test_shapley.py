@@ -1,0 +1,85 @@
+"""The Shapley-guided SISA: KNN-Shapley values against exact enumeration, the value-balanced deal, and
+SISA's deletion on it."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from uia_pipe.unlearning import shapley, sisa
+from uia_pipe.unlearning.methods import served_model
+
+
+def _utility(subset: list[int], f, y, vf, vy, k: int) -> float:
+    """Jia et al.'s KNN utility, averaged over the validation points; U(∅) = 0."""
+    if not subset:
+        return 0.0
+    total = 0.0
+    for v in range(len(vy)):
+        near = sorted(subset, key=lambda i: (float((f[i] - vf[v]).norm()), i))[:k]
+        total += sum(float(y[i] == vy[v]) for i in near) / k
+    return total / len(vy)
+
+
+def _enumerated(f, y, vf, vy, k: int) -> torch.Tensor:
+    """Shapley values by the definition: the mean marginal contribution over all orders."""
+    n, out = len(y), torch.zeros(len(y), dtype=torch.float64)
+    orders = list(itertools.permutations(range(n)))
+    for order in orders:
+        for pos, i in enumerate(order):
+            before = list(order[:pos])
+            out[i] += _utility(before + [i], f, y, vf, vy, k) - _utility(before, f, y, vf, vy, k)
+    return out / len(orders)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_knn_shapley_equals_exact_enumeration_on_four_points(k):
+    f = torch.tensor([[0.0, 0.0], [1.0, 0.2], [0.3, 1.5], [2.0, 2.0]], dtype=torch.float64)
+    y = torch.tensor([0, 1, 0, 1])
+    vf = torch.tensor([[0.2, 0.1], [1.8, 1.6]], dtype=torch.float64)
+    vy = torch.tensor([0, 0])
+    got = shapley.knn_shapley(f, y, vf, vy, k)
+    torch.testing.assert_close(got, _enumerated(f, y, vf, vy, k), rtol=0, atol=1e-9)
+    assert got.abs().sum() > 0
+
+
+def test_values_sum_to_the_utility_of_the_whole_set():
+    gen = torch.Generator().manual_seed(3)
+    f, vf = torch.randn(10, 3, generator=gen), torch.randn(6, 3, generator=gen)
+    y, vy = torch.randint(0, 3, (10,), generator=gen), torch.randint(0, 3, (6,), generator=gen)
+    values = shapley.knn_shapley(f, y, vf, vy, 4)
+    assert float(values.sum()) == pytest.approx(_utility(list(range(10)), f, y, vf, vy, 4), abs=1e-12)
+
+
+def test_the_snake_deal_balances_value_across_shards(tiny_problem):
+    cfg = shapley.Config(shards=4, slices=2)
+    value = shapley.values(tiny_problem, cfg)
+    shards = shapley.balanced_shards(value, 4)
+    assert sorted(torch.cat(shards).tolist()) == list(range(len(value)))
+    assert max(len(s) for s in shards) - min(len(s) for s in shards) <= 1
+    spread = lambda layout: float(torch.stack([value[torch.cat(s)].sum() for s in layout]).std())  # noqa: E731
+    ours = spread(shapley.layout(tiny_problem, cfg))
+    assert ours == pytest.approx(spread([[s] for s in shards]))
+    assert ours < spread(sisa.layout(tiny_problem, sisa.Config(shards=4, slices=2)))
+
+
+def test_shapley_deletes_like_sisa_on_its_own_layout(tiny_problem):
+    cfg = shapley.Config(shards=4, slices=2)
+    served = served_model("shapley", tiny_problem, cfg)
+    forget = torch.zeros(len(tiny_problem.du_y), dtype=torch.bool)
+    forget[5] = True
+    theta_u = shapley.unlearn(tiny_problem, forget, cfg)
+    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    changed = [not torch.equal(flat(a), flat(b)) for a, b in zip(served.members, theta_u.members)]
+    assert sum(changed) == 1
+    system = shapley.build(tiny_problem, cfg)
+    assert any(5 in idx.tolist() for idx in system.slices[changed.index(True)])
+    assert torch.equal(flat(shapley.unlearn(tiny_problem, torch.zeros_like(forget), cfg)), flat(served))
+    store, index = shapley.server_state(tiny_problem, cfg)
+    assert index["slices"] == [[idx.tolist() for idx in shard] for shard in system.slices]
+    with pytest.raises(ValueError, match=r"shapley needs shards × slices ≤ N \(5 × 5 > 24\)"):
+        shapley.layout(tiny_problem, shapley.Config(shards=5, slices=5))
+    assert not math.isnan(float(shapley.values(tiny_problem, cfg).sum()))
