@@ -60,7 +60,7 @@ def test_the_snake_deal_balances_value_across_shards(tiny_problem):
     shards = shapley.balanced_shards(value, 4)
     assert sorted(torch.cat(shards).tolist()) == list(range(len(value)))
     assert max(len(s) for s in shards) - min(len(s) for s in shards) <= 1
-    spread = lambda layout: float(torch.stack([value[torch.cat(s)].sum() for s in layout]).std())  # noqa: E731
+    spread = lambda layout: float(torch.stack([value[torch.cat(s)].sum() for s in layout]).std())
     ours = spread(shapley.layout(tiny_problem, cfg))
     assert ours == pytest.approx(spread([[s] for s in shards]))
     assert ours < spread(sisa.layout(tiny_problem, sisa.Config(shards=4, slices=2)))
@@ -72,14 +72,34 @@ def test_shapley_deletes_like_sisa_on_its_own_layout(tiny_problem):
     forget = torch.zeros(len(tiny_problem.du_y), dtype=torch.bool)
     forget[5] = True
     theta_u = shapley.unlearn(tiny_problem, forget, cfg)
-    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])
     changed = [not torch.equal(flat(a), flat(b)) for a, b in zip(served.members, theta_u.members)]
     assert sum(changed) == 1
     system = shapley.build(tiny_problem, cfg)
     assert any(5 in idx.tolist() for idx in system.slices[changed.index(True)])
     assert torch.equal(flat(shapley.unlearn(tiny_problem, torch.zeros_like(forget), cfg)), flat(served))
-    store, index = shapley.server_state(tiny_problem, cfg)
+    _, index = shapley.server_state(tiny_problem, cfg)
     assert index["slices"] == [[idx.tolist() for idx in shard] for shard in system.slices]
     with pytest.raises(ValueError, match=r"shapley needs shards × slices ≤ N \(5 × 5 > 24\)"):
         shapley.layout(tiny_problem, shapley.Config(shards=5, slices=5))
     assert not math.isnan(float(shapley.values(tiny_problem, cfg).sum()))
+
+
+def test_in_sample_values_are_the_mean_over_each_left_out_validation_point():
+    gen = torch.Generator().manual_seed(4)
+    f, y = torch.randn(9, 5, generator=gen, dtype=torch.float64), torch.randint(0, 2, (9,), generator=gen)
+    f[7] = f[2]  # a duplicate: equal distances, ties by index
+    for k in (1, 3, 20):
+        expected = torch.zeros(9, dtype=torch.float64)
+        for j in range(9):
+            rest = torch.arange(9) != j
+            expected[rest] += shapley.knn_shapley(f[rest], y[rest], f[j : j + 1], y[j : j + 1], k)
+        torch.testing.assert_close(shapley.in_sample_values(f, y, k), expected / 8, rtol=0, atol=1e-12)
+
+
+def test_the_deal_breaks_exact_ties_by_index_whatever_the_rounding_noise():
+    value = torch.tensor([0.5, 0.25, 0.5, 0.25, 0.25, 0.5, 0.125, 0.125], dtype=torch.float64)
+    noise = torch.tensor([0, 3e-17, -2e-17, 0, -4e-17, 1e-17, 0, 2e-17], dtype=torch.float64)
+    expected = [[0, 4, 6], [2, 3, 7], [5, 1]]  # ranked 0 2 5 1 3 4 6 7, to shards 0 1 2 2 1 0 0 1
+    assert [s.tolist() for s in shapley.balanced_shards(value, 3)] == expected
+    assert [s.tolist() for s in shapley.balanced_shards(value + noise, 3)] == expected

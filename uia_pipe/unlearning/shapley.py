@@ -1,20 +1,31 @@
-"""Shapley-value-guided SISA: D_u is valued by KNN-Shapley (Jia et al., "Towards
-Efficient Data Valuation Based on the Shapley Value", AISTATS 2019, and the
-closed form of their VLDB 2019 paper, Theorem 1) on θ₀'s penultimate features,
-and SISA's shards are dealt so that each holds an equal share of the value.
+"""Shapley-guided SISA: SISA whose shards are dealt by the data's Shapley values.
 
-Why this design: SISA's accuracy loss comes from shard models that each see
-1/S of the data; a shard dealt mostly low-value samples (redundant or
-mislabelled-looking) drags the ensemble, while value-balanced shards keep every
-member as good as a random shard on average and none much worse. A deletion
-costs exactly what SISA's does. The other design, a value-weighted Newton or
-influence step, was not chosen: a Shapley value is a sample's contribution to
-utility averaged over subsets, while removing it calls for its leave-one-out
-effect on the parameters, which the influence step already estimates.
+Values: KNN-Shapley (Jia et al., "Efficient task-specific data valuation for
+nearest neighbor algorithms", VLDB 2019, Theorem 1), exact in closed form for
+the K-nearest-neighbour utility U(S) = (1/K) Σ_{j ≤ min(K,|S|)} 1[y_{α_j(S)} = y_v].
+The features are θ₀'s penultimate activations on D_u (θ₀ is public and never
+saw D_u) and each sample of D_u validates the others, so valuation needs no
+held-out data.
 
-Cost: the valuation is O(N² log N) on N feature vectors (each sample of D_u
-validates the others, so no held-out data is needed; θ₀ is public, it never
-saw D_u), once per problem; then SISA's training.
+Sharding: D_u ranked by value (descending, ties by index) is dealt in snake
+order (0, 1, …, S−1, S−1, …, 0, …) to the S shards, so each shard holds an
+equal share of high- and low-value samples. SISA's accuracy loss comes from
+each shard model seeing 1/S of the data; a shard dealt mostly low-value
+(mislabelled-looking, redundant) samples drags the ensemble down. Within a
+shard a seeded permutation orders the samples, cut into R slices; the rest is
+SISA exactly (sisa.train, sisa.retrain): per-shard training from θ₀ with a
+checkpoint after each slice, the ensemble served, a deletion retrains only the
+shards holding X from the checkpoint before X's first slice. Unlearning stays
+exact.
+
+Not chosen: weighting each sample's fine-tune step by its value and undoing
+it at deletion. A Shapley value measures a sample's contribution to utility
+averaged over all subsets, while removal needs its leave-one-out effect on the
+parameters, which influence (unlearning.influence) already estimates.
+
+Cost: valuation O(N² d + N² log N) on N feature vectors of dimension d (one
+θ₀ forward pass over D_u, pairwise distances, a sort per sample), once per
+problem; training and each deletion cost what SISA's do.
 """
 
 from __future__ import annotations
@@ -24,85 +35,117 @@ import functools
 import torch
 from torch import nn
 
+from ..models import Ensemble
 from . import sisa
 from .config import ShapleyConfig as Config
 from .problem import UnlearningProblem, penultimate
+from .sisa import SisaSystem
+
+
+def _sorted_values(match: torch.Tensor, k: int) -> torch.Tensor:
+    """Theorem 1's recursion for each row: match[m, i] = 1[y of the (i+1)-th
+    nearest training point = y_v of validation point m]; returns the values in
+    that (sorted) order, float64."""
+    n = match.shape[1]
+    match = match.to(torch.float64)
+    k = max(1, min(k, n))
+    i = torch.arange(1, n, dtype=torch.float64)  # 1 … N−1
+    steps = (match[:, :-1] - match[:, 1:]) * torch.clamp(i, max=k) / (k * i)
+    # s_i = s_N + Σ_{t=i}^{N−1} steps_t: a reverse cumulative sum.
+    tail = torch.flip(torch.cumsum(torch.flip(steps, [1]), 1), [1])
+    last = match[:, -1:] / n
+    return torch.cat([last + tail, last], 1)
+
+
+def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances in float64 without the matmul shortcut, so that
+    equal points tie exactly and the order is deterministic."""
+    return torch.cdist(a.to(torch.float64), b.to(torch.float64), compute_mode="donot_use_mm_for_euclid_dist")
 
 
 def knn_shapley(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.Tensor, val_y: torch.Tensor,
                 k: int) -> torch.Tensor:
-    """Exact Shapley values of the training points for the K-nearest-neighbour utility
-    U(S) = (1/K) Σ_{j ≤ min(K, |S|)} 1[y_{α_j(S)} = y_v], averaged over the validation points
-    (Euclidean distance, ties by index)."""
+    """Exact KNN-Shapley values (float64, one per training point) of the
+    training set for the utility averaged over the validation points; K is
+    clamped to the training-set size, distance ties broken by index."""
     n = len(train_y)
-    k = min(k, n)
-    values = torch.zeros(n, dtype=torch.float64)
-    dist = torch.cdist(val_f.double(), train_f.double())
-    for v in range(len(val_y)):
-        order = torch.from_numpy(dist[v].numpy().argsort(kind="stable"))
-        match = (train_y[order] == val_y[v]).double()
-        s = torch.zeros(n, dtype=torch.float64)
-        s[n - 1] = match[n - 1] / n
-        for i in range(n - 2, -1, -1):  # i is 0-based: rank i + 1
-            s[i] = s[i + 1] + (match[i] - match[i + 1]) / k * min(k, i + 1) / (i + 1)
-        values[order] += s
-    return values / max(len(val_y), 1)
+    if n == 0 or len(val_y) == 0:
+        return torch.zeros(n, dtype=torch.float64)
+    order = torch.sort(_distances(val_f, train_f), dim=1, stable=True).indices
+    match = train_y.cpu()[order] == val_y.cpu()[:, None]
+    values = torch.zeros(len(val_y), n, dtype=torch.float64).scatter_(1, order, _sorted_values(match, k))
+    return values.mean(0)
 
 
 def in_sample_values(f: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-    """Each sample validates the others: sample i's value is the mean over j ≠ i of its KNN-Shapley
-    value for validation point j on the training set D \\ {j}."""
+    """KNN-Shapley values of a set that validates itself: for validation point
+    j the training set is the others, and point i's value is the mean of its
+    values over the j ≠ i (float64; zeros where N < 2)."""
     n = len(y)
-    total = torch.zeros(n, dtype=torch.float64)
-    for j in range(n):
-        rest = torch.arange(n) != j
-        total[rest] += knn_shapley(f[rest], y[rest], f[j : j + 1], y[j : j + 1], k)
-    return total / max(n - 1, 1)
+    if n < 2:
+        return torch.zeros(n, dtype=torch.float64)
+    dist = _distances(f, f)
+    dist.fill_diagonal_(float("inf"))  # j sorts last in its own row: drop it
+    order = torch.sort(dist, dim=1, stable=True).indices[:, :-1]
+    match = y.cpu()[order] == y.cpu()[:, None]
+    values = torch.zeros(n, n, dtype=torch.float64).scatter_(1, order, _sorted_values(match, k))
+    return values.sum(0) / (n - 1)
 
 
 def values(problem: UnlearningProblem, cfg: Config) -> torch.Tensor:
-    """The in-sample KNN-Shapley values of D_u on θ₀'s features."""
+    """The in-sample KNN-Shapley values of D_u on θ₀'s penultimate features, K = cfg.neighbours."""
     f = penultimate(problem.theta_pretrained, problem.du_x).cpu()
-    return in_sample_values(f, problem.du_y.cpu(), cfg.neighbours)
+    return in_sample_values(f.flatten(1), problem.du_y, cfg.neighbours)
 
 
-def balanced_shards(value: torch.Tensor, shards: int) -> list[torch.Tensor]:
-    """Indices dealt to `shards` shards in snake order of decreasing value (0, 1, …, S−1, S−1, …, 0, …)."""
-    ranked = sorted(range(len(value)), key=lambda i: (-float(value[i]), i))
-    out: list[list[int]] = [[] for _ in range(shards)]
-    for rank, i in enumerate(ranked):
-        lap, pos = divmod(rank, shards)
-        out[pos if lap % 2 == 0 else shards - 1 - pos].append(i)
-    return [torch.tensor(s, dtype=torch.long) for s in out]
+def balanced_shards(values_: torch.Tensor, shards: int) -> list[torch.Tensor]:
+    """Indices ranked by value (descending, ties by index) dealt to `shards` in
+    snake order 0, 1, …, S−1, S−1, …, 0, …; each shard's indices in rank order.
+    Values equal to 1e-12 tie: KNN-Shapley values are rationals, many of them
+    equal (1/(N−1) for every sample whose neighbours all share its label), and
+    float summation splits such ties by rounding noise."""
+    rank = torch.sort(values_.to(torch.float64).round(decimals=12), descending=True, stable=True).indices
+    p = torch.arange(len(rank))
+    turn, seat = p // shards, p % shards
+    shard = torch.where(turn % 2 == 0, seat, shards - 1 - seat)
+    return [rank[shard == s] for s in range(shards)]
 
 
 def layout(problem: UnlearningProblem, cfg: Config) -> list[list[torch.Tensor]]:
-    """Value-balanced shards, each in a seeded order cut into R slices."""
+    """The slice layout: the snake deal of D_u by value, each shard's samples
+    in a seeded random order (finetune_seed) cut into R slices."""
     n = len(problem.du_y)
     if cfg.shards * cfg.slices > n:
         raise ValueError(f"shapley needs shards × slices ≤ N ({cfg.shards} × {cfg.slices} > {n})")
     gen = torch.Generator().manual_seed(problem.finetune_seed)
     out = []
-    for shard in balanced_shards(values(problem, cfg), cfg.shards):
-        ordered = shard[torch.randperm(len(shard), generator=gen)]
-        out.append(list(torch.tensor_split(ordered, cfg.slices)))
+    for part in balanced_shards(values(problem, cfg), cfg.shards):
+        part = part[torch.randperm(len(part), generator=gen)]
+        out.append(list(torch.tensor_split(part, cfg.slices)))
     return out
 
 
 @functools.lru_cache(maxsize=2)
-def build(problem: UnlearningProblem, cfg: Config) -> sisa.SisaSystem:
-    """Value, lay out and train the system once per (problem, config); requests reuse it."""
+def build(problem: UnlearningProblem, cfg: Config) -> SisaSystem:
+    """Value the data and train the system once per (problem, config); requests reuse it."""
     return sisa.train(problem, layout(problem, cfg))
 
 
 def serve(problem: UnlearningProblem, cfg: Config) -> nn.Module:
+    """The model served before any deletion: the ensemble of final shard models."""
     return sisa.serve(problem, cfg, build)
 
 
+def retrain(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> SisaSystem:
+    """The system after deleting X (see sisa.retrain)."""
+    return sisa.retrain(problem, forget, cfg, build)
+
+
 def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:
-    """SISA's deletion on the value-balanced system: only the shards holding X retrain."""
+    """Retrain only the shards holding X, from the checkpoint before X's first slice."""
     return sisa.unlearn(problem, forget, cfg, build)
 
 
-def server_state(problem: UnlearningProblem, cfg: Config, forget: torch.Tensor | None = None):
+def server_state(problem: UnlearningProblem, cfg: Config, forget: torch.Tensor | None = None) -> tuple[Ensemble, dict]:
+    """The checkpoint store (before any deletion, or after deleting `forget`) and the slice index, as sisa's."""
     return sisa.server_state(problem, cfg, forget, build)
