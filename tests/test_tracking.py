@@ -74,3 +74,93 @@ def test_the_experiment_opens_in_the_model_training_layout(tmp_path, monkeypatch
     assert kind() is None
     log_run("train", {"base": {"seed": 0}}, {"acc": 0.5}, "h0")
     assert kind() == "custom_model_development"
+
+
+# A tracking server that is down costs a stage seconds, and one warning line.
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from uia_pipe import tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def closed_port_uri(monkeypatch) -> str:
+    """An http tracking URI at a local port nobody listens on; the per-URI probe
+    cache starts empty and MLflow's HTTP settings unset (both restored after)."""
+    monkeypatch.setattr(tracking, "_probed", {})
+    monkeypatch.setattr(tracking, "_warned", set())
+    for key in tracking._HTTP_SETTINGS:
+        monkeypatch.setenv(key, "")  # recorded, so that what tracking sets is undone
+        monkeypatch.delenv(key)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def test_a_dead_tracking_server_is_probed_once_and_warned_in_one_line(closed_port_uri, monkeypatch):
+    from uia_pipe.tracking import log_run, log_summary
+
+    probes = []
+    connect = socket.create_connection
+    monkeypatch.setattr(tracking.socket, "create_connection", lambda *a, **k: probes.append(a) or connect(*a, **k))
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")  # a user's own setting wins
+    with pytest.warns(tracking.TrackingWarning) as caught:
+        start = time.monotonic()
+        assert log_run("train", {"base": {"seed": 0}}, {"acc": 0.5}, "h0") is None
+        assert time.monotonic() - start < 10
+        start = time.monotonic()
+        assert log_run("train", {"base": {"seed": 0}}, {"acc": 0.5}, "h0") is None
+        assert log_summary({"base": {"seed": 0}}, {"acc": 0.5}, "h0") is None
+        assert time.monotonic() - start < 1
+    assert len(probes) == 1
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "\n" not in message and closed_port_uri in message and "stage train" in message
+    line = tracking._one_line_format(caught[0].message, caught[0].category, caught[0].filename, caught[0].lineno)
+    assert line == f"warning: {message}\n"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == tracking._HTTP_SETTINGS["MLFLOW_HTTP_REQUEST_TIMEOUT"]
+
+
+def test_only_http_servers_that_take_no_connection_are_skipped(closed_port_uri, tmp_path):
+    assert tracking._unreachable(closed_port_uri) == "Connection refused"
+    assert tracking._unreachable(f"sqlite:///{tmp_path / 'x.db'}") is None
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert tracking._unreachable(f"http://127.0.0.1:{server.getsockname()[1]}/prefix") is None
+
+
+def _download(tmp_path: Path, params_file: Path, uri: str, out: str) -> tuple[float, subprocess.CompletedProcess]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS" and not k.startswith("MLFLOW_HTTP_")}
+    env["MLFLOW_TRACKING_URI"] = uri
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "stages.cli", "download", "--params", str(params_file),
+                           "--out", str(tmp_path / out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    return time.monotonic() - start, done
+
+
+def test_a_stage_with_a_dead_tracking_server_takes_seconds_and_warns_once(closed_port_uri, tmp_path, params_file,
+                                                                          mlflow_store):
+    normal, done = _download(tmp_path, params_file, mlflow_store, "normal")
+    assert done.returncode == 0, done.stderr
+    elapsed, done = _download(tmp_path, params_file, closed_port_uri, "d")
+    assert done.returncode == 0, done.stderr
+    assert elapsed < normal + 30, (elapsed, normal)
+    assert (tmp_path / "d" / "card.json").is_file() and (tmp_path / "d" / "tensors.safetensors").is_file()
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: MLflow tracking skipped for stage download"), lines
+    assert closed_port_uri in lines[0]

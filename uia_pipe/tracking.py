@@ -1,17 +1,25 @@
 """MLflow tracking: the only module that imports mlflow.
 
 Stages write their metrics files first and log here second; any tracking
-failure becomes a warning, never a lost result. Each run is tagged with the git
-commit, the DVC experiment name and a hash of the params the stage read.
+failure becomes a one-line warning, never a lost result. Each run is tagged with
+the git commit, the DVC experiment name and a hash of the params the stage read.
+
+A tracking server that is down costs a stage seconds: MLflow's HTTP retries and
+timeouts are bounded (`_HTTP_SETTINGS`, a user's own setting wins), and an
+http(s) server is probed once per process before any MLflow call; one that does
+not answer skips tracking for the rest of the stage, with one warning.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import urlsplit
 
 EXPERIMENT = "uia-pipe"
 _EXPS = (".dvc", "tmp", "exps")
@@ -23,6 +31,76 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 # MLflow 3.17's UI ignores the tag and takes the layout from this URL parameter
 # (else from the browser's last choice, GenAI at first), so `uia ui` links with it.
 _UI_QUERY = "?workflowType=machine_learning"
+
+# MLflow's own settings, bounded: its defaults (7 retries, backoff factor 2, 120 s
+# timeout) cost a stage minutes per call when the server is down or hangs.
+_HTTP_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+PROBE_TIMEOUT = 2.0  # seconds for the one connect to an http(s) tracking server
+_probed: dict[str, str | None] = {}  # uri -> why its server does not answer (None: it answers)
+_warned: set[str] = set()  # uris whose dead server was reported
+
+
+class TrackingWarning(UserWarning):
+    """A tracking failure; printed as one line, `warning: <message>` (no file, line or source)."""
+
+    one_line = True
+
+
+def _one_line_format(message, category, filename, lineno, line=None):
+    if getattr(category, "one_line", False):
+        return f"warning: {message}\n"
+    return _one_line_format.default(message, category, filename, lineno, line)
+
+
+if not hasattr(warnings.formatwarning, "default"):  # installed once, even if this module is reloaded
+    _one_line_format.default = warnings.formatwarning
+    warnings.formatwarning = _one_line_format
+
+
+def _warn(message: str) -> None:
+    warnings.warn(" ".join(message.split()), TrackingWarning, stacklevel=3)
+
+
+def _settings() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for key, value in _HTTP_SETTINGS.items():
+        os.environ.setdefault(key, value)
+
+
+def _unreachable(uri: str) -> str | None:
+    """Why the http(s) server at `uri` takes no connection (None: it does, or
+    `uri` is not http(s), or a proxy stands between). Probed once per uri."""
+    if uri in _probed:
+        return _probed[uri]
+    why = None
+    url = urlsplit(uri)
+    if url.scheme in ("http", "https") and url.hostname:
+        proxied = url.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(url.hostname)
+        if not proxied:
+            try:
+                port = url.port or (443 if url.scheme == "https" else 80)
+                socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT).close()
+            except (OSError, ValueError) as exc:
+                why = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or type(exc).__name__
+    _probed[uri] = why
+    return why
+
+
+def _server_answers(uri: str, stage: str) -> bool:
+    """False when the tracking server is down, with one warning per process and uri."""
+    why = _unreachable(uri)
+    if why is not None and uri not in _warned:
+        _warned.add(uri)
+        url = urlsplit(uri)
+        shown = url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()  # no credentials in logs
+        _warn(f"MLflow tracking skipped for stage {stage}: no tracking server at {shown} ({why}); "
+              "the stage's files are written")
+    return why is None
 
 
 def repo_root(cwd: Path | None = None) -> Path:
@@ -70,11 +148,14 @@ def log_run(
     """One MLflow run for a stage; returns its id, or None (with a warning) when
     tracking fails. `params` and `metrics` may be nested; non-numeric metrics
     are skipped."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    _settings()
+    uri = tracking_uri()
+    if not _server_answers(uri, stage):
+        return None
     try:
         import mlflow
 
-        mlflow.set_tracking_uri(tracking_uri())
+        mlflow.set_tracking_uri(uri)
         if mlflow.get_experiment_by_name(EXPERIMENT) is None:
             mlflow.create_experiment(EXPERIMENT, artifact_location=(repo_root() / "mlartifacts").as_uri(),
                                      tags=EXPERIMENT_TAGS)
@@ -107,7 +188,7 @@ def log_run(
                     mlflow.log_artifact(str(path))
             return run.info.run_id
     except Exception as exc:  # noqa: BLE001 — tracking must never lose a result
-        warnings.warn(f"MLflow tracking failed for stage {stage}: {type(exc).__name__}: {exc}", stacklevel=2)
+        _warn(f"MLflow tracking failed for stage {stage}: {type(exc).__name__}: {exc}")
         return None
 
 
@@ -116,10 +197,14 @@ def log_summary(params: dict, metrics: dict, params_hash: str, artifacts: Iterab
     param, every headline metric, the figures and the report. Re-running
     evaluate for the same experiment and params replaces its summary run, so
     the MLflow UI shows one comparable row per experiment."""
+    _settings()
+    uri = tracking_uri()
+    if not _server_answers(uri, "summary"):
+        return None
     try:
         import mlflow
 
-        mlflow.set_tracking_uri(tracking_uri())
+        mlflow.set_tracking_uri(uri)
         experiment = mlflow.get_experiment_by_name(EXPERIMENT)
         if experiment is not None:
             exp_name = os.environ.get("DVC_EXP_NAME", "")
@@ -130,7 +215,7 @@ def log_summary(params: dict, metrics: dict, params_hash: str, artifacts: Iterab
             ):
                 client.delete_run(run.info.run_id)
     except Exception as exc:  # noqa: BLE001
-        warnings.warn(f"MLflow: could not replace an earlier summary run: {type(exc).__name__}: {exc}", stacklevel=2)
+        _warn(f"MLflow: could not replace an earlier summary run: {type(exc).__name__}: {exc}")
     return log_run("summary", params, metrics, params_hash, artifacts, tags={"summary": "true"})
 
 
@@ -145,8 +230,8 @@ def ui_route() -> str:
     holds none (a SQLite store that does not exist yet is not created)."""
     uri = tracking_uri()
     experiment = None
-    if not _no_store_yet(uri):
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    _settings()
+    if not _no_store_yet(uri) and _unreachable(uri) is None:
         try:
             import mlflow
 
@@ -163,7 +248,7 @@ def summary_runs() -> list[dict]:
     uri = tracking_uri()
     if _no_store_yet(uri):
         return []
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    _settings()
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)

@@ -13,10 +13,9 @@ from typing import Callable
 
 from pydantic import BaseModel
 
-from . import (amnesiac, approx, certified, exact, finetune, fisher, influence, neggrad, random_label, retrain, salun,
-               scrub, shapley, sisa)
 from ..config import parse_block
-from . import plugins
+from . import (amnesiac, approx, certified, exact, finetune, fisher, influence, neggrad, plugins, random_label, retrain,
+               salun, scrub, shapley, sisa)
 from .config import MethodConfig, UnlearnParams
 from .problem import UnlearningProblem
 
