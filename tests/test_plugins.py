@@ -161,3 +161,14 @@ def test_an_installed_entry_point_names_a_plugin(tiny_problem, tmp_path, monkeyp
     assert fn(tiny_problem, forget, configured(u, u.method)) is not tiny_problem.theta_original
     with pytest.raises(ValueError, match="unknown unlearning method 'not_installed'"):
         UnlearnParams(method="not_installed")
+
+
+def test_the_stages_that_run_methods_depend_on_the_plugin_folders():
+    """Editing a plugin reruns what it affects: unlearn, attack (membership's audit pairs call the method)
+    and defend list plugins/ and examples/ as deps."""
+    from tests.conftest import ROOT
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in ("unlearn", "attack", "defend"):
+        assert {"plugins", "examples"} <= set(stages[stage]["deps"]), stage
+    assert "plugins" not in stages["train"]["deps"]
