@@ -3,6 +3,8 @@ labels drawn at random from the wrong classes."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,19 +20,24 @@ def wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) 
     return (y.cpu() + shift) % num_classes
 
 
-def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:
-    """`steps` SGD steps on CE(X, random wrong labels) [+ retain term], batch norm in eval mode."""
-    model = clone(problem.theta_original)
-    device = next(model.parameters()).device
-    xf, yf, xr, yr = forget_and_retain(problem, forget, device)
+def relabelled(model: nn.Module, problem: UnlearningProblem, forget: torch.Tensor, retain_weight: float,
+               seed: int) -> Callable[[nn.Module], torch.Tensor]:
+    """The objective CE(X, random wrong labels drawn under `seed`) + retain_weight · CE(D_u \\ X)."""
+    xf, yf, xr, yr = forget_and_retain(problem, forget, next(model.parameters()).device)
     with torch.no_grad():
         num_classes = model(xf[:1]).shape[1]
-    target = wrong_labels(yf, num_classes, torch.Generator().manual_seed(cfg.seed)).to(device)
+    target = wrong_labels(yf, num_classes, torch.Generator().manual_seed(seed)).to(xf.device)
 
     def objective(m: nn.Module) -> torch.Tensor:
         loss = F.cross_entropy(m(xf), target)
-        if cfg.retain_weight > 0 and len(xr):
-            loss = loss + cfg.retain_weight * F.cross_entropy(m(xr), yr)
+        if retain_weight > 0 and len(xr):
+            loss = loss + retain_weight * F.cross_entropy(m(xr), yr)
         return loss
 
-    return sgd_steps(model, objective, cfg.steps, cfg.lr)
+    return objective
+
+
+def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:
+    """`steps` SGD steps on CE(X, random wrong labels) [+ retain term], batch norm in eval mode."""
+    model = clone(problem.theta_original)
+    return sgd_steps(model, relabelled(model, problem, forget, cfg.retain_weight, cfg.seed), cfg.steps, cfg.lr)

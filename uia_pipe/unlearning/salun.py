@@ -13,7 +13,7 @@ from torch import nn
 
 from .config import SalUnConfig as Config
 from .problem import UnlearningProblem, forget_and_retain, sgd_steps
-from .random_label import wrong_labels
+from .random_label import relabelled
 from ..models import clone
 
 
@@ -30,17 +30,7 @@ def saliency_masks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fraction:
 def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:
     """`steps` SGD steps on CE(X, random wrong labels) + retain_weight · CE(D_u \\ X), salient weights only."""
     model = clone(problem.theta_original)
-    device = next(model.parameters()).device
-    xf, yf, xr, yr = forget_and_retain(problem, forget, device)
+    xf, yf, _, _ = forget_and_retain(problem, forget, next(model.parameters()).device)
     masks = saliency_masks(model, xf, yf, cfg.saliency)
-    with torch.no_grad():
-        num_classes = model(xf[:1]).shape[1]
-    target = wrong_labels(yf, num_classes, torch.Generator().manual_seed(cfg.seed)).to(device)
-
-    def objective(m: nn.Module) -> torch.Tensor:
-        loss = F.cross_entropy(m(xf), target)
-        if cfg.retain_weight > 0 and len(xr):
-            loss = loss + cfg.retain_weight * F.cross_entropy(m(xr), yr)
-        return loss
-
+    objective = relabelled(model, problem, forget, cfg.retain_weight, cfg.seed)
     return sgd_steps(model, objective, cfg.steps, cfg.lr, masks=masks)
