@@ -101,3 +101,37 @@ def tiny_problem() -> UnlearningProblem:
     fit(theta, x[256:], y[256:], finetune, seed=1, batchnorm_eval=True)
     record = Pretraining(init=lambda: init_model(TINY_SPEC, seed=0), x=x[:256], y=y[:256], settings=pretrain, seed=0)
     return UnlearningProblem(theta0, theta, x[256:], y[256:], finetune, 1, record)
+
+
+def invoke(*args: str, code: int = 0):
+    """A stage through the CLI, in process; asserts its exit code (with the output and traceback if not)."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    trace = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info and code == 0 else ""
+    assert result.exit_code == code, result.output + result.stderr + trace
+    return result
+
+
+def run_all_stages(params: Path, t: Path) -> None:
+    """download → train → unlearn → attack → defend → evaluate with `params`, every file under `t`."""
+    p = str(params)
+    invoke("download", "--params", p, "--out", str(t / "data"))
+    invoke("train", "--params", p, "--data", str(t / "data"), "--out", str(t / "train"),
+           "--metrics", str(t / "train.json"), "--curve", str(t / "curve.csv"))
+    invoke("unlearn", "--params", p, "--data", str(t / "data"), "--trained", str(t / "train"),
+           "--out", str(t / "unlearn"), "--metrics", str(t / "unlearn.json"), "--details", str(t / "unlearn.csv"))
+    common = ["--params", p, "--data", str(t / "data"), "--trained", str(t / "train"), "--unlearned", str(t / "unlearn")]
+    invoke("attack", *common, "--out", str(t / "attack"), "--metrics", str(t / "attack.json"),
+           "--details", str(t / "attack.csv"), "--methods", str(t / "methods.csv"), "--plots", str(t / "plots"))
+    invoke("defend", *common, "--metrics", str(t / "defend.json"), "--details", str(t / "defend.csv"))
+    invoke("evaluate", "--params", p, "--data", str(t / "data"), "--train-metrics", str(t / "train.json"),
+           "--train-curve", str(t / "curve.csv"), "--unlearn-details", str(t / "unlearn.csv"),
+           "--attack-metrics", str(t / "attack.json"), "--attack-details", str(t / "attack.csv"),
+           "--attack-methods", str(t / "methods.csv"), "--attack-out", str(t / "attack"),
+           "--defend-details", str(t / "defend.csv"), "--metrics", str(t / "evaluate.json"),
+           "--reports", str(t / "reports"))

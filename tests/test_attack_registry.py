@@ -5,16 +5,14 @@ defend.json and the report with no edit under stages/."""
 from __future__ import annotations
 
 import json
-import traceback
 
 import pandas as pd
 import pytest
 import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
-from typer.testing import CliRunner
 
-from stages.cli import app
+from tests.conftest import run_all_stages
 from uia_pipe.attacks import ATTACKS
 from uia_pipe.attacks.protocol import Attack
 from uia_pipe.attacks.view import AttackerView
@@ -55,13 +53,6 @@ def summarise(frame: pd.DataFrame, stats: dict) -> dict:
     return {"hit_rate": float(frame["hit"].mean()), "requests": len(frame)}
 
 
-def _invoke(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args))
-    trace = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info else ""
-    assert result.exit_code == 0, result.output + result.stderr + trace
-    return result.output
-
-
 def test_a_registered_attack_reaches_attack_defend_and_the_report(tmp_path, params_file, monkeypatch):
     monkeypatch.setitem(ATTACKS, "head_bias", Attack(config=BiasConfig, run=run, score=score, summarise=summarise))
     raw = yaml.safe_load(params_file.read_text())
@@ -69,21 +60,8 @@ def test_a_registered_attack_reaches_attack_defend_and_the_report(tmp_path, para
     raw["attack"]["head_bias"] = {"sign": 1.0}
     raw["defend"].update(defences=["noise", "prune"])
     params_file.write_text(yaml.safe_dump(raw))
-    p, t = str(params_file), tmp_path
-    _invoke("download", "--params", p, "--out", str(t / "data"))
-    _invoke("train", "--params", p, "--data", str(t / "data"), "--out", str(t / "train"),
-            "--metrics", str(t / "train.json"), "--curve", str(t / "curve.csv"))
-    _invoke("unlearn", "--params", p, "--data", str(t / "data"), "--trained", str(t / "train"),
-            "--out", str(t / "unlearn"), "--metrics", str(t / "unlearn.json"), "--details", str(t / "unlearn.csv"))
-    common = ["--params", p, "--data", str(t / "data"), "--trained", str(t / "train"), "--unlearned", str(t / "unlearn")]
-    _invoke("attack", *common, "--out", str(t / "attack"), "--metrics", str(t / "attack.json"),
-            "--details", str(t / "attack.csv"), "--methods", str(t / "methods.csv"), "--plots", str(t / "plots"))
-    _invoke("defend", *common, "--metrics", str(t / "defend.json"), "--details", str(t / "defend.csv"))
-    _invoke("evaluate", "--params", p, "--data", str(t / "data"), "--train-metrics", str(t / "train.json"),
-            "--train-curve", str(t / "curve.csv"), "--unlearn-details", str(t / "unlearn.csv"),
-            "--attack-metrics", str(t / "attack.json"), "--attack-details", str(t / "attack.csv"),
-            "--attack-methods", str(t / "methods.csv"), "--attack-out", str(t / "attack"),
-            "--defend-details", str(t / "defend.csv"), "--metrics", str(t / "evaluate.json"), "--reports", str(t / "reports"))
+    t = tmp_path
+    run_all_stages(params_file, t)
 
     attack = json.loads((t / "attack.json").read_text())
     rate = attack["head_bias"]["hit_rate"]

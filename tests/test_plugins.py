@@ -4,14 +4,12 @@ a broken one is refused in one line before any work."""
 from __future__ import annotations
 
 import json
-import traceback
 
 import pandas as pd
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from stages.cli import app
+from tests.conftest import invoke, run_all_stages
 from uia_pipe.unlearning.config import UnlearnParams
 from uia_pipe.unlearning.methods import configured, resolve
 
@@ -38,13 +36,6 @@ def unlearn(problem, forget, cfg):
 '''
 
 
-def _invoke(*args: str, code: int = 0):
-    result = CliRunner().invoke(app, list(args))
-    trace = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info and code == 0 else ""
-    assert result.exit_code == code, result.output + result.stderr + trace
-    return result
-
-
 def _write(root, package: str, source: str) -> None:
     (root / package).mkdir(parents=True, exist_ok=True)
     (root / package / "method.py").write_text(source)
@@ -58,21 +49,8 @@ def test_a_plugin_written_here_runs_unlearn_attack_defend_and_evaluate(tmp_path,
     raw["unlearn"].update(method=name, compare=["exact"], plugin={"steps": 4, "lr": 0.1})
     raw["defend"].update(defences=["noise"])
     params_file.write_text(yaml.safe_dump(raw))
-    p, t = str(params_file), tmp_path
-    _invoke("download", "--params", p, "--out", str(t / "data"))
-    _invoke("train", "--params", p, "--data", str(t / "data"), "--out", str(t / "train"),
-            "--metrics", str(t / "train.json"), "--curve", str(t / "curve.csv"))
-    _invoke("unlearn", "--params", p, "--data", str(t / "data"), "--trained", str(t / "train"),
-            "--out", str(t / "unlearn"), "--metrics", str(t / "unlearn.json"), "--details", str(t / "unlearn.csv"))
-    common = ["--params", p, "--data", str(t / "data"), "--trained", str(t / "train"), "--unlearned", str(t / "unlearn")]
-    _invoke("attack", *common, "--out", str(t / "attack"), "--metrics", str(t / "attack.json"),
-            "--details", str(t / "attack.csv"), "--methods", str(t / "methods.csv"), "--plots", str(t / "plots"))
-    _invoke("defend", *common, "--metrics", str(t / "defend.json"), "--details", str(t / "defend.csv"))
-    _invoke("evaluate", "--params", p, "--data", str(t / "data"), "--train-metrics", str(t / "train.json"),
-            "--train-curve", str(t / "curve.csv"), "--unlearn-details", str(t / "unlearn.csv"),
-            "--attack-metrics", str(t / "attack.json"), "--attack-details", str(t / "attack.csv"),
-            "--attack-methods", str(t / "methods.csv"), "--attack-out", str(t / "attack"),
-            "--defend-details", str(t / "defend.csv"), "--metrics", str(t / "evaluate.json"), "--reports", str(t / "reports"))
+    t = tmp_path
+    run_all_stages(params_file, t)
 
     record = json.loads((t / "unlearn" / "requests.json").read_text())
     assert record["method"] == name and record["config"] == {"steps": 4, "lr": 0.1}
@@ -91,7 +69,7 @@ def _unlearn_fails(tmp_path, params_file, method: str, plugin: dict | None = Non
     raw["unlearn"].update(method=method, compare=[], plugin=plugin or {})
     params_file.write_text(yaml.safe_dump(raw))
     (tmp_path / "empty").mkdir(exist_ok=True)  # the check comes before the stage reads its inputs
-    result = _invoke("unlearn", "--params", str(params_file), "--data", str(tmp_path / "empty"), "--trained",
+    result = invoke("unlearn", "--params", str(params_file), "--data", str(tmp_path / "empty"), "--trained",
                      str(tmp_path / "empty"), "--out", str(tmp_path / "out"), "--metrics",
                      str(tmp_path / "u.json"), "--details", str(tmp_path / "u.csv"), code=2)
     assert not (tmp_path / "out").exists() and not (tmp_path / "u.json").exists()
