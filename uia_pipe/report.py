@@ -52,8 +52,13 @@ class Report:
 
 def cell(value) -> str:
     if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
+        return "–" if math.isnan(value) else f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
+
+
+def interval(low, high) -> str:
+    """[low, high] with the table's digits."""
+    return f"[{cell(float(low))}, {cell(float(high))}]"
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from .report import THREAT_MODELS, Report
+from .report import THREAT_MODELS, Report, interval
 from .stats import mean_ci, sign_test, wilson_ci
 
 
@@ -249,7 +249,7 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
                  ["feature recovery categorical accuracy", fr["categorical_accuracy_mean"],
                   _ci(fr, "categorical_accuracy")]]
     rows += [["label inference accuracy", li["accuracy"],
-              f"[{li['accuracy_ci95_low']:.3f}, {li['accuracy_ci95_high']:.3f}] (Wilson)"],
+              f"{interval(li['accuracy_ci95_low'], li['accuracy_ci95_high'])} (Wilson)"],
              ["attack seconds (both attacks)", cost["seconds"], ""],
              ["label queries / request (+ probe queries)", cost["label_queries_per_request"],
               f"+ {cost['probe_queries']:.0f} once"]]
@@ -287,12 +287,12 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
     n = int(fr["requests"])
     if n < small_sample and "psnr_ci95_high" in fr:
         caveats.append(f"Feature recovery rests on {n} requests: the {pct} interval of the mean PSNR is "
-                       f"{fr['psnr_ci95_high'] - fr['psnr_ci95_low']:.2f} dB wide.")
+                       f"{fr['psnr_ci95_high'] - fr['psnr_ci95_low']:.3g} dB wide.")
     elif n < 2:
         caveats.append(f"Feature recovery rests on {n} request: no interval.")
     if li["requests"] < small_sample:
         caveats.append(f"Label inference rests on {int(li['requests'])} requests: the {pct} Wilson interval is "
-                       f"{li['accuracy_ci95_high'] - li['accuracy_ci95_low']:.2f} wide.")
+                       f"{li['accuracy_ci95_high'] - li['accuracy_ci95_low']:.3g} wide.")
     if defences is not None and len(defences) and defences["requests"].max() < small_sample:
         caveats.append(f"Each defence point averages {int(defences['requests'].max())} requests; differences "
                        "between nearby strengths are within noise.")
@@ -317,8 +317,8 @@ def _methods_section(r: Report, methods: pd.DataFrame, comparisons: dict, pct: s
              f"{pct} interval", "label acc.", f"{pct} interval"],
             [[row["method"], row["seconds_per_request"], row["forget_accuracy"], row["test_accuracy"],
               row["retrain_agreement_forget"], row[f"{leak}_mean"],
-              f"[{row[f'{leak}_ci95_low']:.2f}, {row[f'{leak}_ci95_high']:.2f}]", row["label_accuracy"],
-              f"[{row['label_accuracy_ci95_low']:.2f}, {row['label_accuracy_ci95_high']:.2f}]"]
+              interval(row[f'{leak}_ci95_low'], row[f'{leak}_ci95_high']), row["label_accuracy"],
+              interval(row['label_accuracy_ci95_low'], row['label_accuracy_ci95_high'])]
              for _, row in methods.iterrows()])
     verdict = {1.0: "more", -1.0: "less", 0.0: "no significant difference"}
     lines = [f"{row['method']}: removal certificate — gradient residual {row['gradient_residual']:.3g}, Guo et al.'s "
@@ -330,11 +330,11 @@ def _methods_section(r: Report, methods: pd.DataFrame, comparisons: dict, pct: s
         other, main = key.split("_vs_")
         lines.append(
             f"Did {other} leak more than {main}? Features: {verdict[c['features_leaked_more']]} "
-            f"({label} {c[f'{leak}_diff']:+.2f}, paired {pct} interval [{c.get(f'{leak}_diff_ci95_low', math.nan):.2f}, "
-            f"{c.get(f'{leak}_diff_ci95_high', math.nan):.2f}] over {int(c['requests'])} requests). Labels: "
+            f"({label} {c[f'{leak}_diff']:+.3g}, paired {pct} interval "
+            f"{interval(c.get(f'{leak}_diff_ci95_low', math.nan), c.get(f'{leak}_diff_ci95_high', math.nan))} over {int(c['requests'])} requests). Labels: "
             f"{verdict[c['labels_leaked_more']]} (found in {int(c['label_hits_more'])} requests where {main} "
             f"was not, missed in {int(c['label_hits_fewer'])} where {main} found it; sign test p = "
-            f"{c['label_sign_test_p']:.3f}).")
+            f"{c['label_sign_test_p']:.3g}).")
     r.bullets(lines)
 
 
@@ -348,7 +348,7 @@ def _leakage_section(r: Report, t: pd.DataFrame, pct: str) -> None:
     r.table(["method", "AUC", f"{pct} interval", "TPR@1%", "TPR@0.1%", "AUC retained", "U-LiRA AUC",
              "Chen best", "one model", "re-id top-1", "chance", "carried by", "PSNR (dB)", "label acc."],
             [[row["method"], row["membership_auc"],
-              f"[{row['membership_auc_ci95_low']:.3f}, {row['membership_auc_ci95_high']:.3f}]",
+              interval(row['membership_auc_ci95_low'], row['membership_auc_ci95_high']),
               row["tpr_at_1pct_fpr"], row["tpr_at_0.1pct_fpr"], row["retained_auc"], row["lira_auc"],
               row["best_chen_auc"], row["one_model_auc"], row["reid_top1"], row["chance_top1"], row["carried_by"],
               row["psnr"], row["label_accuracy"]] for _, row in t.iterrows()])
@@ -365,4 +365,4 @@ def _leakage_section(r: Report, t: pd.DataFrame, pct: str) -> None:
 
 def _ci(section: dict, m: str) -> str:
     low, high = section.get(f"{m}_ci95_low"), section.get(f"{m}_ci95_high")
-    return "" if low is None else f"[{low:.3f}, {high:.3f}]"
+    return "" if low is None else interval(low, high)
