@@ -47,7 +47,7 @@ def main(
                                                                   device, a.max_requests) for name in names}
         for run in runs.values():
             check(run.setting, ATTACKS, configs)
-        result, tables = {"compare": {}}, []
+        result, tables, outcomes = {"compare": {}}, [], {}
         with progress(len(names) * len(ATTACKS) * len(main_run.setting.requests), "attack") as bar:
             for name, run in runs.items():
                 ctx = Context(base.seed, run.test_x, Path(p.download.cache_dir).expanduser(), a.sisa_view,
@@ -55,19 +55,22 @@ def main(
                               on_request=lambda family, index: bar.update(), public_y=run.test_y)
                 outcome = attack_run(run, ATTACKS, configs, ctx, plots=run is main_run)
                 tables.append(outcome.frame.assign(method=name))
+                outcomes[name] = outcome
                 typer.echo(f"{name}: " + "; ".join(f"{family}: {_describe(s)}" for family, s in outcome.summaries.items()))
                 if run is main_run:
                     result.update(outcome.summaries, seconds=outcome.seconds)
                     main_outcome = outcome
                 else:
                     result["compare"][name] = {**outcome.summaries, "seconds": outcome.seconds}
-    with io.atomic_dir(out) as tmp:
-        for rel, obj in outputs(main_run, ATTACKS, main_outcome).items():
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(obj, dict):
-                io.save_tensors(tmp / rel, obj)
-            else:
-                io.save_figure(tmp / rel, obj)
+    with io.atomic_dir(out) as tmp:  # unlearn.method's at the top, each compared method's under compare/<name>/
+        for name, outcome in outcomes.items():
+            folder = tmp if name == names[0] else tmp / "compare" / name
+            for rel, obj in outputs(runs[name], ATTACKS, outcome).items():
+                (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(obj, dict):
+                    io.save_tensors(folder / rel, obj)
+                else:
+                    io.save_figure(folder / rel, obj)
     io.save_json(metrics, result)
     io.save_csv(details, main_outcome.frame)
     io.save_csv(methods, pd.concat(tables, ignore_index=True))

@@ -52,10 +52,13 @@ def main(
     defences = summary.defence_table(io.load_csv(defend_details))
     io.save_json(metrics, head)
 
-    grids = {int(r): io.load_png(attack_out / "grids" / f"request_{int(r):03d}.png")
-             for r in attack_rows["request"] if (attack_out / "grids" / f"request_{int(r):03d}.png").is_file()}
-    made = figures.report_figures(attack_rows, grids, defences, card["num_classes"],
-                                  io.load_csv(train_curve).to_dict("records"))
+    method_grids = {}  # method -> request -> its grid image, unlearn.method's at the top, the others under compare/
+    for name in method_rows["method"].unique():
+        folder = attack_out / "grids" if name == p.unlearn.method else attack_out / "compare" / name / "grids"
+        method_grids[name] = {int(r): io.load_png(folder / f"request_{int(r):03d}.png")
+                              for r in attack_rows["request"] if (folder / f"request_{int(r):03d}.png").is_file()}
+    made = figures.report_figures(attack_rows, method_grids.get(p.unlearn.method, {}), defences, card["num_classes"],
+                                  io.load_csv(train_curve).to_dict("records"), method_rows, method_grids)
     captions = {name: caption for name, (_, caption) in made.items()}
     with io.atomic_dir(reports) as tmp:
         for name, (figure, _) in made.items():

@@ -142,8 +142,11 @@ def inputs(tmp_path) -> Path:
     (tmp_path / "attack.json").write_text(json.dumps(ATTACK))
     _attack_rows().to_csv(tmp_path / "attack.csv", index=False)
     (tmp_path / "attack" / "grids").mkdir(parents=True)
+    (tmp_path / "attack" / "compare" / "approx" / "grids").mkdir(parents=True)
     for i in range(len(PSNR)):
         plt.imsave(tmp_path / "attack" / "grids" / f"request_{i:03d}.png", [[0.0, 1.0], [0.5, 0.2]], cmap="gray")
+        plt.imsave(tmp_path / "attack" / "compare" / "approx" / "grids" / f"request_{i:03d}.png", [[0.2, 0.7]],
+                   cmap="gray")
     _defend_rows().to_csv(tmp_path / "defend.csv", index=False)
     (tmp_path / "params.yaml").write_text(committed_params_text())
     return tmp_path
@@ -166,7 +169,8 @@ def test_evaluate_stage_writes_metrics_figures_and_a_self_contained_report(input
 
     md = (t / "reports" / "report.md").read_text()
     linked = [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
-    assert {"reconstructions.png", "defences.png", "label_confusion.png", "training_curves.png"} <= set(linked)
+    assert {"reconstructions.png", "reconstructions_all.png", "defences.png", "label_confusion.png",
+            "training_curves.png"} <= set(linked)
     assert all((t / "reports" / name).is_file() for name in linked)
     for phrase in ("white-box server", "black-box user", "## Caveats", "rests on 5 requests"):
         assert phrase in md
@@ -179,6 +183,22 @@ def test_evaluate_stage_writes_metrics_figures_and_a_self_contained_report(input
     parser.close()
     assert len(parser.images) == len(linked) and all(s.startswith("data:image/png;base64,") for s in parser.images)
     assert parser.tables == 4 and parser.stack == []  # headline, attack families, methods, defences
+
+
+def test_every_request_of_every_method_is_one_figure_row_per_method():
+    from uia_pipe import figures
+
+    grids = {m: {i: [[0.0, 1.0], [0.5, 0.2]] for i in range(len(PSNR))} for m in ("exact", "approx")}
+    made = figures.report_figures(_attack_rows(), grids["exact"], summary.defence_table(_defend_rows()), 3,
+                                  [{"phase": "pretrain", "epoch": 1, "loss": 1.0, "accuracy": 0.5}],
+                                  _method_rows(), grids)
+    fig, caption = made["reconstructions_all.png"]
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 2 * len(PSNR) and "every request of every method" in caption
+    titles = [ax.get_title() for ax in shown]
+    assert titles[0] == f"request 0, {PSNR[0]:.3g} dB" and titles[len(PSNR)] == f"request 0, {APPROX_PSNR[0]:.3g} dB"
+    assert [t.get_text() for t in fig.axes[0].texts] == ["exact"]
+    plt.close("all")
 
 
 def test_defence_table_averages_requests_per_strength():

@@ -61,11 +61,22 @@ def confusion_matrix(truth: list[int], predicted: list[int], num_classes: int) -
 
 def image_panels(panels: list[tuple[str, "object"]], title: str | None = None) -> Figure:
     """Already-rendered images (H×W×C arrays, e.g. saved grids) side by side, each with a title."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), squeeze=False)
-    for ax, (caption, img) in zip(axes[0], panels):
-        ax.imshow(img)
-        ax.set_title(caption, fontsize=9)
-        ax.axis("off")
+    return panel_rows({"": panels}, title)
+
+
+def panel_rows(rows: dict[str, list[tuple[str, "object"]]], title: str | None = None, size: float = 3.6) -> Figure:
+    """Rows of already-rendered images, each row named (left) and each image captioned (above)."""
+    cols = max(len(panels) for panels in rows.values())
+    fig, axes = plt.subplots(len(rows), cols, figsize=(size * cols, (size + 0.2) * len(rows)), squeeze=False)
+    for axs, (name, panels) in zip(axes, rows.items()):
+        for ax in axs:
+            ax.axis("off")
+        for ax, (caption, img) in zip(axs, panels):
+            ax.imshow(img)
+            ax.set_title(caption, fontsize=9)
+        if name:
+            axs[0].text(-0.08, 0.5, name, transform=axs[0].transAxes, rotation=90, ha="right", va="center",
+                        fontsize=10)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -122,12 +133,20 @@ def per_request_scores(requests: list[int], scores: list[float], baseline: list[
     return fig
 
 
-def report_figures(attack_rows, grids: dict, defences, num_classes: int,
-                   train_curve: list[dict]) -> dict[str, tuple[Figure, str]]:
+def report_figures(attack_rows, grids: dict, defences, num_classes: int, train_curve: list[dict],
+                   method_rows=None, method_grids: dict | None = None) -> dict[str, tuple[Figure, str]]:
     """The report's figures, name -> (figure, caption): reconstructions (the best and worst requests' grids,
-    `grids` request -> image, or per-request decoded accuracy on tabular rows), the defences' trade-off,
+    `grids` request -> image, or per-request decoded accuracy on tabular rows), every request of every
+    method (`method_grids` method -> request -> image, scored in `method_rows`), the defences' trade-off,
     label inference's confusion matrix and the training curves."""
     out = {}
+    if method_grids and method_rows is not None and "psnr" in method_rows:
+        psnr = {(r.method, int(r.request)): r.psnr for r in method_rows.itertuples()}
+        rows = {m: [(f"request {i}, {psnr[(m, i)]:.3g} dB", img) for i, img in sorted(g.items()) if (m, i) in psnr]
+                for m, g in method_grids.items() if g}
+        if rows:
+            out["reconstructions_all.png"] = (panel_rows(rows, size=2.4), "Feature recovery, every request of "
+                                              "every method: removed sample (top) and reconstruction (bottom)")
     if "psnr" in attack_rows and grids:
         ranked = attack_rows.sort_values("psnr")
         panels = [(f"{which}: request {int(r.request)}, {r.psnr:.1f} dB", grids[int(r.request)])

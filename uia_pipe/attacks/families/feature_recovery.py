@@ -177,7 +177,7 @@ def outputs(setting: Setting, recoveries: list[Recovery]) -> dict[str, Figure | 
             truth = setting.du_x[torch.tensor(req["forget"])]
             out[f"grids/request_{req['index']:03d}.png"] = reconstruction_grid(
                 truth, ordered_for_display(rec.result.reconstruction, truth),
-                title=f"request {req['index']}: {setting.method} unlearning, {rec.result.label_source} labels")
+                title=f"request {req['index']}: {setting.method}\n{rec.result.label_source} labels")
     return out
 
 
