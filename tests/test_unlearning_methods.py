@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,7 +15,7 @@ from uia_pipe.models import Classifier
 from uia_pipe.training import evaluate
 from uia_pipe.unlearning.methods import METHODS, served_model
 from uia_pipe.unlearning.problem import UnlearningProblem
-from uia_pipe.unlearning import influence, retrain, scrub, sisa
+from uia_pipe.unlearning import influence, retrain, scrub, shapley, sisa
 
 
 def _flat(model) -> torch.Tensor:
@@ -138,18 +139,21 @@ def test_each_method_hurts_the_forget_set_more_than_unseen_data(tiny_problem):
             assert abs(drop_f - drop_t) <= 0.05, (name, drop_f, drop_t)
 
 
-def test_sisa_retrains_exactly_one_shard_for_a_single_sample(tiny_problem):
-    cfg = sisa.Config(shards=4, slices=2)
-    served = served_model("sisa", tiny_problem, cfg)
+@pytest.mark.parametrize("module", [sisa, shapley], ids=["sisa", "shapley"])
+def test_sisa_retrains_exactly_one_shard_for_a_single_sample(tiny_problem, module):
+    """SISA, and shapley on its value-balanced layout: one deleted sample retrains only its shard."""
+    name = module.__name__.rsplit(".", 1)[1]
+    cfg = module.Config(shards=4, slices=2)
+    served = served_model(name, tiny_problem, cfg)
     forget = torch.zeros(len(tiny_problem.du_y), dtype=torch.bool)
     forget[5] = True
-    theta_u = sisa.unlearn(tiny_problem, forget, cfg)
+    theta_u = module.unlearn(tiny_problem, forget, cfg)
     changed = [not torch.equal(_flat(a), _flat(b)) for a, b in zip(served.members, theta_u.members)]
     assert sum(changed) == 1
-    system = sisa.build(tiny_problem, cfg)
+    system = module.build(tiny_problem, cfg)
     shard = changed.index(True)
     assert any(5 in idx.tolist() for idx in system.slices[shard])
-    nothing = sisa.unlearn(tiny_problem, torch.zeros_like(forget), cfg)
+    nothing = module.unlearn(tiny_problem, torch.zeros_like(forget), cfg)
     assert torch.equal(_flat(nothing), _flat(served))
 
 
