@@ -331,7 +331,8 @@ def _methods_section(r: Report, methods: pd.DataFrame, comparisons: dict, pct: s
         lines.append(
             f"Did {other} leak more than {main}? Features: {verdict[c['features_leaked_more']]} "
             f"({label} {c[f'{leak}_diff']:+.3g}, paired {pct} interval "
-            f"{interval(c.get(f'{leak}_diff_ci95_low', math.nan), c.get(f'{leak}_diff_ci95_high', math.nan))} over {int(c['requests'])} requests). Labels: "
+            f"{interval(c.get(f'{leak}_diff_ci95_low', math.nan), c.get(f'{leak}_diff_ci95_high', math.nan))} "
+            f"over {int(c['requests'])} requests). Labels: "
             f"{verdict[c['labels_leaked_more']]} (found in {int(c['label_hits_more'])} requests where {main} "
             f"was not, missed in {int(c['label_hits_fewer'])} where {main} found it; sign test p = "
             f"{c['label_sign_test_p']:.3g}).")

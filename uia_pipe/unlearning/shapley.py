@@ -136,11 +136,6 @@ def serve(problem: UnlearningProblem, cfg: Config) -> nn.Module:
     return sisa.serve(problem, cfg, build)
 
 
-def retrain(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> SisaSystem:
-    """The system after deleting X (see sisa.retrain)."""
-    return sisa.retrain(problem, forget, cfg, build)
-
-
 def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn.Module:
     """Retrain only the shards holding X, from the checkpoint before X's first slice."""
     return sisa.unlearn(problem, forget, cfg, build)
