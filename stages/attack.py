@@ -11,10 +11,10 @@ import pandas as pd
 import typer
 
 from stages.common import (
-    DataDir, ParamsOption, TrainedDir, UnlearnedDir, clean_errors, device_for, progress, seed_everything,
-    single_command, torch_threads,
+    DataDir, ParamsOption, TrainedDir, UnlearnedDir, clean_errors, device_for, progress,
+    seed_everything, single_command, torch_threads,
 )
-from uia_pipe import io, tracking
+from uia_pipe import executor, io, tracking
 from uia_pipe.attacks import ATTACKS
 from uia_pipe.attacks.config import attack_params, family_configs
 from uia_pipe.attacks.protocol import Context, attack_run, check, outputs
@@ -40,7 +40,7 @@ def main(
     base, a = p.base, p.attack
     configs, device = family_configs(a), device_for(base.device)
     seed_everything(base.seed, base.threads)
-    with torch_threads(a.threads):
+    with torch_threads(a.threads), executor.for_stage(base, a.threads) as ex:
         main_run = load_run(data, trained, unlearned, device, a.max_requests)
         names = (main_run.setting.method, *main_run.compare)
         runs = {name: main_run if name == names[0] else load_run(data, trained, unlearned / "compare" / name,
@@ -52,7 +52,7 @@ def main(
             for name, run in runs.items():
                 ctx = Context(base.seed, run.test_x, Path(p.download.cache_dir).expanduser(), a.sisa_view,
                               progress=lambda it, loss: bar.set_postfix(iteration=it, loss=f"{loss:.4f}"),
-                              on_request=lambda family, index: bar.update(), public_y=run.test_y)
+                              on_request=lambda family, index: bar.update(), public_y=run.test_y, executor=ex)
                 outcome = attack_run(run, ATTACKS, configs, ctx, plots=run is main_run)
                 tables.append(outcome.frame.assign(method=name))
                 outcomes[name] = outcome

@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Annotated
 
+import pandas as pd
 import typer
 
 from pathlib import Path
@@ -14,6 +15,7 @@ from stages import attack, defend, download, evaluate, train, unlearn
 from stages.common import ParamsOption, clean_errors
 from uia_pipe import io, report, summary, tracking
 from uia_pipe.errors import UiaError
+from uia_pipe.config import read_params
 from uia_pipe.params import load_params
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -63,6 +65,66 @@ def seeds(
          r.seed_list] for r in table.itertuples()]))
     if out is not None:
         io.save_csv(out, table)
+
+
+@app.command()
+@clean_errors
+def grid(
+    name: Annotated[str, typer.Argument(help="the grid's name: its experiments are <name>-000, <name>-001, ...")],
+    set_param: Annotated[list[str], typer.Option("--set", "-S", help="key=value1,value2,... (repeatable): an axis")],
+    seeds: Annotated[list[int], typer.Option("--seed", help="base.seed of each experiment (repeatable)")] = [0],
+    jobs: Annotated[int, typer.Option(min=1, help="experiments run at once (DVC queue workers)")] = 1,
+    rows: Annotated[str | None, typer.Option(help="param whose values are the table's rows (default: the first axis)")] = None,
+    columns: Annotated[str | None, typer.Option(help="param of the table's columns (default: the second axis)")] = None,
+    metric: Annotated[list[str], typer.Option(help="summary-run metric tabulated (repeatable)")] = list(summary.GRID),
+    params: ParamsOption = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="folder for the tables, <name>.md and <name>.csv")] = Path("grids"),
+) -> None:
+    """Queue every combination of the axes and seeds as a DVC experiment, run them
+    (`dvc exp run --run-all --jobs`), then build the grid's tables from MLflow (`uia table`)."""
+    import subprocess
+
+    from uia_pipe import grid as g
+
+    axes = [g.parse_axis(text) for text in set_param]
+    combos = g.expand(axes, seeds, read_params(params), name)  # every experiment's params checked first
+    for exp, combo in zip(g.names(name, len(combos)), combos):
+        subprocess.run(["dvc", "exp", "run", "--queue", "-n", exp, *g.overrides(combo)], check=True,
+                       stdout=subprocess.DEVNULL)
+    typer.echo(f"grid {name}: {len(combos)} experiments queued; running {jobs} at a time")
+    if subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)]).returncode != 0:
+        raise UiaError(f"grid {name}: an experiment failed (`dvc queue status`, `dvc queue logs <name>`)")
+    keys = [k for k, _ in axes]
+    table(name, rows or keys[0], columns or (keys[1] if len(keys) > 1 else None), metric, out=out)
+
+
+@app.command()
+@clean_errors
+def table(
+    name: Annotated[str, typer.Argument(help="the grid's name")],
+    rows: Annotated[str, typer.Option(help="param whose values are the rows, e.g. train.n")],
+    columns: Annotated[str | None, typer.Option(help="param whose values are the columns, e.g. unlearn.method")] = None,
+    metric: Annotated[list[str], typer.Option(help="summary-run metric tabulated (repeatable)")] = list(summary.GRID),
+    level: Annotated[float, typer.Option(min=0.5, max=0.999, help="confidence level of the intervals")] = 0.95,
+    out: Annotated[Path, typer.Option(help="folder for the tables, <name>.md and <name>.csv")] = Path("grids"),
+) -> None:
+    """Paper-style tables of grid NAME from its MLflow summary runs: per metric, a row per
+    value of --rows, a column per value of --columns, each cell the mean over seeds [interval]."""
+    from uia_pipe import grid as g
+
+    runs = g.grid_runs(tracking.summary_runs(), name)
+    if not runs:
+        raise UiaError(f"{tracking.tracking_uri()}: no summary run of grid {name} (experiments {name}-000, ...)")
+    seeds = {run["params"].get(g.SEED) for run in runs}
+    text, frames = [f"# Grid {name}", "", f"{len(runs)} experiments, {len(seeds)} seeds; "
+                    f"mean over seeds [{level:.0%} Student-t interval]", ""], []
+    for m in metric:
+        frame = g.table(runs, rows, columns, m, level)
+        frames.append(frame.assign(metric=m))
+        text += [f"## {m}", "", report.markdown_table(list(frame.columns), frame.values.tolist()), ""]
+    io.write_text(out / f"{name}.md", "\n".join(text))
+    io.save_csv(out / f"{name}.csv", pd.concat(frames, ignore_index=True))
+    typer.echo("\n".join(text))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from stages.common import (
     DataDir, ParamsOption, TrainedDir, UnlearnedDir, clean_errors, device_for, progress, seed_everything,
     single_command, torch_threads,
 )
-from uia_pipe import io, tracking
+from uia_pipe import executor, io, tracking
 from uia_pipe.attacks import ATTACKS
 from uia_pipe.attacks.config import attack_params, family_configs
 from uia_pipe.attacks.protocol import Context, check, prepare
@@ -43,11 +43,11 @@ def main(
                for name, cfg in configs.items()}
     device = device_for(base.device)
     seed_everything(base.seed, base.threads)
-    with torch_threads(a.threads):
+    with torch_threads(a.threads), executor.for_stage(base, a.threads) as ex:
         run = load_run(data, trained, unlearned, device, d.max_requests)
         check(run.setting, ATTACKS, configs)
         ctx = Context(base.seed, run.test_x, Path(p.download.cache_dir).expanduser(),  # attacks the released θ_u
-                      public_y=run.test_y)
+                      public_y=run.test_y, executor=ex)
         prepare(run.setting, ATTACKS, configs, ctx)
         defences = {name: getattr(d, name) for name in d.defences}
         started = time.perf_counter()

@@ -21,6 +21,10 @@ from uia_pipe.models import init_model
 from uia_pipe.training import pretrain_and_finetune
 
 
+# The base keys train reads (dvc.yaml lists them): base.executor and base.ray concern later stages.
+TRAIN_KEYS = {"seed", "device", "threads"}
+
+
 @clean_errors
 def main(
     data: DataDir,
@@ -60,8 +64,8 @@ def main(
     io.save_csv(curve, pd.DataFrame(trained.curve))
     typer.echo(f"θ₀ test accuracy {result['pretrain_test_accuracy']:.4f}, θ test accuracy "
                f"{result['test_accuracy']:.4f} ({seconds:.0f} s)")
-    tracking.log_run("train", {"base": base.model_dump(), "train": t.model_dump()}, result, section_hash(base, t),
-                     artifacts=[metrics, curve])
+    tracking.log_run("train", {"base": base.model_dump(include=TRAIN_KEYS), "train": t.model_dump()}, result,
+                     section_hash(base.model_dump(include=TRAIN_KEYS), t), artifacts=[metrics, curve])
 
 
 app = single_command(main)

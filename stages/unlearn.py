@@ -10,7 +10,7 @@ import typer
 from stages.common import (
     DataDir, ParamsOption, TrainedDir, clean_errors, device_for, progress, seed_everything, single_command,
 )
-from uia_pipe import io, tracking
+from uia_pipe import executor, io, tracking
 from uia_pipe.config import BaseParams, TrainParams, load_sections, section_hash
 from uia_pipe.models import spec_of
 from uia_pipe.requests import draw_requests
@@ -38,24 +38,10 @@ def main(
     configs = {name: configured(u, name) for name in u.methods}  # imports and checks plugins before any work
     device = device_for(base.device)
     seed_everything(base.seed, base.threads)
-    problem, spec, test_x, test_y = load_problem(data, trained, device)
-    requests = draw_requests(problem.du_y, u.requests, u.selection, u.k, u.fraction, base.seed)
-    with io.atomic_dir(out) as tmp, progress(len(requests) * len(u.methods), f"unlearn ({', '.join(u.methods)})") as bar:
-        folders = {name: tmp if name == u.method else tmp / "compare" / name for name in u.methods}
-        for folder in folders.values():
-            folder.mkdir(parents=True, exist_ok=True)
-        frame, states = unlearn_requests(
-            problem, requests, configs, test_x, test_y,
-            save=lambda name, what, model: io.save_model(folders[name] / f"{what}.safetensors", model,
-                                                         spec_of(model, spec)),
-            on_request=bar.update)
-        for name, folder in folders.items():
-            io.save_json(folder / "requests.json", {
-                "method": name, "config": configs[name].model_dump(mode="json"), "n": len(problem.du_y),
-                "requests": [req.to_dict() for req in requests],
-                **({"compare": list(u.compared)} if name == u.method else {}),
-                **({"server_state": states[name]} if name in states else {}),
-            })
+    with executor.for_stage(base, base.threads) as ex:
+        problem, spec, test_x, test_y = load_problem(data, trained, device)
+        requests = draw_requests(problem.du_y, u.requests, u.selection, u.k, u.fraction, base.seed)
+        frame, states = _unlearn(problem, spec, requests, u, configs, test_x, test_y, out, ex)
     result = summarise(frame, u.method)
     io.save_json(metrics, result)
     io.save_csv(details, frame)
@@ -67,6 +53,28 @@ def main(
                        "(gradient-residual bound > σε/c): retraining is due for them")
     tracking.log_run("unlearn", {"base": base.model_dump(), "unlearn": u.model_dump()}, result,
                      section_hash(base, u), artifacts=[metrics, details])
+
+
+def _unlearn(problem, spec, requests, u, configs, test_x, test_y, out: Path, ex):
+    """Every method on every request, written to `out` at once: unlearn.method's models at the top, each
+    compared method's under compare/<method>/."""
+    with io.atomic_dir(out) as tmp, progress(len(requests), f"unlearn ({', '.join(u.methods)})") as bar:
+        folders = {name: tmp if name == u.method else tmp / "compare" / name for name in u.methods}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        frame, states = unlearn_requests(
+            problem, requests, configs, test_x, test_y,
+            save=lambda name, what, model: io.save_model(folders[name] / f"{what}.safetensors", model,
+                                                         spec_of(model, spec)),
+            on_request=bar.update, executor=ex)
+        for name, folder in folders.items():
+            io.save_json(folder / "requests.json", {
+                "method": name, "config": configs[name].model_dump(mode="json"), "n": len(problem.du_y),
+                "requests": [req.to_dict() for req in requests],
+                **({"compare": list(u.compared)} if name == u.method else {}),
+                **({"server_state": states[name]} if name in states else {}),
+            })
+    return frame, states
 
 
 app = single_command(main)

@@ -58,6 +58,25 @@ def registry_settings(name: str, registry: dict[str, type[BaseModel]]) -> type[S
     return create_model(name, __base__=Section, **fields)
 
 
+class RayParams(Section):
+    address: str | None = Field(
+        None, description="null: a Ray instance on this machine for the stage; auto: the cluster this node joined "
+        "(`ray start`); host:port: that cluster's head")
+    workers: int = Field(0, ge=0, le=100_000, description="CPUs of the instance started for address null; 0 = all")
+    cpus_per_task: float = Field(0.0, ge=0, le=1024, description="0 = the stage's torch threads (its tasks use "
+                                 "as many, so that their float reductions split as the local run's do)")
+    gpus_per_task: float = Field(0.0, ge=0, le=64)
+    retries: int = Field(2, ge=0, le=100, description="retries of a task whose worker died")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        host, _, port = (value or "").rpartition(":")
+        if value not in (None, "auto") and not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"expected null, auto or host:port (the head's GCS port, 6379 by default), got {value!r}")
+        return value
+
+
 class BaseParams(Section):
     seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "cpu"
@@ -66,6 +85,8 @@ class BaseParams(Section):
         "torch's default. Float reductions, so trained weights, depend on it: pinned, a run gives the same numbers "
         "in any shell and on bigger CPUs",
     )
+    executor: Literal["local", "ray"] = "local"
+    ray: RayParams = RayParams()
 
 
 class OptimParams(Section):

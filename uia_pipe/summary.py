@@ -173,6 +173,8 @@ def compare_methods(method_rows: pd.DataFrame, main: str, level: float = 0.95) -
 SEED = "base.seed"
 HEADLINE = ("feature_recovery.psnr_mean", "feature_recovery.ssim_mean", "feature_recovery.categorical_accuracy_mean",
             "label_inference.accuracy", "unlearning.test_accuracy", "unlearning.seconds_per_request")
+# What a grid's tables show by default (`uia grid`, `uia table`): the paper's two, and membership.
+GRID = ("feature_recovery.psnr_mean", "label_inference.accuracy", "membership.never_auc")
 
 
 def over_seeds(runs: list[dict], metrics: tuple[str, ...] = HEADLINE, level: float = 0.95) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from the server's training set. Posteriors are read as log-probabilities.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -41,6 +42,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from ..executor import LOCAL, Executor
 from ..models import clone
 from ..training import fit
 from ..unlearning.methods import resolve, served_model
@@ -127,22 +129,29 @@ class Server:
         return self.served(problem), self.unlearn(problem, forget)
 
 
-def make_pairs(server: Server, x: torch.Tensor, y: torch.Tensor, count: int, seed: int) -> list[Pair]:
+def make_pairs(server: Server, x: torch.Tensor, y: torch.Tensor, count: int, seed: int,
+               executor: Executor = LOCAL, what: str = "pair") -> list[Pair]:
     """`count` pairs on records of (x, y): each fine-tunes on N of them, unlearns k, and keeps as candidates
-    the k deleted, k never drawn and k retained records."""
+    the k deleted, k never drawn and k retained records. The pairs are made independently through
+    `executor` (a failure names `what` and the pair's number)."""
     g = torch.Generator().manual_seed(seed)
     n, k = server.n, server.k
+    orders = [torch.randperm(len(x), generator=g) for _ in range(count)]
+    forget = torch.zeros(n, dtype=torch.bool)
+    forget[:k] = True
+    models = executor.map(functools.partial(_pair, server, forget), [(x[o[:n]], y[o[:n]]) for o in orders],
+                          names=[f"{server.method}: {what} {i}" for i in range(count)])
     pairs = []
-    for _ in range(count):
-        order = torch.randperm(len(x), generator=g)
+    for order, (theta, theta_u) in zip(orders, models):
         members, outside = order[:n], order[n:]
-        forget = torch.zeros(n, dtype=torch.bool)
-        forget[:k] = True
-        theta, theta_u = server.pair(x[members], y[members], forget)
         roles = {"deleted": members[:k], "retained": members[k: 2 * k], "never": outside[:k]}
         pairs.append(Pair(theta, theta_u, {r: x[i] for r, i in roles.items()}, {r: y[i] for r, i in roles.items()},
                           release=(x[members[:k]], y[members[:k]], x[members[k:]], y[members[k:]])))
     return pairs
+
+
+def _pair(server: Server, forget: torch.Tensor, records: tuple[torch.Tensor, torch.Tensor]):
+    return server.pair(*records, forget)
 
 
 @torch.no_grad()
@@ -254,36 +263,51 @@ class Lira:
 
 
 def lira_shadows(server: Server, x: torch.Tensor, y: torch.Tensor, own_x: torch.Tensor, own_y: torch.Tensor,
-                 never: list[Pair], cfg: Config, seed: int) -> Lira:
+                 never: list[Pair], cfg: Config, seed: int, executor: Executor = LOCAL) -> Lira:
     """Shadow statistics for candidates (x, y). Each is planted, `lira_group` at a time, in the fine-tune
     set of `lira_shadows` shadow pairs per group (the other records the attacker's own), which delete
     the group's candidates in turn: a candidate's drop where it was deleted, and where its neighbour was
-    (it was retained). Its never-seen drops come from the population shadows `never`, which never held it."""
+    (it was retained). Its never-seen drops come from the population shadows `never`, which never held it.
+    The (group, shadow) fine-tunes are independent: `executor` maps them."""
     g = torch.Generator().manual_seed(seed)
     n, k = server.n, server.k
     # groups of at least max(k + 1, lira_group) candidates (a retained neighbour for each), at most N
     groups = max(math.ceil(len(x) / n), len(x) // max(k + 1, cfg.lira_group), 1)
-    drops = {r: np.full((cfg.lira_shadows, len(x)), np.nan) for r in ("deleted", "retained")}
+    units = []  # (first candidate, the group's records, its fill from the attacker's own, who neighbours whom)
     for idx in torch.tensor_split(torch.arange(len(x)), groups):
-        start, m = int(idx[0]), len(idx)
-        for s in range(cfg.lira_shadows):
-            fill = torch.randperm(len(own_x), generator=g)[: n - m]
-            order = torch.randperm(m, generator=g)  # who neighbours whom: a fresh retained partner each shadow
-            problem = server.problem(torch.cat([x[idx], own_x[fill]]), torch.cat([y[idx], own_y[fill]]))
-            theta = server.served(problem)
-            lp = log_posteriors(theta, x[idx])
-            for j in range(m):
-                forget = torch.zeros(n, dtype=torch.bool)
-                forget[order[[(j + i) % m for i in range(min(k, m))]]] = True
-                d = drop(lp, log_posteriors(server.unlearn(problem, forget), x[idx]), y[idx])
-                deleted = int(order[j])
-                drops["deleted"][s, start + deleted] = d[deleted]
-                if m > k:
-                    kept = int(order[(j + k) % m])
-                    drops["retained"][s, start + kept] = d[kept]
+        for _ in range(cfg.lira_shadows):
+            fill = torch.randperm(len(own_x), generator=g)[: n - len(idx)]
+            order = torch.randperm(len(idx), generator=g)  # a fresh retained partner each shadow
+            units.append((int(idx[0]), x[idx], y[idx], own_x[fill], own_y[fill], order))
+    found = executor.map(functools.partial(_lira_unit, server), units,
+                         names=[f"{server.method}: U-LiRA shadow {i}" for i in range(len(units))])
+    drops = {r: np.full((cfg.lira_shadows, len(x)), np.nan) for r in ("deleted", "retained")}
+    for u, (unit, d) in enumerate(zip(units, found)):
+        start, order, s, m = unit[0], unit[5], u % cfg.lira_shadows, len(unit[5])
+        for j in range(m):
+            deleted = int(order[j])
+            drops["deleted"][s, start + deleted] = d[j][deleted]
+            if m > k:
+                kept = int(order[(j + k) % m])
+                drops["retained"][s, start + kept] = d[j][kept]
     drops["never"] = np.stack([drop(log_posteriors(p.theta, x), log_posteriors(p.theta_u, x), y) for p in never])
     means = {r: np.nanmean(d, 0) for r, d in drops.items()}
     # one variance per side, pooled over candidates (Carlini et al.'s fixed variance, for few shadows)
     std = {r: float(max(np.sqrt(np.nanmean(np.nanvar(d, 0, ddof=1))) if len(d) > 1 else 0.0, 1e-12))
            for r, d in drops.items()}
     return Lira(means, std)
+
+
+def _lira_unit(server: Server, unit) -> list[np.ndarray]:
+    """One U-LiRA shadow of one group: θ fine-tuned on the group and its fill, then each candidate's
+    deletion (with its k − 1 neighbours in `order`) in turn; every candidate's drop under each."""
+    _, gx, gy, fill_x, fill_y, order = unit
+    n, k, m = server.n, server.k, len(order)
+    problem = server.problem(torch.cat([gx, fill_x]), torch.cat([gy, fill_y]))
+    lp = log_posteriors(server.served(problem), gx)
+    out = []
+    for j in range(m):
+        forget = torch.zeros(n, dtype=torch.bool)
+        forget[order[[(j + i) % m for i in range(min(k, m))]]] = True
+        out.append(drop(lp, log_posteriors(server.unlearn(problem, forget), gx), gy))
+    return out

@@ -22,6 +22,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from ..executor import LOCAL, Executor
 from .setting import Run, Setting
 
 
@@ -44,6 +45,7 @@ class Context:
     # How the server releases a model a family makes alike (membership's audit pairs): under a defence,
     # release(θ, θ_u, forget_x, forget_y, retain_x, retain_y, seed) -> the defended θ_u; None: θ_u as is.
     release: Callable[..., nn.Module] | None = None
+    executor: Executor = LOCAL  # maps a family's independent work (requests, shadow pairs): here or on Ray
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ methods."""
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Callable
@@ -17,6 +18,7 @@ from torch import nn
 from .. import io
 from ..config import OptimParams, PretrainParams
 from ..data import as_inputs
+from ..executor import LOCAL, Executor
 from ..models import init_model
 from ..requests import DeletionRequest
 from ..training import evaluate
@@ -61,55 +63,70 @@ def unlearn_requests(
     test_y: torch.Tensor,
     save: Save,
     on_request: Callable[[], None] | None = None,
+    executor: Executor = LOCAL,
 ) -> tuple[pd.DataFrame, dict[str, dict]]:
     """Each method (name -> its config, in order) on each request. Returns one
     row per (method, request) — seconds, forget / retain / test accuracy and
     agreement with retraining — and per method the server state's index where
     the method keeps one (SISA's slices). Models leave through `save`: the
     served θ as "theta_original", each θ_u as "theta_unlearned_<index>", a
-    method's server state as "server_state" and "server_state_<index>"."""
+    method's server state as "server_state" and "server_state_<index>".
+    The requests are independent: `executor` maps them, one task a request."""
+    served, states = {}, {}
+    for name, cfg in methods.items():
+        served[name] = served_model(name, problem, cfg)
+        save(name, "theta_original", served[name])
+        if name in SERVER_STATE:  # e.g. SISA's checkpoints: what a server attacker that knows the method diffs
+            state, states[name] = SERVER_STATE[name](problem, cfg)
+            save(name, "server_state", state)
+    done = executor.map(functools.partial(_unlearn_request, problem, methods, served, test_x, test_y), requests,
+                        names=[f"request {req.index}" for req in requests],
+                        on_done=None if on_request is None else lambda _: on_request())
+    rows = []
+    for name in methods:
+        for req, per_method in zip(requests, done):
+            theta_u, state, row = per_method[name]
+            save(name, f"theta_unlearned_{req.index:03d}", theta_u)
+            if state is not None:
+                save(name, f"server_state_{req.index:03d}", state)
+            rows.append(row)
+    return pd.DataFrame(rows), states
+
+
+def _unlearn_request(problem: UnlearningProblem, methods: dict[str, BaseModel], served: dict[str, nn.Module],
+                     test_x: torch.Tensor, test_y: torch.Tensor, req: DeletionRequest) -> dict[str, tuple]:
+    """One request under each method: name -> (θ_u, the server state after it or None, its row)."""
     n = len(problem.du_y)
     du_x, du_y = problem.du_x, problem.du_y
+    forget = req.mask(n)
     # The gold standard, retraining without X: X lies in D_u only, so `exact`
     # equals `retrain` bit for bit (tested) at a fraction of the cost.
-    gold = [exact.unlearn(problem, req.mask(n), exact.Config()) for req in requests]
-    gold_test = [predict(g, test_x) for g in gold]  # each θ_u is compared with its request's on the test set
-    rows, states = [], {}
+    gold_u = exact.unlearn(problem, forget, exact.Config())
+    gold_pred = predict(gold_u, test_x)  # each θ_u is compared with its request's on the test set
+    out = {}
     for name, cfg in methods.items():
         method, _ = resolve(name)
-        theta = served_model(name, problem, cfg)
-        save(name, "theta_original", theta)
-        keep_state = SERVER_STATE.get(name)
-        if keep_state:  # e.g. SISA's checkpoints: what a server attacker that knows the method diffs
-            state, states[name] = keep_state(problem, cfg)
-            save(name, "server_state", state)
-        for req, gold_u, gold_pred in zip(requests, gold, gold_test):
-            forget = req.mask(n)
-            started = time.perf_counter()
-            theta_u = method(problem, forget, cfg)
-            seconds = time.perf_counter() - started
-            save(name, f"theta_unlearned_{req.index:03d}", theta_u)
-            if keep_state:
-                state, _ = keep_state(problem, cfg, forget)
-                save(name, f"server_state_{req.index:03d}", state)
-            report = REPORTS[name](problem, forget, cfg) if name in REPORTS else {}
-            test_pred = predict(theta_u, test_x)
-            rows.append({
-                "method": name,
-                "request": req.index,
-                "k": len(req.forget),
-                "target_class": req.target_class if req.target_class is not None else -1,
-                "seconds": seconds,
-                "forget_accuracy": evaluate(theta_u, du_x[forget], du_y[forget])["accuracy"],
-                "original_forget_accuracy": evaluate(theta, du_x[forget], du_y[forget])["accuracy"],
-                "retain_accuracy": evaluate(theta_u, du_x[~forget], du_y[~forget])["accuracy"],
-                "test_accuracy": int((test_pred == test_y.cpu()).sum()) / len(test_y),
-                **distance_to_retrain(theta_u, gold_u, du_x[forget], test_x, (test_pred, gold_pred)),
-                **report,
-            })
-            if on_request is not None:
-                on_request()
-    return pd.DataFrame(rows), states
+        theta = served[name]
+        started = time.perf_counter()
+        theta_u = method(problem, forget, cfg)
+        seconds = time.perf_counter() - started
+        state = SERVER_STATE[name](problem, cfg, forget)[0] if name in SERVER_STATE else None
+        report = REPORTS[name](problem, forget, cfg) if name in REPORTS else {}
+        test_pred = predict(theta_u, test_x)
+        out[name] = (theta_u, state, {
+            "method": name,
+            "request": req.index,
+            "k": len(req.forget),
+            "target_class": req.target_class if req.target_class is not None else -1,
+            "seconds": seconds,
+            "forget_accuracy": evaluate(theta_u, du_x[forget], du_y[forget])["accuracy"],
+            "original_forget_accuracy": evaluate(theta, du_x[forget], du_y[forget])["accuracy"],
+            "retain_accuracy": evaluate(theta_u, du_x[~forget], du_y[~forget])["accuracy"],
+            "test_accuracy": int((test_pred == test_y.cpu()).sum()) / len(test_y),
+            **distance_to_retrain(theta_u, gold_u, du_x[forget], test_x, (test_pred, gold_pred)),
+            **report,
+        })
+    return out
 
 
 def summarise(frame: pd.DataFrame, main: str) -> dict:

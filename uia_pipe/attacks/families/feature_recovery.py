@@ -3,6 +3,7 @@ unlearning update of each request (`attacks/feature_recovery/`)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -60,34 +61,55 @@ def run(setting: Setting, thetas_u: list[nn.Module], cfg: fr.Config, ctx: Contex
     "ensemble" it attacks the served ensemble's parameters like any other
     method (what a defence sweep needs: a defence transforms the released θ_u,
     never the server's store)."""
-    assumed = ASSUMED_UPDATE.get(setting.method, "approx")
     earlier = ctx.earlier.get("label_inference")
     inferred = inferred_labels(earlier, setting.ks) if earlier else None
-    out = []
-    for j, (req, theta_u) in enumerate(zip(setting.requests, thetas_u)):
+    jobs = []
+    for j, req in enumerate(setting.requests):
         forget = torch.tensor(req["forget"])
         given = {"oracle": setting.du_y[forget], "inferred": inferred[j] if inferred else None}.get(cfg.labels)
-        started = time.perf_counter()
+        seed = ctx.seed + req["index"]
         if setting.sisa is not None and ctx.sisa_view == "shard":
-            result, forget = _recover_sisa(setting, j, forget, cfg, ctx.seed + req["index"], given, ctx.progress)
+            jobs.append(_sisa_parts(setting, j, forget, seed, given))
         else:
+            assumed = ASSUMED_UPDATE.get(setting.method, "approx")
             view = AttackerView(
-                setting.theta_original, theta_u, setting.theta_pretrained if assumed == "exact" else None, assumed,
-                tuple(setting.card["input_shape"]), setting.card["num_classes"], len(setting.du_y), len(forget),
-                setting.finetune_batch_size,
+                setting.theta_original, thetas_u[j], setting.theta_pretrained if assumed == "exact" else None,
+                assumed, tuple(setting.card["input_shape"]), setting.card["num_classes"], len(setting.du_y),
+                len(forget), setting.finetune_batch_size,
             )
-            result, _ = fr.recover(view, cfg, ctx.seed + req["index"], labels=given, progress=ctx.progress)
-        out.append(Recovery(result, forget, time.perf_counter() - started))
-        if ctx.on_request is not None:
-            ctx.on_request("feature_recovery", req["index"])
-    return out
+            jobs.append(([(view, given, seed)], forget))
+    local = ctx.executor.kind == "local"  # a callback reaches no other process
+    return ctx.executor.map(
+        functools.partial(_recover, cfg, ctx.progress if local else None), jobs,
+        names=[f"{setting.method}: feature recovery of request {req['index']}" for req in setting.requests],
+        on_done=None if ctx.on_request is None else
+        lambda j: ctx.on_request("feature_recovery", setting.requests[j]["index"]))
 
 
-def _recover_sisa(setting: Setting, position: int, forget: torch.Tensor, cfg: fr.Config, seed: int,
-                  given: torch.Tensor | None, progress) -> tuple[fr.Result, torch.Tensor]:
-    """The SISA-aware attack on one request: one recovery per changed shard,
-    joined. Returns the result and the D_u indices of the samples it covers,
-    in the order of its reconstructions."""
+# One request's attack: (view, labels handed over or None, seed) per part, and the D_u indices its
+# reconstructions stand for, in order. One part, or one per changed shard under SISA's shard view.
+Job = tuple[list[tuple[AttackerView, torch.Tensor | None, int]], torch.Tensor]
+
+
+def _recover(cfg: fr.Config, progress, job: Job) -> Recovery:
+    """One request's parts recovered and joined (a task: it holds its views, not the run's data)."""
+    parts, covered = job
+    started = time.perf_counter()
+    results = [fr.recover(view, cfg, seed, labels=labels, progress=progress)[0] for view, labels, seed in parts]
+    if len(results) == 1:
+        return Recovery(results[0], covered, time.perf_counter() - started)
+    joined = fr.Result(
+        reconstruction=torch.cat([r.reconstruction for r in results]), labels=torch.cat([r.labels for r in results]),
+        label_source=results[0].label_source, loss=sum(r.loss for r in results) / len(results),
+        restart_losses=[x for r in results for x in r.restart_losses], curve=results[0].curve,
+        iterations=sum(r.iterations for r in results), seconds=sum(r.seconds for r in results),
+    )
+    return Recovery(joined, covered, time.perf_counter() - started)
+
+
+def _sisa_parts(setting: Setting, position: int, forget: torch.Tensor, seed: int, given: torch.Tensor | None) -> Job:
+    """The SISA-aware attack on one request: a part per changed shard, inverting its retrained stage from
+    the server's checkpoints; the samples it covers, in the order of the parts."""
     store = setting.sisa
     removed = set(forget.tolist())
     located = [[[i for i in idx if i in removed] for idx in shard] for shard in store.slices]
@@ -101,18 +123,9 @@ def _recover_sisa(setting: Setting, position: int, forget: torch.Tensor, cfg: fr
     for shard, stage, view in views:
         idx = located[shard][stage]
         labels = None if given is None else given[torch.tensor([order.index(i) for i in idx])]
-        result, _ = fr.recover(view, cfg, seed + 7919 * shard, labels=labels, progress=progress)
-        parts.append(result)
+        parts.append((view, labels, seed + 7919 * shard))
         covered += idx
-    if len(parts) == 1:
-        return parts[0], torch.tensor(covered)
-    joined = fr.Result(
-        reconstruction=torch.cat([r.reconstruction for r in parts]), labels=torch.cat([r.labels for r in parts]),
-        label_source=parts[0].label_source, loss=sum(r.loss for r in parts) / len(parts),
-        restart_losses=[x for r in parts for x in r.restart_losses], curve=parts[0].curve,
-        iterations=sum(r.iterations for r in parts), seconds=sum(r.seconds for r in parts),
-    )
-    return joined, torch.tensor(covered)
+    return parts, torch.tensor(covered)
 
 
 def score(setting: Setting, recoveries: list[Recovery]) -> pd.DataFrame:

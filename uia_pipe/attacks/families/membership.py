@@ -17,6 +17,7 @@ from torch import nn
 
 from ... import roc
 from ...errors import UiaError
+from ...executor import LOCAL, Executor
 from .. import membership as mi
 from ..protocol import Attack, Context
 from ..setting import Setting
@@ -51,7 +52,8 @@ def _sample(g: torch.Generator, count: int, k: int) -> torch.Tensor:
     return torch.randperm(count, generator=g)[:k]
 
 
-def targets(setting: Setting, server: mi.Server, cfg: mi.Config, seed: int) -> list[mi.Pair]:
+def targets(setting: Setting, server: mi.Server, cfg: mi.Config, seed: int, executor: Executor = LOCAL
+            ) -> list[mi.Pair]:
     """The evaluator's audit: the run's requests (θ_u filled in by run), then made pairs on the pool until
     `targets` deleted records are scored. Each deleted record has a never-member and a retained partner."""
     g = torch.Generator().manual_seed(seed)
@@ -71,7 +73,8 @@ def targets(setting: Setting, server: mi.Server, cfg: mi.Config, seed: int) -> l
     if have < cfg.targets:
         pool_x = torch.cat([setting.du_x, setting.outside_x])
         pool_y = torch.cat([setting.du_y, setting.outside_y])
-        pairs += mi.make_pairs(server, pool_x, pool_y, math.ceil((cfg.targets - have) / server.k), seed + 1)
+        pairs += mi.make_pairs(server, pool_x, pool_y, math.ceil((cfg.targets - have) / server.k), seed + 1,
+                              executor, "audit pair")
     return pairs
 
 
@@ -89,20 +92,20 @@ def prepare(setting: Setting, cfg: mi.Config, ctx: Context) -> tuple[dict, dict]
         raise UiaError("attack.membership: needs labelled public records (the attacker's shadow data)")
     server, seed = server_of(setting), ctx.seed
     started = time.perf_counter()
-    shadows = mi.make_pairs(server, ctx.public_x, ctx.public_y, cfg.shadows, seed + 7)
+    shadows = mi.make_pairs(server, ctx.public_x, ctx.public_y, cfg.shadows, seed + 7, ctx.executor, "shadow pair")
     queried = mi.Queried()
     for pair in shadows:
         queried.add(pair)
     classifiers = mi.train_classifiers(queried, cfg, seed)
     shadow_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    audit = targets(setting, server, cfg, seed + 11)
+    audit = targets(setting, server, cfg, seed + 11, ctx.executor)
     made_seconds = time.perf_counter() - started
     lira, lira_seconds = None, 0.0
     x, y = _candidates(audit)
     if cfg.lira_shadows:
         started = time.perf_counter()
-        lira = mi.lira_shadows(server, x, y, ctx.public_x, ctx.public_y, shadows, cfg, seed + 13)
+        lira = mi.lira_shadows(server, x, y, ctx.public_x, ctx.public_y, shadows, cfg, seed + 13, ctx.executor)
         lira_seconds = time.perf_counter() - started
     n = len(y)
     stats = {"shadow_pairs": len(shadows), "shadow_seconds": shadow_seconds, "audit_pairs": len(audit),
