@@ -86,13 +86,15 @@ def grid(
 
     from uia_pipe import grid as g
 
+    dvc = [sys.executable, "-m", "dvc"]  # this environment's DVC, on PATH or not
     axes = [g.parse_axis(text) for text in set_param]
     combos = g.expand(axes, seeds, read_params(params), name)  # every experiment's params checked first
     for exp, combo in zip(g.names(name, len(combos)), combos):
-        subprocess.run(["dvc", "exp", "run", "--queue", "-n", exp, *g.overrides(combo)], check=True,
-                       stdout=subprocess.DEVNULL)
+        if subprocess.run([*dvc, "exp", "run", "--queue", "-n", exp, *g.overrides(combo)],
+                          stdout=subprocess.DEVNULL).returncode != 0:
+            raise UiaError(f"grid {name}: could not queue {exp} (see DVC's message above)")
     typer.echo(f"grid {name}: {len(combos)} experiments queued; running {jobs} at a time")
-    if subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)]).returncode != 0:
+    if subprocess.run([*dvc, "exp", "run", "--run-all", "--jobs", str(jobs)]).returncode != 0:
         raise UiaError(f"grid {name}: an experiment failed (`dvc queue status`, `dvc queue logs <name>`)")
     keys = [k for k, _ in axes]
     table(name, rows or keys[0], columns or (keys[1] if len(keys) > 1 else None), metric, out=out)
