@@ -53,7 +53,7 @@ def test_table_pivots_means_and_intervals_over_seeds():
     mine = grid.grid_runs(runs, "g")
     assert [r["experiment"] for r in mine] == ["g-000", "g-001", "g-002", "g-003"]
     frame = grid.table(mine, "train.n", "unlearn.method", "feature_recovery.psnr_mean")
-    assert list(frame.columns) == ["train.n", "exact", "approx"] and list(frame["train.n"]) == ["8", "32"]
+    assert list(frame.columns) == ["train.n", "approx", "exact"] and list(frame["train.n"]) == ["8", "32"]
     mean, half = stats.mean_ci([30.0, 34.0])
     assert frame.loc[0, "exact"] == f"32 [{mean - half:.3g}, {mean + half:.3g}]"
     assert frame.loc[1, "exact"] == "20" and frame.loc[1, "approx"] == "–"
@@ -90,7 +90,7 @@ def test_grid_command_queues_runs_and_tabulates_a_2x2_grid(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = (repo / "grids" / "tiny.md").read_text()
     assert "4 experiments, 1 seeds" in table
-    for line in ("| train.n | exact | approx |", "| 16 |", "| 32 |"):
+    for line in ("| unlearn.method | 16 | 32 |", "| approx |", "| exact |"):
         assert line in table, table
     assert "–" not in table, table  # every cell held a number
     csv = (repo / "grids" / "tiny.csv").read_text()

@@ -119,8 +119,9 @@ def table(runs: list[dict], rows: str, columns: str | None, metric: str, level: 
 
 
 def _sorted(values: list[str]) -> list[str]:
-    """Param values as MLflow keeps them (strings), in numeric order where all are numbers."""
+    """Param values as MLflow keeps them (strings): in numeric order where all are numbers, else in
+    alphabetical order."""
     try:
         return sorted(values, key=float)
     except ValueError:
-        return values
+        return sorted(values)
