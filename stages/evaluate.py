@@ -31,6 +31,8 @@ def main(
     defend_details: _in("defend stage tidy CSV"),
     metrics: Annotated[Path, typer.Option(help="headline metrics JSON to write")],
     reports: Annotated[Path, typer.Option(help="folder for report.md, report.html and the figures")],
+    grids: Annotated[Path | None, typer.Option(help="folder of `uia table`'s grid tables (<name>.csv), reported "
+                                               "where present", file_okay=False)] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Summarise the run with intervals; write the figures, the report and the MLflow summary run."""
@@ -66,8 +68,10 @@ def main(
         setting = {"dataset": card["name"], "model": p.train.model, "unlearning method": p.unlearn.method,
                    "N = |D_u|": p.train.n, "requests": len(unlearn_rows), "selection": p.unlearn.selection,
                    "k (random requests)": p.unlearn.k, "seed": p.base.seed}
+        grid_tables = {f.stem: io.load_csv(f) for f in sorted(grids.glob("*.csv"))} if grids and grids.is_dir() \
+            else {}
         doc = summary.build_report(setting, head, defences, captions, p.evaluate.small_sample, p.evaluate.level,
-                                   methods, comparisons, families, leakage)
+                                   methods, comparisons, families, leakage, grid_tables)
         io.write_text(tmp / "report.md", report.markdown(doc))
         io.write_text(tmp / "report.html", report.to_html(doc, {n: io.read_bytes(tmp / n) for n in captions}))
     typer.echo(report.markdown(doc).split("## Defences")[0].split("## Headline results")[-1].strip())

@@ -227,11 +227,12 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
                  small_sample: int = 30, level: float = 0.95, methods: pd.DataFrame | None = None,
                  comparisons: dict[str, dict[str, float]] | None = None,
                  families: dict[str, dict[str, float]] | None = None,
-                 leakage: pd.DataFrame | None = None) -> Report:
+                 leakage: pd.DataFrame | None = None, grids: dict[str, pd.DataFrame] | None = None) -> Report:
     """The report: setting, headline table, defences, figures, threat models, caveats.
     `families` holds each attack family's own numbers (see `families`), tabulated as they are.
     `setting` holds the run's description (dataset, model, method, N, k, requests, ...);
-    `figures` maps a figure's file name to its caption."""
+    `figures` maps a figure's file name to its caption; `grids` each grid's tables as `uia table` wrote
+    them (grids/<name>.csv: a column "metric", the row param's, one per column value)."""
     r = Report("Unlearning inversion: what the deletion leaked")
     pct = f"{level:.0%}"
     r.heading("Setting")
@@ -279,6 +280,16 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
                 [[row["defence"], row["strength"], row["test_accuracy"], row["forget_accuracy"], row["psnr"],
                   row["ssim"], row["label_accuracy"], *(row[c] for c in extra), int(row["requests"])]
                  for _, row in defences.iterrows()])
+    if grids:
+        r.heading("Grids")
+        r.para("Experiments run by `uia grid`, tabulated from their MLflow summary runs by `uia table`: the mean "
+               f"over seeds with its {pct} Student-t interval (the mean alone for one seed); grids/<name>.md says "
+               "how many experiments and seeds each holds.")
+        for name, frame in grids.items():
+            for metric, table in frame.groupby("metric", sort=False):
+                table = table.drop(columns="metric").dropna(axis=1, how="all")
+                r.heading(f"{name}: {metric}", 3)
+                r.table(list(table.columns), table.values.tolist())
     r.heading("Figures")
     for name, caption in figures.items():
         r.figure(name, caption)
