@@ -257,12 +257,6 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
              ["label queries / request (+ probe queries)", cost["label_queries_per_request"],
               f"+ {cost['probe_queries']:.0f} once"]]
     r.table(["quantity", "value", f"{pct} interval"], rows)
-    if families:
-        r.heading("Every attack family")
-        r.para("Each family of the attack registry on unlearn.method's requests, its numbers as the attack stage "
-               "wrote them (metrics/attack.json).")
-        r.table(["family", "quantity", "value"],
-                [[name, key, f"{value:.3g}"] for name, numbers in families.items() for key, value in numbers.items()])
     if methods is not None and len(methods) > 1:
         _methods_section(r, methods, comparisons or {}, pct)
     if leakage is not None and len(leakage) and leakage["membership_auc"].notna().any():
@@ -317,7 +311,26 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
         caveats.append("One unlearning method only: list others in unlearn.compare to attack them on the same "
                        "requests, or compare the summary runs of two experiments in MLflow (see the README).")
     r.bullets(caveats)
+    if families:  # long: last, as an appendix
+        r.heading("Every attack family")
+        r.para("Each family of the attack registry on unlearn.method's requests, its numbers as the attack stage "
+               f"wrote them (metrics/attack.json), a quantity's {pct} interval beside it where the stage gave one.")
+        r.table(["family", "quantity", "value", f"{pct} interval"],
+                [[name, *row] for name, numbers in families.items() for row in _with_intervals(numbers)])
     return r
+
+
+def _with_intervals(numbers: dict[str, float]) -> list[list]:
+    """(quantity, value, interval) rows: a key's `<key>_ci95_low` and `_high` (or those of `<key>` less
+    `_mean`) folded into its row's interval."""
+    intervals, folded = {}, set()
+    for key in numbers:
+        base = key.removesuffix("_mean")
+        low, high = f"{base}_ci95_low", f"{base}_ci95_high"
+        if low in numbers and high in numbers:
+            intervals[key] = interval(numbers[low], numbers[high])
+            folded |= {low, high}
+    return [[key, f"{value:.3g}", intervals.get(key, "")] for key, value in numbers.items() if key not in folded]
 
 
 def _methods_section(r: Report, methods: pd.DataFrame, comparisons: dict, pct: str) -> None:
