@@ -177,7 +177,9 @@ def test_evaluate_stage_writes_metrics_figures_and_a_self_contained_report(input
     assert "| noise | 1 |" in md
     assert "## Every attack family" in md and "| label_inference | probe_queries | 500 |  |" in md
     assert md.index("## Every attack family") > md.index("## Caveats")  # the long table closes the report
-    assert "| label_inference | accuracy_ci95_low |" not in md and "| label_inference | accuracy | " in md
+    rows = summary._with_intervals({"accuracy": 1.0, "accuracy_ci95_low": 0.68, "accuracy_ci95_high": 1.0,
+                                    "psnr_mean": 29.3, "psnr_ci95_low": 23.5, "psnr_ci95_high": 35.1, "seconds": 3.0})
+    assert rows == [["accuracy", "1", "[0.68, 1]"], ["psnr_mean", "29.3", "[23.5, 35.1]"], ["seconds", "3", ""]]
     assert "| approx | 0.1 |" in md and "Did approx leak more than exact? Features: more" in md
 
     parser = _Collect()
