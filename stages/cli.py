@@ -89,6 +89,11 @@ def grid(
     dvc = [sys.executable, "-m", "dvc"]  # this environment's DVC, on PATH or not
     axes = [g.parse_axis(text) for text in set_param]
     combos = g.expand(axes, seeds, read_params(params), name)  # every experiment's params checked first
+    keys = [k for k, _ in axes]
+    rows, columns = rows or keys[0], columns or (keys[1] if len(keys) > 1 else None)
+    for option, key in (("--rows", rows), ("--columns", columns)):
+        if key is not None and key not in (*keys, g.SEED):
+            raise UiaError(f"grid {name}: {option} {key} is not an axis of the grid (-S {key}=...)")
     for exp, combo in zip(g.names(name, len(combos)), combos):
         if subprocess.run([*dvc, "exp", "run", "--queue", "-n", exp, *g.overrides(combo)],
                           stdout=subprocess.DEVNULL).returncode != 0:
@@ -96,8 +101,7 @@ def grid(
     typer.echo(f"grid {name}: {len(combos)} experiments queued; running {jobs} at a time")
     if subprocess.run([*dvc, "exp", "run", "--run-all", "--jobs", str(jobs)]).returncode != 0:
         raise UiaError(f"grid {name}: an experiment failed (`dvc queue status`, `dvc queue logs <name>`)")
-    keys = [k for k, _ in axes]
-    table(name, rows or keys[0], columns or (keys[1] if len(keys) > 1 else None), metric, out=out)
+    table(name, rows, columns, metric, out=out)
 
 
 @app.command()

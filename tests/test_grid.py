@@ -111,3 +111,12 @@ def test_the_report_shows_each_grid_table(tmp_path):
     text = markdown(doc)
     assert "## Grids" in text and "### g: feature_recovery.psnr_mean" in text
     assert f"| 8 | {frame.loc[0, 'exact']} |" in text and "| 32 | 20 |" in text, text
+
+
+def test_grid_refuses_a_table_axis_it_does_not_vary_before_queueing(tmp_path):
+    from tests.conftest import invoke
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(committed_params()))
+    result = invoke("grid", "g", "-S", "train.n=8,16", "--rows", "train.k", "--params", str(params), code=2)
+    assert result.stderr.strip() == "error: grid g: --rows train.k is not an axis of the grid (-S train.k=...)"
