@@ -98,6 +98,7 @@ def grid(
         if subprocess.run([*dvc, "exp", "run", "--queue", "-n", exp, *g.overrides(combo)],
                           stdout=subprocess.DEVNULL).returncode != 0:
             raise UiaError(f"grid {name}: could not queue {exp} (see DVC's message above)")
+    tracking.prepare_store()  # before queue workers log side by side
     typer.echo(f"grid {name}: {len(combos)} experiments queued; running {jobs} at a time")
     if subprocess.run([*dvc, "exp", "run", "--run-all", "--jobs", str(jobs)]).returncode != 0:
         raise UiaError(f"grid {name}: an experiment failed (`dvc queue status`, `dvc queue logs <name>`)")
@@ -118,7 +119,11 @@ def table(
     value of --rows, a column per value of --columns, each cell the mean over seeds [interval]."""
     from uia_pipe import grid as g
 
-    runs = g.grid_runs(tracking.summary_runs(), name)
+    try:
+        runs = g.grid_runs(tracking.summary_runs(), name)
+    except Exception as exc:  # noqa: BLE001  (a broken or unreachable store: one line)
+        raise UiaError(f"{tracking.tracking_uri()}: could not read the summary runs: {type(exc).__name__}: "
+                       f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
     if not runs:
         raise UiaError(f"{tracking.tracking_uri()}: no summary run of grid {name} (experiments {name}-000, ...)")
     seeds = {run["params"].get(g.SEED) for run in runs}

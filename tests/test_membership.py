@@ -111,9 +111,9 @@ def test_shadow_records_never_overlap_the_pool_or_du(credit, monkeypatch):
     calls = []
     real = mi.make_pairs
 
-    def spy(server, x, y, count, seed):
+    def spy(server, x, y, count, seed, *rest):
         calls.append(x)
-        return real(server, x, y, count, seed)
+        return real(server, x, y, count, seed, *rest)
 
     monkeypatch.setattr(mi, "make_pairs", spy)
     ds = credit[0]

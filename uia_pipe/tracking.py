@@ -156,9 +156,7 @@ def log_run(
         import mlflow
 
         mlflow.set_tracking_uri(uri)
-        if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-            mlflow.create_experiment(EXPERIMENT, artifact_location=(repo_root() / "mlartifacts").as_uri(),
-                                     tags=EXPERIMENT_TAGS)
+        _create_experiment(mlflow)
         experiment = mlflow.set_experiment(EXPERIMENT)
         for key, value in EXPERIMENT_TAGS.items():
             if key not in experiment.tags:  # made before the tag existed; a kind chosen in the UI stays
@@ -217,6 +215,28 @@ def log_summary(params: dict, metrics: dict, params_hash: str, artifacts: Iterab
     except Exception as exc:  # noqa: BLE001
         _warn(f"MLflow: could not replace an earlier summary run: {type(exc).__name__}: {exc}")
     return log_run("summary", params, metrics, params_hash, artifacts, tags={"summary": "true"})
+
+
+def _create_experiment(mlflow) -> None:
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        mlflow.create_experiment(EXPERIMENT, artifact_location=(repo_root() / "mlartifacts").as_uri(),
+                                 tags=EXPERIMENT_TAGS)
+
+
+def prepare_store() -> None:
+    """Create the store and the experiment now, before experiments that run side by side log to it: two
+    first-time migrations of one SQLite store, racing, break it. A failure is a warning."""
+    _settings()
+    uri = tracking_uri()
+    if not _server_answers(uri, "grid"):
+        return
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        _create_experiment(mlflow)
+    except Exception as exc:  # noqa: BLE001  (tracking never stops the work)
+        _warn(f"MLflow: could not prepare the store at {uri}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
 
 
 def _no_store_yet(uri: str) -> bool:
