@@ -94,15 +94,15 @@ def table(runs: list[dict], rows: str, columns: str | None, metric: str, level: 
     (one column "all" without), each cell "mean [low, high]" over the seeds of that cell (the
     Student-t interval at `level`; the mean alone for one seed), "–" where no run holds it."""
     cells: dict[tuple[str, str], list[float]] = {}
-    row_values, column_values = [], []
+    row_values, column_values = set(), set()
     for run in runs:
         params = run["params"]
         if rows not in params or (columns is not None and columns not in params):
             missing = rows if rows not in params else columns
             raise UiaError(f"grid table: the runs hold no param {missing} (a key of the grid?)")
         r, c = params[rows], params[columns] if columns else "all"
-        row_values += [r] if r not in row_values else []
-        column_values += [c] if c not in column_values else []
+        row_values.add(r)
+        column_values.add(c)
         if metric in run["metrics"]:
             cells.setdefault((r, c), []).append(run["metrics"][metric])
     row_values, column_values = _sorted(row_values), _sorted(column_values)
@@ -118,7 +118,7 @@ def table(runs: list[dict], rows: str, columns: str | None, metric: str, level: 
     return pd.DataFrame(data, columns=[rows, *column_values])
 
 
-def _sorted(values: list[str]) -> list[str]:
+def _sorted(values: set[str]) -> list[str]:
     """Param values as MLflow keeps them (strings): in numeric order where all are numbers, else in
     alphabetical order."""
     try:
