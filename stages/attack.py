@@ -76,8 +76,9 @@ def main(
     io.save_csv(methods, pd.concat(tables, ignore_index=True))
     for name, frame in main_outcome.plots.items():
         io.save_csv(plots / f"{name}.csv", frame)
-    tracking.log_run("attack", {"base": base.model_dump(), "attack": a.model_dump()}, result,
-                     section_hash(base, a), artifacts=[metrics, details, methods])
+    attack = a.model_dump(mode="json", exclude={"access"})  # the levels are the access stage's
+    tracking.log_run("attack", {"base": base.model_dump(), "attack": attack}, result,
+                     section_hash(base, attack), artifacts=[metrics, details, methods])
 
 
 def _describe(summary: dict) -> str:

@@ -11,7 +11,7 @@ import typer
 
 from pathlib import Path
 
-from stages import attack, defend, download, evaluate, train, unlearn
+from stages import access, attack, defend, download, evaluate, train, unlearn
 from stages.common import ParamsOption, clean_errors
 from uia_pipe import io, report, summary, tracking
 from uia_pipe.errors import UiaError
@@ -21,7 +21,7 @@ from uia_pipe.params import load_params
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Unlearning inversion attacks as a DVC pipeline; each stage is a sub-command.")
 for _name, _module in {"download": download, "train": train, "unlearn": unlearn, "attack": attack,
-              "defend": defend, "evaluate": evaluate}.items():
+              "defend": defend, "access": access, "evaluate": evaluate}.items():
     app.command(_name, help=_module.main.__doc__)(_module.main)
 
 

@@ -15,7 +15,7 @@ from stages.common import (
 )
 from uia_pipe import executor, io, tracking
 from uia_pipe.attacks import ATTACKS
-from uia_pipe.attacks.config import attack_params, family_configs
+from uia_pipe.attacks.config import attack_params, sweep_configs
 from uia_pipe.attacks.protocol import Context, check, prepare
 from uia_pipe.attacks.setting import load_run
 from uia_pipe.config import BaseParams, load_sections, section_hash
@@ -36,11 +36,7 @@ def main(
     """Defend each released θ_u at each strength; record utility against leakage."""
     p = load_sections(params, base=BaseParams, download=DownloadParams, attack=attack_params(), defend=DefendParams)
     base, d, a = p.base, p.defend, p.attack
-    configs = {name: cfg.model_copy(update={"iterations": d.attack_iterations})
-               if d.attack_iterations and "iterations" in type(cfg).model_fields else cfg
-               for name, cfg in family_configs(a).items()}
-    configs = {name: ATTACKS[name].defended_config(cfg) if ATTACKS[name].defended_config else cfg
-               for name, cfg in configs.items()}
+    configs = sweep_configs(a, d.attack_iterations)
     device = device_for(base.device)
     seed_everything(base.seed, base.threads)
     with torch_threads(a.threads), executor.for_stage(base, a.threads) as ex:
@@ -60,8 +56,9 @@ def main(
     typer.echo(f"defend: {len(frame)} defended models in {time.perf_counter() - started:.1f} s")
     for key, row in result.items():
         typer.echo(f"  {key:24s} " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()))
-    tracking.log_run("defend", {"base": base.model_dump(), "defend": d.model_dump(), "attack": a.model_dump()},
-                     result, section_hash(base, d, a), artifacts=[metrics, details])
+    attack = a.model_dump(mode="json", exclude={"access"})  # the levels are the access stage's
+    tracking.log_run("defend", {"base": base.model_dump(), "defend": d.model_dump(), "attack": attack},
+                     result, section_hash(base, d, attack), artifacts=[metrics, details])
 
 
 app = single_command(main)

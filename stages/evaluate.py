@@ -33,6 +33,8 @@ def main(
     reports: Annotated[Path, typer.Option(help="folder for report.md, report.html and the figures")],
     grids: Annotated[Path | None, typer.Option(help="folder of `uia table`'s grid tables (<name>.csv), reported "
                                                "where present", file_okay=False)] = None,
+    access_metrics: Annotated[Path | None, typer.Option(help="access stage metrics JSON, reported where given",
+                                                        exists=True, dir_okay=False)] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Summarise the run with intervals; write the figures, the report and the MLflow summary run."""
@@ -52,6 +54,9 @@ def main(
     head.update({f"leakage_{row.pop('method')}": {k: v for k, v in row.items() if isinstance(v, float) and v == v}
                  for row in leakage.to_dict("records")})
     defences = summary.defence_table(io.load_csv(defend_details))
+    access = summary.access_table(io.load_json(access_metrics)) if access_metrics else None
+    if access is not None:
+        head["access"] = summary.access_headline(access)
     io.save_json(metrics, head)
 
     method_grids = {}  # method -> request -> its grid image, unlearn.method's at the top, the others under compare/
@@ -60,7 +65,7 @@ def main(
         method_grids[name] = {int(r): io.load_png(folder / f"request_{int(r):03d}.png")
                               for r in attack_rows["request"] if (folder / f"request_{int(r):03d}.png").is_file()}
     made = figures.report_figures(attack_rows, method_grids.get(p.unlearn.method, {}), defences, card["num_classes"],
-                                  io.load_csv(train_curve).to_dict("records"), method_rows, method_grids)
+                                  io.load_csv(train_curve).to_dict("records"), method_rows, method_grids, access)
     captions = {name: caption for name, (_, caption) in made.items()}
     with io.atomic_dir(reports) as tmp:
         for name, (figure, _) in made.items():
@@ -71,7 +76,7 @@ def main(
         grid_tables = {f.stem: io.load_csv(f) for f in sorted(grids.glob("*.csv"))} if grids and grids.is_dir() \
             else {}
         doc = summary.build_report(setting, head, defences, captions, p.evaluate.small_sample, p.evaluate.level,
-                                   methods, comparisons, families, leakage, grid_tables)
+                                   methods, comparisons, families, leakage, grid_tables, access)
         io.write_text(tmp / "report.md", report.markdown(doc))
         io.write_text(tmp / "report.html", report.to_html(doc, {n: io.read_bytes(tmp / n) for n in captions}))
     typer.echo(report.markdown(doc).split("## Defences")[0].split("## Headline results")[-1].strip())

@@ -58,6 +58,8 @@ def small_params() -> dict:
     raw["attack"]["membership"].update(shadows=30, targets=20, lira_shadows=2, bootstrap=100, trees=30)
     raw["attack"]["compound"].update(candidates=20)  # the pool holds 100
     raw["defend"].update(max_requests=2, attack_iterations=30)
+    raw["attack"]["access"].update(max_requests=1, iterations=20, levels=[
+        "layers:1", "precision:int8_channel", "staleness:2", "knowledge:no_pretrained", "queries:4", "output:label"])
     for name, strengths in {"noise": [0.0, 1.0], "prune": [0.0, 0.5], "finetune": [0, 1],
                             "noisy_unlearning": [0.0, 1.0]}.items():
         raw["defend"][name]["strengths"] = strengths
@@ -129,9 +131,11 @@ def run_all_stages(params: Path, t: Path) -> None:
     invoke("attack", *common, "--out", str(t / "attack"), "--metrics", str(t / "attack.json"),
            "--details", str(t / "attack.csv"), "--methods", str(t / "methods.csv"), "--plots", str(t / "plots"))
     invoke("defend", *common, "--metrics", str(t / "defend.json"), "--details", str(t / "defend.csv"))
+    invoke("access", *common, "--metrics", str(t / "access.json"), "--details", str(t / "access.csv"))
     invoke("evaluate", "--params", p, "--data", str(t / "data"), "--train-metrics", str(t / "train.json"),
            "--train-curve", str(t / "curve.csv"), "--unlearn-details", str(t / "unlearn.csv"),
            "--attack-metrics", str(t / "attack.json"), "--attack-details", str(t / "attack.csv"),
            "--attack-methods", str(t / "methods.csv"), "--attack-out", str(t / "attack"),
-           "--defend-details", str(t / "defend.csv"), "--metrics", str(t / "evaluate.json"),
+           "--defend-details", str(t / "defend.csv"), "--access-metrics", str(t / "access.json"),
+           "--metrics", str(t / "evaluate.json"),
            "--reports", str(t / "reports"))

@@ -102,6 +102,31 @@ def tradeoff_curves(curves: dict[str, "object"], panels: dict[str, str]) -> Figu
     return fig
 
 
+def access_curves(table, panels: dict[str, str]) -> Figure:
+    """Leakage against the attacker's access: one column of panels per dimension (its levels after full
+    access), one row per column of `panels` (its label), one line per method."""
+    dimensions = [d for d in dict.fromkeys(table["dimension"]) if d != "full"]
+    fig, axes = plt.subplots(len(panels), len(dimensions), figsize=(3.2 * len(dimensions), 2.6 * len(panels)),
+                             squeeze=False)
+    full = table[table["dimension"] == "full"]
+    for j, dimension in enumerate(dimensions):
+        own = table[table["dimension"] == dimension]
+        for method in dict.fromkeys(table["method"]):
+            rows = [*full[full["method"] == method].itertuples(), *own[own["method"] == method].itertuples()]
+            labels = [r.value for r in rows]
+            for i, column in enumerate(panels):
+                axes[i][j].plot(range(len(rows)), [getattr(r, column) for r in rows], marker="o", label=method)
+                axes[i][j].set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=7)
+        axes[0][j].set_title(dimension, fontsize=9)
+    for i, label in enumerate(panels.values()):
+        axes[i][0].set_ylabel(label, fontsize=8)
+        for ax in axes[i]:
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def training_curves(rows: list[dict]) -> Figure:
     """Per-epoch loss and accuracy, one curve per phase (rows: phase, epoch, loss, accuracy)."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -134,11 +159,12 @@ def per_request_scores(requests: list[int], scores: list[float], baseline: list[
 
 
 def report_figures(attack_rows, grids: dict, defences, num_classes: int, train_curve: list[dict],
-                   method_rows=None, method_grids: dict | None = None) -> dict[str, tuple[Figure, str]]:
+                   method_rows=None, method_grids: dict | None = None, access=None) -> dict[str, tuple[Figure, str]]:
     """The report's figures, name -> (figure, caption): reconstructions (the best and worst requests' grids,
     `grids` request -> image, or per-request decoded accuracy on tabular rows), every request of every
     method (`method_grids` method -> request -> image, scored in `method_rows`), the defences' trade-off,
-    label inference's confusion matrix and the training curves."""
+    leakage against the attacker's access (`access`: summary.access_table's), label inference's confusion
+    matrix and the training curves."""
     out = {}
     if method_grids and method_rows is not None and "psnr" in method_rows:
         psnr = {(r.method, int(r.request)): r.psnr for r in method_rows.itertuples()}
@@ -164,6 +190,12 @@ def report_figures(attack_rows, grids: dict, defences, num_classes: int, train_c
         panels["membership_auc"] = "membership AUC (deleted vs never)"
     out["defences.png"] = (tradeoff_curves(dict(tuple(defences.groupby("defence", sort=False))), panels),
                            "Defences: test accuracy against " + ", ".join(panels.values()))
+    if access is not None and len(access):
+        leak = "psnr_mean" if "psnr_mean" in access else "numeric_mae_std_mean"
+        panels = {c: label for c, label in {leak: leak.replace("_mean", ""), "label_accuracy": "label accuracy",
+                                            "membership_auc": "membership AUC"}.items() if c in access}
+        out["access.png"] = (access_curves(access, panels), "What a weaker attacker gets: "
+                             + ", ".join(panels.values()) + " against each access dimension's levels")
     out["label_confusion.png"] = (confusion_matrix(
         attack_rows["li_true_label"].astype(int).tolist(), attack_rows["li_predicted"].astype(int).tolist(),
         num_classes), "Label inference: removed label against inferred label")

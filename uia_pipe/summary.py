@@ -213,6 +213,33 @@ def defence_table(defend_rows: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns={"label_correct": "label_accuracy", "request": "requests", **MEMBERSHIP_COLUMNS})
 
 
+# The access table's columns (metrics/access.json keys, one row per level and method), in order.
+ACCESS_COLUMNS = ("psnr_mean", "numeric_mae_std_mean", "label_accuracy", "membership_auc", "reid_top1",
+                  "seconds_per_request", "queries_per_request", "paper_hours_per_request")
+
+
+def access_table(access: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
+    """metrics/access.json as a table: level, dimension, value, method, served and ACCESS_COLUMNS
+    (NaN where a level was not servable or a family does not report the key), in the order the levels ran."""
+    rows = []
+    for level, by_method in access.items():
+        dimension, _, value = level.partition(":")
+        for method, entry in by_method.items():
+            rows.append({"level": level, "dimension": dimension, "value": value or level, "method": method,
+                         "served": bool(entry.get("served", 1.0)),
+                         **{c: entry.get(c, float("nan")) for c in ACCESS_COLUMNS}})
+    return pd.DataFrame(rows).dropna(axis=1, how="all")
+
+
+def access_headline(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """The access table's numbers for evaluate.json and the summary run: {level: {method: {column: value}}}."""
+    out: dict = {}
+    for row in table.to_dict("records"):
+        out.setdefault(row["level"], {})[row["method"]] = {
+            c: float(row[c]) for c in ACCESS_COLUMNS if c in row and row[c] == row[c]}
+    return out
+
+
 # Membership's pooled numbers under a defence (defend.csv) -> the defence table's columns.
 MEMBERSHIP_COLUMNS = {"membership.never_auc": "membership_auc",
                       "membership.never_tpr_at_1pct_fpr": "membership_tpr_at_1pct_fpr",
@@ -227,12 +254,14 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
                  small_sample: int = 30, level: float = 0.95, methods: pd.DataFrame | None = None,
                  comparisons: dict[str, dict[str, float]] | None = None,
                  families: dict[str, dict[str, float]] | None = None,
-                 leakage: pd.DataFrame | None = None, grids: dict[str, pd.DataFrame] | None = None) -> Report:
+                 leakage: pd.DataFrame | None = None, grids: dict[str, pd.DataFrame] | None = None,
+                 access: pd.DataFrame | None = None) -> Report:
     """The report: setting, headline table, defences, figures, threat models, caveats.
     `families` holds each attack family's own numbers (see `families`), tabulated as they are.
     `setting` holds the run's description (dataset, model, method, N, k, requests, ...);
     `figures` maps a figure's file name to its caption; `grids` each grid's tables as `uia table` wrote
-    them (grids/<name>.csv: a column "metric", the row param's, one per column value)."""
+    them (grids/<name>.csv: a column "metric", the row param's, one per column value); `access` the access
+    stage's table (`access_table`)."""
     r = Report("Unlearning inversion: what the deletion leaked")
     pct = f"{level:.0%}"
     r.heading("Setting")
@@ -274,6 +303,8 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
                 [[row["defence"], row["strength"], row["test_accuracy"], row["forget_accuracy"], row["psnr"],
                   row["ssim"], row["label_accuracy"], *(row[c] for c in extra), int(row["requests"])]
                  for _, row in defences.iterrows()])
+    if access is not None and len(access):
+        _access_section(r, access)
     if grids:
         r.heading("Grids")
         r.para("Experiments run by `uia grid`, tabulated from their MLflow summary runs by `uia table`: the mean "
@@ -393,3 +424,25 @@ def _leakage_section(r: Report, t: pd.DataFrame, pct: str) -> None:
 def _ci(section: dict, m: str) -> str:
     low, high = section.get(f"{m}_ci95_low"), section.get(f"{m}_ci95_high")
     return "" if low is None else interval(low, high)
+
+
+_ACCESS_HEADERS = {"psnr_mean": "PSNR (dB)", "numeric_mae_std_mean": "numeric MAE (sd)",
+                   "label_accuracy": "label acc.", "membership_auc": "membership AUC", "reid_top1": "re-id top-1",
+                   "seconds_per_request": "s / request", "queries_per_request": "queries / request",
+                   "paper_hours_per_request": "h / request at the paper's scale"}
+
+
+def _access_section(r: Report, t: pd.DataFrame) -> None:
+    r.heading("What a weaker attacker gets")
+    r.para("Every attack family again with less than the paper's attacker holds, one access level at a time "
+           "(attack.access), on the first requests of each method; means over those requests. layers: only the "
+           "last L layers' update; precision: the released models rounded; staleness: θ_u published after R "
+           "further deletions (or T fine-tuning steps); knowledge: N guessed, θ₀ unknown, labels only as "
+           "inferred; queries: label-inference queries per request; output: top-k or label-only outputs. "
+           "Membership: the population attack on the same requests and audit pairs released alike. The last "
+           "column prices the reference's feature recovery (10,000 steps × 5 restarts a request) at the step "
+           "cost measured here, on this run's device. Not servable: the server's weights diverged.")
+    columns = [c for c in _ACCESS_HEADERS if c in t]
+    r.table(["level", "method", *(_ACCESS_HEADERS[c] for c in columns)],
+            [[row["level"], row["method"], *(row[c] if row["served"] else "not servable" if i == 0 else ""
+                                             for i, c in enumerate(columns))] for _, row in t.iterrows()])

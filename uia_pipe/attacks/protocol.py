@@ -24,6 +24,7 @@ from torch import nn
 
 from ..executor import LOCAL, Executor
 from .setting import Run, Setting
+from .view import Limits
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Context:
     # release(θ, θ_u, forget_x, forget_y, retain_x, retain_y, seed) -> the defended θ_u; None: θ_u as is.
     release: Callable[..., nn.Module] | None = None
     executor: Executor = LOCAL  # maps a family's independent work (requests, shadow pairs): here or on Ray
+    limits: Limits = Limits()  # what an access level withholds from the attacker (attack.access); nothing by default
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ removed samples; only the stage compares its output with the truth."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -30,6 +32,30 @@ class AttackerView:
     # B, the batch size of the fine-tune on D_u: the server ran that fine-tune, so
     # knows it (the exact attack's batch_weighted estimator needs it); None = not given.
     finetune_batch_size: int | None = None
+    # The parameters of θ and θ_u (and θ₀) the attacker holds, by name (an access level: the last layers, or a
+    # named subset); None = all. The update Δ and every objective are restricted to them.
+    visible: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an access level (attack.access) withholds from the attacker; the defaults withhold nothing.
+    The evaluator's models stay as the server released them: each family reads the limits it concerns."""
+
+    visible: tuple[str, ...] | None = None  # white-box: parameter names held (AttackerView.visible)
+    n: int | None = None  # white-box: N as the attacker guesses it; None = the true N
+    pretrained: bool = True  # white-box: θ₀ known; without it exact unlearning is attacked as approx
+    batch_norm_stats: bool = True  # white-box: batch norm's running statistics known (else reset to 0 and 1)
+    observe: Callable[[nn.Module], nn.Module] | None = None  # black-box: the attacker's copy of a released model
+
+
+def without_batch_norm_stats(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose batch-norm running statistics are the defaults (mean 0, variance 1)."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            m.reset_running_stats()
+    return model
 
 
 def _same(a: nn.Module, b: nn.Module) -> bool:

@@ -19,7 +19,7 @@ from .. import feature_recovery as fr
 from .. import label_inference as li
 from ..protocol import Attack, Context
 from ..setting import Setting
-from ..view import AttackerView, sisa_shard_views
+from ..view import AttackerView, Limits, sisa_shard_views, without_batch_norm_stats
 
 # The update the feature-recovery attacker assumes for each unlearning method:
 # "exact" (Δ from θ, θ_u and θ₀ as `exact_update` says, gradients at θ₀) for
@@ -37,6 +37,7 @@ class Recovery:
     result: fr.Result
     covered: torch.Tensor
     seconds: float
+    steps: int = 0  # optimiser steps over every restart (the effort behind `seconds`)
 
 
 def inferred_labels(results: list[li.Result], ks: list[int]) -> list[torch.Tensor]:
@@ -71,19 +72,26 @@ def run(setting: Setting, thetas_u: list[nn.Module], cfg: fr.Config, ctx: Contex
         if setting.sisa is not None and ctx.sisa_view == "shard":
             jobs.append(_sisa_parts(setting, j, forget, seed, given))
         else:
-            assumed = ASSUMED_UPDATE.get(setting.method, "approx")
-            view = AttackerView(
-                setting.theta_original, thetas_u[j], setting.theta_pretrained if assumed == "exact" else None,
-                assumed, tuple(setting.card["input_shape"]), setting.card["num_classes"], len(setting.du_y),
-                len(forget), setting.finetune_batch_size,
-            )
-            jobs.append(([(view, given, seed)], forget))
+            jobs.append(([(_view(setting, thetas_u[j], len(forget), ctx.limits), given, seed)], forget))
     local = ctx.executor.kind == "local"  # a callback reaches no other process
     return ctx.executor.map(
         functools.partial(_recover, cfg, ctx.progress if local else None), jobs,
         names=[f"{setting.method}: feature recovery of request {req['index']}" for req in setting.requests],
         on_done=None if ctx.on_request is None else
         lambda j: ctx.on_request("feature_recovery", setting.requests[j]["index"]))
+
+
+def _view(setting: Setting, theta_u: nn.Module, k: int, limits: Limits) -> AttackerView:
+    """The white-box view of one request, less what an access level withholds: θ₀ (exact is then attacked as
+    approx), the true N (a guess instead), parameters outside `limits.visible`, batch norm's statistics."""
+    assumed = ASSUMED_UPDATE.get(setting.method, "approx")
+    if not limits.pretrained:
+        assumed = "approx"
+    models = [setting.theta_original, theta_u, setting.theta_pretrained if assumed == "exact" else None]
+    if not limits.batch_norm_stats:
+        models = [None if m is None else without_batch_norm_stats(m) for m in models]
+    return AttackerView(*models, assumed, tuple(setting.card["input_shape"]), setting.card["num_classes"],
+                        limits.n or len(setting.du_y), k, setting.finetune_batch_size, limits.visible)
 
 
 # One request's attack: (view, labels handed over or None, seed) per part, and the D_u indices its
@@ -95,16 +103,17 @@ def _recover(cfg: fr.Config, progress, job: Job) -> Recovery:
     """One request's parts recovered and joined (a task: it holds its views, not the run's data)."""
     parts, covered = job
     started = time.perf_counter()
-    results = [fr.recover(view, cfg, seed, labels=labels, progress=progress)[0] for view, labels, seed in parts]
+    done = [fr.recover(view, cfg, seed, labels=labels, progress=progress) for view, labels, seed in parts]
+    results, steps = [r for r, _ in done], sum(int(stats["steps"]) for _, stats in done)
     if len(results) == 1:
-        return Recovery(results[0], covered, time.perf_counter() - started)
+        return Recovery(results[0], covered, time.perf_counter() - started, steps)
     joined = fr.Result(
         reconstruction=torch.cat([r.reconstruction for r in results]), labels=torch.cat([r.labels for r in results]),
         label_source=results[0].label_source, loss=sum(r.loss for r in results) / len(results),
         restart_losses=[x for r in results for x in r.restart_losses], curve=results[0].curve,
         iterations=sum(r.iterations for r in results), seconds=sum(r.seconds for r in results),
     )
-    return Recovery(joined, covered, time.perf_counter() - started)
+    return Recovery(joined, covered, time.perf_counter() - started, steps)
 
 
 def _sisa_parts(setting: Setting, position: int, forget: torch.Tensor, seed: int, given: torch.Tensor | None) -> Job:
@@ -129,7 +138,7 @@ def _sisa_parts(setting: Setting, position: int, forget: torch.Tensor, seed: int
 
 
 def score(setting: Setting, recoveries: list[Recovery]) -> pd.DataFrame:
-    """One row per request: iterations, seconds, label accuracy and the
+    """One row per request: iterations, seconds, steps, label accuracy and the
     recovery's scores beside the baselines (PSNR/MSE/SSIM on [0,1] images, or
     decoded-feature errors on tabular rows), on the removed samples the attack
     covered (`k_attacked`; all of them but under SISA's shard view)."""
@@ -139,7 +148,7 @@ def score(setting: Setting, recoveries: list[Recovery]) -> pd.DataFrame:
         truth, labels = setting.du_x[rec.covered], setting.du_y[rec.covered]
         row = {"request": req["index"], "k": len(req["forget"]), "k_attacked": len(rec.covered),
                "iterations": result.iterations, "loss": result.loss,
-               "seconds": rec.seconds, "label_source": result.label_source,
+               "seconds": rec.seconds, "steps": rec.steps, "label_source": result.label_source,
                "label_accuracy": multiset_overlap(result.labels, labels)}
         if setting.image:
             scores = image_scores(result.reconstruction, truth)

@@ -8,6 +8,7 @@ test, where there is one)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -127,6 +128,8 @@ def run(setting: Setting, thetas_u: list[nn.Module], cfg: mi.Config, ctx: Contex
             theta_u = ctx.release(pair.theta, pair.theta_u, *pair.release, ctx.seed + 1000 + j)
         else:
             theta_u = pair.theta_u
+        if ctx.limits.observe is not None:  # an access level: the attacker's copies of both released models
+            pair, theta_u = dataclasses.replace(pair, theta=ctx.limits.observe(pair.theta)), ctx.limits.observe(theta_u)
         queried.add(pair, theta_u)
     roles, y, lp, lp_u, request = queried.arrays()
     frame = pd.DataFrame({"request": request, "role": roles})

@@ -32,7 +32,7 @@ def analytic_input(model: nn.Module, delta: dict[str, torch.Tensor], input_shape
     row i; rows are combined by least squares (weights Δb_i²). Returns x
     [*input_shape] in float64, or None when the model has no such layer."""
     names = _first_linear(model)
-    if names is None:
+    if names is None or not set(names) <= set(delta):
         return None
     w, b = delta[names[0]].double(), delta[names[1]].double()
     denom = (b * b).sum()
@@ -221,6 +221,8 @@ def layered_features(
     for h in hooks:
         h.remove()
     head, head_layer = layers[-1]
+    if f"{head}.bias" not in delta or f"{head}.weight" not in delta:
+        return None
     db, dw = delta[f"{head}.bias"].to(**f64), delta[f"{head}.weight"].to(**f64)
     if not (db * db).sum() > 0:
         return None
@@ -231,7 +233,10 @@ def layered_features(
         a, err = _head_factors(head_layer.weight.detach(), head_layer.bias.detach(), dw, db, labels.to(f64["device"]),
                                head_iters)
     last = len(layers) - 1
-    stop = max(last - depth + 1, 0)
+    held = last  # the layers below the head whose update Δ holds, without a gap (all, unless an access level)
+    while held > 0 and f"{layers[held - 1][0]}.weight" in delta:
+        held -= 1
+    stop = max(last - depth + 1, held)
     for li in range(last - 1, stop - 1, -1):
         name, layer = layers[li]
         a_l = a.reshape(out_shapes[li]).clamp_min(0)

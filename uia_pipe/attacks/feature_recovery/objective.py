@@ -38,7 +38,7 @@ class _Objective:
             # A second copy, replaying the first's tape, holds θ + h·u (in place: no functional_call overhead).
             self.shifted = _functional_copy(model, self.tape).requires_grad_(False)
         self.params = dict(self.model.named_parameters())
-        self.names = list(self.params)
+        self.names = [n for n in self.params if n in delta]  # the parameters Δ holds (all, or an access level's)
         self.buffers = dict(self.model.named_buffers())
         dev = next(iter(self.params.values())).device
         dt = next(iter(self.params.values())).dtype
@@ -121,7 +121,8 @@ class _Objective:
         if u_norm > 0:
             h = self.fd_scale / u_norm
             with torch.no_grad():
-                for p, q, f, d in zip(params, self.shifted.parameters(), flat, self.delta_parts):
+                shifted = dict(self.shifted.named_parameters())
+                for p, q, f, d in zip(params, (shifted[n] for n in self.names), flat, self.delta_parts):
                     torch.add(p, f.view_as(p), alpha=h * cos / norm**2, out=q)
                     q.add_(d.view_as(p), alpha=-h / norm)
             x1 = x.detach().requires_grad_(True)

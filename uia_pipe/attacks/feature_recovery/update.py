@@ -33,8 +33,8 @@ from ..view import AttackerView
 from .config import EXACT_UPDATES
 
 
-def _named_params(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+def _named_params(model: nn.Module, visible: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad and (visible is None or n in visible)}
 
 
 def _count_weighted(view: AttackerView) -> tuple[int, int]:
@@ -61,9 +61,11 @@ def observed_update(
 ) -> dict[str, torch.Tensor]:
     """Δ per parameter, oriented along +Σ_X ∇CE at the point where dummy
     gradients are taken (θ for approx, θ₀ for exact; `exact_update` names
-    the exact estimator, a key of EXACT_UPDATES)."""
-    theta = _named_params(view.theta_original)
-    theta_u = _named_params(view.theta_unlearned)
+    the exact estimator, a key of EXACT_UPDATES); only the parameters the view holds (`view.visible`)."""
+    theta = _named_params(view.theta_original, view.visible)
+    theta_u = _named_params(view.theta_unlearned, view.visible)
+    if not theta:
+        raise ValueError("the view holds none of the model's parameters")
     if view.method == "approx":
         return {n: theta_u[n].detach().to(dtype) - theta[n].detach().to(dtype) for n in theta}
     if view.method == "exact":

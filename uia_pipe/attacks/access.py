@@ -1,0 +1,372 @@
+"""Weaker attackers (attack.access): each access level turns a run, the families' configs and the context into
+what an attacker at that level holds, and every family of the registry is run again on it. The server releases
+as usual; a level acts on the attacker's side:
+
+- layers:L / layers:a+b — only the last L parametrised layers' parameters of θ, θ_u (and θ₀), or the named ones:
+  the white-box update Δ and every objective are restricted to them (the attack point's other weights are
+  still the served model's: Maui's and the partial-gradient papers' setting).
+- precision:P — every released model rounded to float16 or bfloat16, or int8 weights, symmetric, per tensor
+  or per output channel (torch's quantisation: MinMax observers, zero point 0); biases stay float, as in
+  torch's quantised layers.
+- staleness:R — θ_u published only after R further deletion requests (k records each, drawn from what the
+  server still holds) were served by the same method, in order; staleness:T_steps — after T SGD steps of the
+  fine-tune's settings on records never in D_u.
+- knowledge:K — N halved or doubled (the attacker's guess), θ₀ unknown (exact unlearning attacked as approx),
+  labels only as label inference infers them, batch norm's running statistics unknown.
+- queries:B — label inference with B queries of θ_u per request (B // C probes per class).
+- output:O — label inference, and membership's posteriors, through top-k or label-only outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel
+from torch import nn
+
+from ..config import OptimParams
+from ..errors import UiaError
+from ..models import clone
+from ..unlearning.methods import METHODS, SERVER_STATE
+from ..unlearning.problem import UnlearningProblem
+from . import label_inference as li
+from .protocol import Attack, Context, attack_run, defended_rows, defended_summary, prepare
+from .setting import Run, Setting
+from .view import Limits
+
+FULL = "full"  # the level with nothing withheld, run first as every curve's reference
+PAPER_STEPS = 10_000 * 5  # the reference's feature recovery: 10,000 iterations × 5 restarts, always in full
+# Each family's keys under a level (defended_summary's) that the access table reads, by the table's name.
+HEADLINE = {"psnr_mean": "psnr_mean", "label_accuracy": "label_accuracy",
+            "membership_auc": "membership.never_auc", "reid_top1": "compound.reid_top1_mean"}
+
+
+def parametrised_layers(model: nn.Module) -> list[tuple[str, list[str]]]:
+    """(module name, its own trainable parameters' names) of each module that has some, in registration order
+    (the head last for every model here)."""
+    out = []
+    for name, module in model.named_modules():
+        own = [f"{name}.{p}" if name else p for p, t in module.named_parameters(recurse=False) if t.requires_grad]
+        if own:
+            out.append((name, own))
+    return out
+
+
+def visible_parameters(model: nn.Module, value: str) -> tuple[str, ...]:
+    """The parameter names layers:`value` leaves the attacker: the last L layers', or the named layers'."""
+    layers = parametrised_layers(model)
+    if value.isdigit():
+        if int(value) > len(layers):
+            raise UiaError(f"attack.access: layers:{value}: the model has {len(layers)} parametrised layers")
+        chosen = layers[-int(value):]
+    else:
+        known = dict(layers)
+        unknown = [n for n in value.split("+") if n not in known]
+        if unknown:
+            raise UiaError(f"attack.access: layers:{value}: no parametrised layer {', '.join(unknown)} "
+                           f"(the model has {', '.join(known)})")
+        chosen = [(n, known[n]) for n in value.split("+")]
+    return tuple(p for _, names in chosen for p in names)
+
+
+def quantise(t: torch.Tensor, precision: str) -> torch.Tensor:
+    """`t` as released at `precision`, back in its own dtype: float16/bfloat16 rounding, or int8 (symmetric,
+    zero point 0, torch's MinMax observers) of weights (dim ≥ 2), per tensor or per output channel."""
+    if precision in ("float16", "bfloat16"):
+        return t.to(getattr(torch, precision)).to(t.dtype)
+    if t.dim() < 2:
+        return t.clone()
+    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    x = t.detach().float()
+    if precision == "int8_tensor":
+        observer = MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+        observer(x)
+        scale, zero = observer.calculate_qparams()
+        q = torch.fake_quantize_per_tensor_affine(x, float(scale), int(zero), -128, 127)
+    elif precision == "int8_channel":
+        observer = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+        observer(x)
+        scales, zeros = observer.calculate_qparams()
+        q = torch.fake_quantize_per_channel_affine(x, scales.float(), zeros.int(), 0, -128, 127)
+    else:
+        raise ValueError(f"unknown precision {precision!r}")
+    return q.to(t.dtype)
+
+
+def rounded(model: nn.Module, precision: str) -> nn.Module:
+    """A copy of `model` released at `precision` (floating buffers too, under float16 and bfloat16)."""
+    out = clone(model)
+    with torch.no_grad():
+        for p in out.parameters():
+            p.copy_(quantise(p, precision))
+        if precision in ("float16", "bfloat16"):
+            for b in out.buffers():
+                if b.is_floating_point():
+                    b.copy_(quantise(b, precision))
+    return out
+
+
+def later_requests(setting: Setting, theta_u: nn.Module, retain_x: torch.Tensor, retain_y: torch.Tensor, k: int,
+                   count: int, seed: int) -> nn.Module:
+    """θ_u after `count` further requests of k records each, drawn (seeded) from what the server still holds,
+    unlearned one after another by the run's method from the model the previous one left."""
+    unlearn = METHODS[setting.method][0]
+    g = torch.Generator().manual_seed(seed)
+    model, x, y = theta_u, retain_x, retain_y
+    for served in range(count):
+        forget = torch.zeros(len(y), dtype=torch.bool)
+        forget[torch.randperm(len(y), generator=g)[:k]] = True
+        problem = UnlearningProblem(setting.theta_pretrained, model, x, y, setting.finetune, setting.finetune_seed)
+        model, x, y = unlearn(problem, forget, setting.method_config), x[~forget], y[~forget]
+        _finite(model, f"{setting.method}'s weights are not finite after {served + 1} of {count} further requests")
+    return model
+
+
+def drifted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: OptimParams, steps: int,
+            seed: int) -> nn.Module:
+    """A copy of `model` after `steps` SGD steps of `settings` on minibatches of (x, y) (batch norm in eval)."""
+    model = clone(model)
+    device = next(model.parameters()).device
+    opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                          weight_decay=settings.weight_decay)
+    g = torch.Generator().manual_seed(seed)
+    order, at, size = torch.randperm(len(y), generator=g), 0, min(settings.batch_size, len(y))
+    for _ in range(steps):
+        if at + size > len(order):
+            order, at = torch.randperm(len(y), generator=g), 0
+        idx = order[at: at + size]
+        at += size
+        opt.zero_grad()
+        F.cross_entropy(model(x[idx].to(device)), y[idx].to(device)).backward()
+        opt.step()
+    return _finite(model.eval(), f"the weights are not finite after {steps} fine-tuning steps")
+
+
+class RestrictedOutputs(nn.Module):
+    """A model seen through top-k or label-only outputs: log of the probabilities the oracle would return
+    (zeros floored), so a family that reads log-posteriors reads what that access gives."""
+
+    def __init__(self, model: nn.Module, access: str, topk: int = 1):
+        super().__init__()
+        self.model, self.access, self.topk = model, access, topk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(self.model(x).double(), dim=1)
+        if self.access == "topk":
+            values, idx = probs.topk(self.topk, dim=1)
+            probs = torch.zeros_like(probs).scatter_(1, idx, values)
+        else:
+            probs = torch.zeros_like(probs).scatter_(1, probs.argmax(1, keepdim=True), 1.0)
+        return probs.clamp_min(1e-30).log()
+
+
+class Unservable(Exception):
+    """The server cannot release at this level (its weights diverged): recorded, not attacked."""
+
+
+def _finite(model: nn.Module, what: str) -> nn.Module:
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise Unservable(what)
+    return model
+
+
+@dataclasses.dataclass(frozen=True)
+class Attacked:
+    """One level's run, the families' configs and the context the campaign runs them with."""
+
+    run: Run
+    configs: dict[str, BaseModel]
+    ctx: Context
+
+
+def _forget(setting: Setting, req: dict) -> torch.Tensor:
+    mask = torch.zeros(len(setting.du_y), dtype=torch.bool)
+    mask[torch.tensor(req["forget"])] = True
+    return mask
+
+
+def _layers(value: str, a: Attacked) -> Attacked:
+    visible = visible_parameters(a.run.setting.theta_original, value)
+    labels = a.configs["feature_recovery"].labels
+    head = parametrised_layers(a.run.setting.theta_original)[-1][1]
+    if labels == "analytic" and not set(head) <= set(visible):
+        raise UiaError(f"attack.access: layers:{value} hides the output layer, which "
+                       "attack.feature_recovery.labels: analytic reads (use inferred or oracle labels)")
+    return dataclasses.replace(a, ctx=dataclasses.replace(a.ctx, limits=Limits(visible=visible)))
+
+
+def _precision(value: str, a: Attacked) -> Attacked:
+    setting, round_ = a.run.setting, lambda m: rounded(m, value)
+    setting = dataclasses.replace(setting, theta_original=round_(setting.theta_original),
+                                  theta_pretrained=round_(setting.theta_pretrained))
+    run = dataclasses.replace(a.run, setting=setting, thetas_u=[round_(m) for m in a.run.thetas_u])
+    prepared = dict(a.ctx.prepared)
+    if "label_inference" in prepared:  # the probes' outputs as the attacker reads them off the rounded θ (and θ₀)
+        probes, cfg = prepared["label_inference"], a.configs["label_inference"]
+        reference = None if probes.reference is None else li.oracle(setting.theta_pretrained, cfg)(probes.x)
+        prepared["label_inference"] = dataclasses.replace(
+            probes, before=li.oracle(setting.theta_original, cfg)(probes.x), reference=reference)
+    return Attacked(run, a.configs, dataclasses.replace(a.ctx, prepared=prepared, limits=Limits(observe=round_)))
+
+
+def _staleness(value: str, a: Attacked) -> Attacked:
+    setting = a.run.setting
+    if value.endswith("_steps"):
+        steps = int(value.split("_")[0])
+        if setting.outside_y is None or not len(setting.outside_y):
+            raise UiaError(f"attack.access: staleness:{value} needs pool records outside D_u to fine-tune on")
+
+        def later(theta_u, retain_x, retain_y, k, seed):
+            return drifted(theta_u, setting.outside_x, setting.outside_y, setting.finetune, steps, seed)
+    else:
+        count = int(value)
+        if setting.method not in METHODS or setting.method in SERVER_STATE or setting.method == "retrain":
+            raise UiaError(f"attack.access: staleness:{value} serves further requests with the run's method, "
+                           f"which it cannot for {setting.method} (it needs the server's state or pretraining data)")
+        need = max(setting.ks) * (count + 1)
+        if need >= len(setting.du_y):
+            raise UiaError(f"attack.access: staleness:{value} removes {need} records from N = {len(setting.du_y)}: "
+                           "nothing left to serve")
+
+        def later(theta_u, retain_x, retain_y, k, seed):
+            return later_requests(setting, theta_u, retain_x, retain_y, k, count, seed)
+    thetas_u = []
+    for req, theta_u in zip(setting.requests, a.run.thetas_u):
+        keep = ~_forget(setting, req)
+        thetas_u.append(later(theta_u, setting.du_x[keep], setting.du_y[keep], len(req["forget"]),
+                              a.ctx.seed + 5003 + req["index"]))
+
+    def release(theta, theta_u, forget_x, forget_y, retain_x, retain_y, seed):  # membership's made pairs alike
+        return later(theta_u, retain_x, retain_y, len(forget_y), seed)
+
+    return Attacked(dataclasses.replace(a.run, thetas_u=thetas_u), a.configs,
+                    dataclasses.replace(a.ctx, release=release))
+
+
+def _knowledge(value: str, a: Attacked) -> Attacked:
+    setting, configs = a.run.setting, a.configs
+    n = len(setting.du_y)
+    limits = {"n_half": Limits(n=max(n // 2, max(setting.ks) + 1)), "n_double": Limits(n=2 * n),
+              "no_pretrained": Limits(pretrained=False), "no_batch_norm_stats": Limits(batch_norm_stats=False),
+              "inferred_labels": Limits()}[value]
+    if value == "no_batch_norm_stats" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                                  for m in setting.theta_original.modules()):
+        raise UiaError("attack.access: knowledge:no_batch_norm_stats: the model has no batch norm")
+    if value == "inferred_labels":
+        configs = {**configs, "feature_recovery": configs["feature_recovery"].model_copy(update={"labels": "inferred"})}
+    return Attacked(a.run, configs, dataclasses.replace(a.ctx, limits=limits))
+
+
+def _queries(value: str, a: Attacked) -> Attacked:
+    classes = a.run.setting.card["num_classes"]
+    per_class = int(value) // classes
+    if per_class < 1:
+        raise UiaError(f"attack.access: queries:{value} buys less than one probe per class ({classes} classes)")
+    prepared = dict(a.ctx.prepared)
+    prepared["label_inference"] = prepared["label_inference"].first_per_class(per_class)
+    return dataclasses.replace(a, ctx=dataclasses.replace(a.ctx, prepared=prepared))
+
+
+def _output(value: str, a: Attacked) -> Attacked:
+    cfg = a.configs["label_inference"].model_copy(update={"access": value})
+    prepared = {k: v for k, v in a.ctx.prepared.items() if k != "label_inference"}  # probes made for that access
+    observe = lambda m: RestrictedOutputs(m, value, cfg.topk)  # noqa: E731
+    return Attacked(a.run, {**a.configs, "label_inference": cfg},
+                    dataclasses.replace(a.ctx, prepared=prepared, limits=Limits(observe=observe)))
+
+
+# Dimension -> (its level's value, the full-access run) -> that level's run; raises UiaError for a level the
+# run cannot be attacked at.
+DIMENSIONS: dict[str, Callable[[str, Attacked], Attacked]] = {
+    "layers": _layers, "precision": _precision, "staleness": _staleness, "knowledge": _knowledge,
+    "queries": _queries, "output": _output,
+}
+
+
+def at_level(level: str, full: Attacked) -> Attacked:
+    """The run, configs and context of an attacker at `level` ("<dimension>:<value>", or FULL)."""
+    if level == FULL:
+        return full
+    dimension, value = level.split(":", 1)
+    return DIMENSIONS[dimension](value, full)
+
+
+def sweep(runs: dict[str, Run], levels: tuple[str, ...], attacks: dict[str, Attack], configs: dict[str, BaseModel],
+          context: Callable[[Run], Context], on_step: Callable[[str, str], None] | None = None) -> pd.DataFrame:
+    """One row per (method, level, request): each family's scores under a defence's columns
+    (`defended_rows`), and the effort: seconds, optimiser steps and queries per request; a level the server
+    cannot release at (`Unservable`: its weights diverged) is one row, request −1, saying why. Every level of every
+    method is built first (a level a run cannot take fails before any attack); each method's families are
+    prepared once at full access and that work is shared by its levels (probes, shadows, audit pairs)."""
+    built = {}
+    for method, run in runs.items():
+        ctx = context(run)
+        prepare(run.setting, attacks, configs, ctx)
+        full = Attacked(run, configs, ctx)
+        built[method] = [(level, _built(level, full)) for level in (FULL, *levels)]
+    rows = []
+    for method, attacked in built.items():
+        for level, a in attacked:
+            dimension, _, value = level.partition(":")
+            key = {"method": method, "level": level, "dimension": dimension, "value": value or FULL}
+            try:
+                if isinstance(a, Unservable):
+                    raise a
+                outcome = attack_run(a.run, attacks, a.configs, dataclasses.replace(a.ctx, earlier={}))
+            except Unservable as why:  # a made pair's release diverged too: the level as a whole
+                rows.append({**key, "request": -1, "unservable": str(why)})
+                if on_step is not None:
+                    on_step(method, level)
+                continue
+            scores = defended_rows(attacks, outcome)
+            effort = _effort(outcome.scored)
+            for j, req in enumerate(a.run.setting.requests):
+                rows.append({**key, "request": int(req["index"]), "unservable": "", "seconds": outcome.seconds / len(a.run.setting.requests),
+                             **{k: float(v.iloc[j]) for k, v in effort.items()},
+                             **scores.drop(columns="request").iloc[j].to_dict()})
+            if on_step is not None:
+                on_step(method, level)
+    return pd.DataFrame(rows)
+
+
+def _built(level: str, full: Attacked) -> Attacked | Unservable:
+    try:
+        return at_level(level, full)
+    except Unservable as why:
+        return why
+
+
+def _effort(scored: dict[str, pd.DataFrame]) -> dict[str, pd.Series]:
+    """Per request, over the families that count them: optimiser steps with their seconds, and queries."""
+    frames = [f.reset_index(drop=True) for f in scored.values()]
+    zero = pd.Series(0.0, index=frames[0].index)
+    stepped = [f for f in frames if "steps" in f and "seconds" in f]
+    return {"steps": sum((f["steps"].astype(float) for f in stepped), zero),
+            "step_seconds": sum((f["seconds"].astype(float) for f in stepped), zero),
+            "queries": sum((f["queries"].astype(float) for f in frames if "queries" in f), zero)}
+
+
+def summarise(frame: pd.DataFrame, attacks: dict[str, Attack]) -> dict[str, dict[str, dict[str, float]]]:
+    """`{level: {method: {...}}}` (`{"served": 0}` where the server could not release): the headline scores (psnr_mean, label_accuracy, membership_auc, reid_top1),
+    each family's means under the level, and the effort per request (seconds, queries, steps), with the hours
+    the reference's scale (PAPER_STEPS optimiser steps a request) would take at the measured step cost."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (level, method), group in frame.groupby(["level", "method"], sort=False):
+        if (group["request"] < 0).all():
+            out.setdefault(level, {})[method] = {"served": 0.0}
+            continue
+        family = defended_summary(attacks, group)
+        entry = {name: family[key] for name, key in HEADLINE.items() if key in family}
+        entry.update(family)
+        steps = group["steps"].sum()
+        entry.update(served=1.0, seconds_per_request=group["seconds"].mean(), queries_per_request=group["queries"].mean(),
+                     steps_per_request=group["steps"].mean())
+        if steps > 0:
+            entry["paper_hours_per_request"] = group["step_seconds"].sum() / steps * PAPER_STEPS / 3600
+        out.setdefault(level, {})[method] = {k: float(v) for k, v in entry.items() if pd.notna(v)}
+    return out
