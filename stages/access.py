@@ -65,7 +65,7 @@ def main(
     typer.echo(f"access: {len(result)} levels × {len(runs)} methods in {time.perf_counter() - started:.1f} s")
     for level, by_method in result.items():
         typer.echo(f"  {level:26s} " + "; ".join(
-            f"{m}: " + ", ".join(f"{k} {row[k]:.3g}" for k in access.HEADLINE if k in row)
+            f"{m}: " + (", ".join(f"{k} {row[k]:.3g}" for k in access.HEADLINE if k in row) or "not servable")
             for m, row in by_method.items()))
     tracking.log_run("access", {"base": base.model_dump(), "attack": a.model_dump()},
                      {f"{level}.{m}": row for level, by_method in result.items() for m, row in by_method.items()},

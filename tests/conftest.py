@@ -59,7 +59,7 @@ def small_params() -> dict:
     raw["attack"]["compound"].update(candidates=20)  # the pool holds 100
     raw["defend"].update(max_requests=2, attack_iterations=30)
     raw["attack"]["access"].update(max_requests=1, iterations=20, levels=[
-        "layers:1", "precision:int8_channel", "staleness:2", "knowledge:no_pretrained", "queries:4", "output:label"])
+        "layers:1", "precision:int8_channel", "staleness:2", "knowledge:no_pretrained", "queries:2", "output:label"])
     for name, strengths in {"noise": [0.0, 1.0], "prune": [0.0, 0.5], "finetune": [0, 1],
                             "noisy_unlearning": [0.0, 1.0]}.items():
         raw["defend"][name]["strengths"] = strengths

@@ -217,8 +217,8 @@ def test_a_bad_level_is_one_line_before_any_work(tmp_path, params_file):
     params_file.write_text(yaml.safe_dump(raw))
     out = tmp_path / "access.json"
     result = invoke("access", "--params", str(params_file), "--data", str(tmp_path), "--trained", str(tmp_path),
-                    "--unlearned", str(tmp_path), "--metrics", str(out), "--details", str(tmp_path / "a.csv"), code=1)
-    text = (result.output + result.stderr).strip()
+                    "--unlearned", str(tmp_path), "--metrics", str(out), "--details", str(tmp_path / "a.csv"), code=2)
+    text = result.stderr.strip()
     assert len(text.splitlines()) == 1 and "attack.access.levels" in text and "precision:fp8" in text
     assert not out.exists()
 
@@ -244,7 +244,9 @@ def test_the_access_stage_reruns_every_family_at_each_level(tmp_path, params_fil
                 assert {"numeric_mae_std_mean", "label_accuracy", "membership_auc", "seconds_per_request",
                         "queries_per_request", "paper_hours_per_request"} <= set(entry)
     full = result["full"]["exact"]
-    assert full["queries_per_request"] == 6 and result["queries:4"]["exact"]["queries_per_request"] == 4  # 2 classes
+    # 2 classes: queries:2 buys one probe per class, fewer than the full set (auxiliary probes that θ labels alike
+    # with the confidence asked)
+    assert result["queries:2"]["exact"]["queries_per_request"] <= 2 < full["queries_per_request"]
     # θ₀ withheld: exact unlearning is attacked as approx, a different Δ
     assert result["knowledge:no_pretrained"]["exact"]["numeric_mae_std_mean"] != full["numeric_mae_std_mean"]
     assert result["knowledge:no_pretrained"]["approx"] == {**result["full"]["approx"], **{

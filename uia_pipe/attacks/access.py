@@ -325,8 +325,10 @@ def sweep(runs: dict[str, Run], levels: tuple[str, ...], attacks: dict[str, Atta
                 continue
             scores = defended_rows(attacks, outcome)
             effort = _effort(outcome.scored)
-            for j, req in enumerate(a.run.setting.requests):
-                rows.append({**key, "request": int(req["index"]), "unservable": "", "seconds": outcome.seconds / len(a.run.setting.requests),
+            requests = a.run.setting.requests
+            for j, req in enumerate(requests):
+                rows.append({**key, "request": int(req["index"]), "unservable": "",
+                             "seconds": outcome.seconds / len(requests),
                              **{k: float(v.iloc[j]) for k, v in effort.items()},
                              **scores.drop(columns="request").iloc[j].to_dict()})
             if on_step is not None:
@@ -352,8 +354,8 @@ def _effort(scored: dict[str, pd.DataFrame]) -> dict[str, pd.Series]:
 
 
 def summarise(frame: pd.DataFrame, attacks: dict[str, Attack]) -> dict[str, dict[str, dict[str, float]]]:
-    """`{level: {method: {...}}}` (`{"served": 0}` where the server could not release): the headline scores (psnr_mean, label_accuracy, membership_auc, reid_top1),
-    each family's means under the level, and the effort per request (seconds, queries, steps), with the hours
+    """`{level: {method: {...}}}` (`{"served": 0}` where the server could not release): the headline scores
+    (psnr_mean, label_accuracy, membership_auc, reid_top1), each family's means under the level, and the effort per request (seconds, queries, steps), with the hours
     the reference's scale (PAPER_STEPS optimiser steps a request) would take at the measured step cost."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for (level, method), group in frame.groupby(["level", "method"], sort=False):
@@ -364,8 +366,8 @@ def summarise(frame: pd.DataFrame, attacks: dict[str, Attack]) -> dict[str, dict
         entry = {name: family[key] for name, key in HEADLINE.items() if key in family}
         entry.update(family)
         steps = group["steps"].sum()
-        entry.update(served=1.0, seconds_per_request=group["seconds"].mean(), queries_per_request=group["queries"].mean(),
-                     steps_per_request=group["steps"].mean())
+        entry.update(served=1.0, seconds_per_request=group["seconds"].mean(),
+                     queries_per_request=group["queries"].mean(), steps_per_request=group["steps"].mean())
         if steps > 0:
             entry["paper_hours_per_request"] = group["step_seconds"].sum() / steps * PAPER_STEPS / 3600
         out.setdefault(level, {})[method] = {k: float(v) for k, v in entry.items() if pd.notna(v)}

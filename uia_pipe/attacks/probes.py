@@ -458,6 +458,8 @@ def to_boundary(
         if len(others):
             partner[i] = others[torch.randint(len(others), (1,), generator=gen)]
     movable = torch.nonzero(partner >= 0).flatten()
+    if not len(movable):  # θ labels every probe alike: no boundary to move towards
+        return probes, {"boundary_queries": 0, "boundary_steps": 0, "boundary_moved": 0}
     meter = _Meter(oracle, budget)
     lo = torch.zeros(len(movable), dtype=torch.float64)  # fraction towards the partner, still own label
     hi = torch.ones(len(movable), dtype=torch.float64)
