@@ -255,3 +255,31 @@ def test_the_access_stage_reruns_every_family_at_each_level(tmp_path, params_fil
     assert result["precision:int8_channel"]["exact"]["numeric_mae_std_mean"] != full["numeric_mae_std_mean"]
     frame = __import__("pandas").read_csv(t / "access.csv")
     assert set(frame["level"]) == {"full", *levels} and set(frame["method"]) == {"exact", "approx"}
+
+
+def test_the_access_table_figure_and_report_section():
+    """metrics/access.json → the report's table (an unservable level said so) and one panel column a dimension."""
+    from uia_pipe import figures, report, summary
+
+    entry = {"psnr_mean": 30.0, "label_accuracy": 1.0, "membership_auc": 0.9, "seconds_per_request": 2.0,
+             "queries_per_request": 100.0, "served": 1.0}
+    result = {"full": {"exact": entry, "approx": entry},
+              "layers:1": {"exact": {**entry, "psnr_mean": 9.0}, "approx": {**entry, "psnr_mean": 10.0}},
+              "staleness:4": {"exact": {**entry, "psnr_mean": 25.0}, "approx": {"served": 0.0}}}
+    table = summary.access_table(result)
+    assert list(table["level"]) == ["full", "full", "layers:1", "layers:1", "staleness:4", "staleness:4"]
+    assert not table.iloc[-1]["served"] and table.iloc[2]["psnr_mean"] == 9.0
+    assert summary.access_headline(table)["staleness:4"]["approx"] == {}
+    fig = figures.access_curves(table, {"psnr_mean": "PSNR", "label_accuracy": "label accuracy"})
+    assert len(fig.axes) == 2 * 2  # two metrics × two dimensions (full is each curve's first point)
+    text = report.markdown(summary_report(table))
+    assert "## What a weaker attacker gets" in text and "| staleness:4 | approx | not servable |" in text
+
+
+def summary_report(table):
+    from uia_pipe.report import Report
+    from uia_pipe.summary import _access_section
+
+    r = Report("t")
+    _access_section(r, table)
+    return r

@@ -54,8 +54,10 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
 def test_repro_then_noop_then_experiment_skips_download_and_train(repo):
     path, env = repo
     first = _run(["dvc", "repro"], path, env)
-    for stage in ("download", "train", "unlearn", "attack", "defend", "evaluate"):
+    for stage in ("download", "train", "unlearn", "attack", "defend", "access", "evaluate"):
         assert f"Running stage '{stage}'" in first
+    access = json.loads((path / "metrics" / "access.json").read_text())
+    assert {"full", "layers:1", "output:label"} <= set(access) and set(access["full"]) == {"exact", "approx"}
     assert (path / "metrics" / "unlearn.json").is_file()
     defend = json.loads((path / "metrics" / "defend.json").read_text())
     assert {"noise:0", "noise:1", "prune:0.5", "finetune:1", "noisy_unlearning:1"} <= set(defend)
@@ -67,6 +69,8 @@ def test_repro_then_noop_then_experiment_skips_download_and_train(repo):
             "compound", "leakage_exact", "leakage_approx"} <= set(evaluated)
     assert evaluated["membership"]["never_candidates"] >= 40 and "reid_top1" in evaluated["leakage_approx"]
     assert "## Membership and re-identification, method by method" in (path / "reports" / "report.md").read_text()
+    assert "## What a weaker attacker gets" in (path / "reports" / "report.md").read_text()
+    assert evaluated["access"]["layers:1"]["approx"]["seconds_per_request"] > 0
     roc = pd.read_csv(path / "metrics" / "membership_roc.csv")
     assert set(roc["question"]) == {"never", "retained"} and roc["fpr"].between(0, 1).all()
     assert (path / "reports" / "report.html").is_file() and (path / "reports" / "defences.png").is_file()

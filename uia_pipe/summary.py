@@ -215,7 +215,7 @@ def defence_table(defend_rows: pd.DataFrame) -> pd.DataFrame:
 
 # The access table's columns (metrics/access.json keys, one row per level and method), in order.
 ACCESS_COLUMNS = ("psnr_mean", "numeric_mae_std_mean", "label_accuracy", "membership_auc", "reid_top1",
-                  "seconds_per_request", "queries_per_request", "paper_hours_per_request")
+                  "seconds_per_request", "queries_per_request", "probe_queries", "paper_hours_per_request")
 
 
 def access_table(access: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
@@ -429,6 +429,7 @@ def _ci(section: dict, m: str) -> str:
 _ACCESS_HEADERS = {"psnr_mean": "PSNR (dB)", "numeric_mae_std_mean": "numeric MAE (sd)",
                    "label_accuracy": "label acc.", "membership_auc": "membership AUC", "reid_top1": "re-id top-1",
                    "seconds_per_request": "s / request", "queries_per_request": "queries / request",
+                   "probe_queries": "probe queries (once)",
                    "paper_hours_per_request": "h / request at the paper's scale"}
 
 

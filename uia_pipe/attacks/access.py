@@ -274,10 +274,12 @@ def _queries(value: str, a: Attacked) -> Attacked:
 
 def _output(value: str, a: Attacked) -> Attacked:
     cfg = a.configs["label_inference"].model_copy(update={"access": value})
-    prepared = {k: v for k, v in a.ctx.prepared.items() if k != "label_inference"}  # probes made for that access
+    # Probes made anew under that access (cached per θ like the attack stage's): the attacker's cost of it.
+    prepared = {k: v for k, v in a.ctx.prepared.items() if k != "label_inference"}
+    stats = {k: v for k, v in a.ctx.stats.items() if k != "label_inference"}
     observe = lambda m: RestrictedOutputs(m, value, cfg.topk)  # noqa: E731
     return Attacked(a.run, {**a.configs, "label_inference": cfg},
-                    dataclasses.replace(a.ctx, prepared=prepared, limits=Limits(observe=observe)))
+                    dataclasses.replace(a.ctx, prepared=prepared, stats=stats, limits=Limits(observe=observe)))
 
 
 # Dimension -> (its level's value, the full-access run) -> that level's run; raises UiaError for a level the
@@ -299,7 +301,8 @@ def at_level(level: str, full: Attacked) -> Attacked:
 def sweep(runs: dict[str, Run], levels: tuple[str, ...], attacks: dict[str, Attack], configs: dict[str, BaseModel],
           context: Callable[[Run], Context], on_step: Callable[[str, str], None] | None = None) -> pd.DataFrame:
     """One row per (method, level, request): each family's scores under a defence's columns
-    (`defended_rows`), and the effort: seconds, optimiser steps and queries per request; a level the server
+    (`defended_rows`), and the effort: seconds, optimiser steps and queries per request, and the queries that
+    made the level's probes (of θ, once; made anew under an output level); a level the server
     cannot release at (`Unservable`: its weights diverged) is one row, request −1, saying why. Every level of every
     method is built first (a level a run cannot take fails before any attack); each method's families are
     prepared once at full access and that work is shared by its levels (probes, shadows, audit pairs)."""
@@ -325,10 +328,11 @@ def sweep(runs: dict[str, Run], levels: tuple[str, ...], attacks: dict[str, Atta
                 continue
             scores = defended_rows(attacks, outcome)
             effort = _effort(outcome.scored)
+            probe_queries = sum(float(s.get("probe_queries", 0)) for s in outcome.summaries.values())
             requests = a.run.setting.requests
             for j, req in enumerate(requests):
                 rows.append({**key, "request": int(req["index"]), "unservable": "",
-                             "seconds": outcome.seconds / len(requests),
+                             "seconds": outcome.seconds / len(requests), "probe_queries": probe_queries,
                              **{k: float(v.iloc[j]) for k, v in effort.items()},
                              **scores.drop(columns="request").iloc[j].to_dict()})
             if on_step is not None:
@@ -367,7 +371,8 @@ def summarise(frame: pd.DataFrame, attacks: dict[str, Attack]) -> dict[str, dict
         entry.update(family)
         steps = group["steps"].sum()
         entry.update(served=1.0, seconds_per_request=group["seconds"].mean(),
-                     queries_per_request=group["queries"].mean(), steps_per_request=group["steps"].mean())
+                     queries_per_request=group["queries"].mean(), steps_per_request=group["steps"].mean(),
+                     probe_queries=group["probe_queries"].iloc[0])
         if steps > 0:
             entry["paper_hours_per_request"] = group["step_seconds"].sum() / steps * PAPER_STEPS / 3600
         out.setdefault(level, {})[method] = {k: float(v) for k, v in entry.items() if pd.notna(v)}
