@@ -119,15 +119,21 @@ def invoke(*args: str, code: int = 0):
     return result
 
 
-def run_all_stages(params: Path, t: Path) -> None:
-    """download → train → unlearn → attack → defend → evaluate with `params`, every file under `t`."""
+def run_until_unlearned(params: Path, t: Path) -> list[str]:
+    """download → train → unlearn with `params`, every file under `t`; the options the later stages share."""
     p = str(params)
     invoke("download", "--params", p, "--out", str(t / "data"))
     invoke("train", "--params", p, "--data", str(t / "data"), "--out", str(t / "train"),
            "--metrics", str(t / "train.json"), "--curve", str(t / "curve.csv"))
     invoke("unlearn", "--params", p, "--data", str(t / "data"), "--trained", str(t / "train"),
            "--out", str(t / "unlearn"), "--metrics", str(t / "unlearn.json"), "--details", str(t / "unlearn.csv"))
-    common = ["--params", p, "--data", str(t / "data"), "--trained", str(t / "train"), "--unlearned", str(t / "unlearn")]
+    return ["--params", p, "--data", str(t / "data"), "--trained", str(t / "train"), "--unlearned", str(t / "unlearn")]
+
+
+def run_all_stages(params: Path, t: Path) -> None:
+    """download → train → unlearn → attack → defend → access → evaluate with `params`, every file under `t`."""
+    p = str(params)
+    common = run_until_unlearned(params, t)
     invoke("attack", *common, "--out", str(t / "attack"), "--metrics", str(t / "attack.json"),
            "--details", str(t / "attack.csv"), "--methods", str(t / "methods.csv"), "--plots", str(t / "plots"))
     invoke("defend", *common, "--metrics", str(t / "defend.json"), "--details", str(t / "defend.csv"))

@@ -11,7 +11,7 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from tests.conftest import invoke, tiny_data
+from tests.conftest import invoke, run_until_unlearned, tiny_data
 from uia_pipe.attacks import access
 from uia_pipe.attacks.config import AccessParams, attack_params
 from uia_pipe.attacks.feature_recovery.objective import _Objective
@@ -225,13 +225,8 @@ def test_a_bad_level_is_one_line_before_any_work(tmp_path, params_file):
 
 def test_the_access_stage_reruns_every_family_at_each_level(tmp_path, params_file):
     """German Credit, exact and approx, the conftest's six levels (one per dimension) on one request."""
-    p, t = str(params_file), tmp_path
-    invoke("download", "--params", p, "--out", str(t / "data"))
-    invoke("train", "--params", p, "--data", str(t / "data"), "--out", str(t / "train"),
-           "--metrics", str(t / "train.json"), "--curve", str(t / "curve.csv"))
-    invoke("unlearn", "--params", p, "--data", str(t / "data"), "--trained", str(t / "train"),
-           "--out", str(t / "unlearn"), "--metrics", str(t / "unlearn.json"), "--details", str(t / "unlearn.csv"))
-    common = ["--params", p, "--data", str(t / "data"), "--trained", str(t / "train"), "--unlearned", str(t / "unlearn")]
+    t = tmp_path
+    common = run_until_unlearned(params_file, t)
     invoke("access", *common, "--metrics", str(t / "access.json"), "--details", str(t / "access.csv"))
     result = json.loads((t / "access.json").read_text())
     levels = yaml.safe_load(params_file.read_text())["attack"]["access"]["levels"]
@@ -272,14 +267,31 @@ def test_the_access_table_figure_and_report_section():
     assert summary.access_headline(table)["staleness:4"]["approx"] == {}
     fig = figures.access_curves(table, {"psnr_mean": "PSNR", "label_accuracy": "label accuracy"})
     assert len(fig.axes) == 2 * 2  # two metrics × two dimensions (full is each curve's first point)
-    text = report.markdown(summary_report(table))
+    text = report.markdown(_access_report(table))
     assert "## What a weaker attacker gets" in text and "| staleness:4 | approx | not servable |" in text
 
 
-def summary_report(table):
+def _access_report(table):
     from uia_pipe.report import Report
     from uia_pipe.summary import _access_section
 
     r = Report("t")
     _access_section(r, table)
     return r
+
+
+def test_unknown_batch_norm_statistics_reset_the_attackers_copies_only():
+    from tests.conftest import TINY_SPEC
+    from uia_pipe.attacks.view import without_batch_norm_stats
+
+    model = init_model(TINY_SPEC, seed=0)  # ConvNet with batch norm
+    x, y = tiny_data(64, seed=1)
+    fit(model, x, y, OptimParams(epochs=1, lr=0.05, batch_size=32), seed=0)  # moves the running statistics
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not torch.equal(norms[0].running_mean, torch.zeros_like(norms[0].running_mean))
+    copy = without_batch_norm_stats(model)
+    for m in (m for m in copy.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        assert torch.equal(m.running_mean, torch.zeros_like(m.running_mean))
+        assert torch.equal(m.running_var, torch.ones_like(m.running_var))
+    assert not torch.equal(norms[0].running_mean, torch.zeros_like(norms[0].running_mean))  # the server's untouched
+    assert not access.at_level("knowledge:no_batch_norm_stats", _attacked(model)).ctx.limits.batch_norm_stats

@@ -442,7 +442,9 @@ def _access_section(r: Report, t: pd.DataFrame) -> None:
            "inferred; queries: label-inference queries per request; output: top-k or label-only outputs. "
            "Membership: the population attack on the same requests and audit pairs released alike. The last "
            "column prices the reference's feature recovery (10,000 steps × 5 restarts a request) at the step "
-           "cost measured here, on this run's device. Not servable: the server's weights diverged.")
+           "cost measured here, on this run's device. Not servable: the server could not release at that level "
+           "(its weights diverged, or its method cannot serve further requests there; metrics/access.csv says "
+           "which).")
     columns = [c for c in _ACCESS_HEADERS if c in t]
     r.table(["level", "method", *(_ACCESS_HEADERS[c] for c in columns)],
             [[row["level"], row["method"], *(row[c] if row["served"] else "not servable" if i == 0 else ""

@@ -166,7 +166,8 @@ class RestrictedOutputs(nn.Module):
 
 
 class Unservable(Exception):
-    """The server cannot release at this level (its weights diverged): recorded, not attacked."""
+    """The server cannot release at this level (its weights diverged, or its method cannot serve the later
+    requests here): recorded with the reason, not attacked."""
 
 
 def _finite(model: nn.Module, what: str) -> nn.Module:
@@ -226,12 +227,12 @@ def _staleness(value: str, a: Attacked) -> Attacked:
     else:
         count = int(value)
         if setting.method not in METHODS or setting.method in SERVER_STATE or setting.method == "retrain":
-            raise UiaError(f"attack.access: staleness:{value} serves further requests with the run's method, "
-                           f"which it cannot for {setting.method} (it needs the server's state or pretraining data)")
+            raise Unservable(f"{setting.method} serves a request from state the attack stage does not keep "
+                             "(a checkpoint store or the pretraining data)")
         need = max(setting.ks) * (count + 1)
         if need >= len(setting.du_y):
-            raise UiaError(f"attack.access: staleness:{value} removes {need} records from N = {len(setting.du_y)}: "
-                           "nothing left to serve")
+            raise Unservable(f"{count} further requests and this one remove {need} of N = {len(setting.du_y)} "
+                             "records")
 
         def later(theta_u, retain_x, retain_y, k, seed):
             return later_requests(setting, theta_u, retain_x, retain_y, k, count, seed)
