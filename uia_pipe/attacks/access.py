@@ -360,8 +360,9 @@ def _effort(scored: dict[str, pd.DataFrame]) -> dict[str, pd.Series]:
 
 def summarise(frame: pd.DataFrame, attacks: dict[str, Attack]) -> dict[str, dict[str, dict[str, float]]]:
     """`{level: {method: {...}}}` (`{"served": 0}` where the server could not release): the headline scores
-    (psnr_mean, label_accuracy, membership_auc, reid_top1), each family's means under the level, and the effort per request (seconds, queries, steps), with the hours
-    the reference's scale (PAPER_STEPS optimiser steps a request) would take at the measured step cost."""
+    (psnr_mean, label_accuracy, membership_auc, reid_top1), each family's means under the level, and the effort:
+    per request (seconds, queries, steps), the probes' queries once, and the hours the reference's scale
+    (PAPER_STEPS optimiser steps a request) would take at the measured step cost."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for (level, method), group in frame.groupby(["level", "method"], sort=False):
         if (group["request"] < 0).all():
