@@ -36,7 +36,7 @@ from ..unlearning.problem import UnlearningProblem
 from . import label_inference as li
 from .protocol import Attack, Context, attack_run, defended_rows, defended_summary, prepare
 from .setting import Run, Setting
-from .view import Limits
+from .view import Limits, restricted
 
 FULL = "full"  # the level with nothing withheld, run first as every curve's reference
 PAPER_STEPS = 10_000 * 5  # the reference's feature recovery: 10,000 iterations × 5 restarts, always in full
@@ -156,12 +156,7 @@ class RestrictedOutputs(nn.Module):
         self.model, self.access, self.topk = model, access, topk
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(self.model(x).double(), dim=1)
-        if self.access == "topk":
-            values, idx = probs.topk(self.topk, dim=1)
-            probs = torch.zeros_like(probs).scatter_(1, idx, values)
-        else:
-            probs = torch.zeros_like(probs).scatter_(1, probs.argmax(1, keepdim=True), 1.0)
+        probs = restricted(torch.softmax(self.model(x).double(), dim=1), self.access, self.topk)
         return probs.clamp_min(1e-30).log()
 
 
@@ -183,12 +178,6 @@ class Attacked:
     run: Run
     configs: dict[str, BaseModel]
     ctx: Context
-
-
-def _forget(setting: Setting, req: dict) -> torch.Tensor:
-    mask = torch.zeros(len(setting.du_y), dtype=torch.bool)
-    mask[torch.tensor(req["forget"])] = True
-    return mask
 
 
 def _layers(value: str, a: Attacked) -> Attacked:
@@ -238,7 +227,7 @@ def _staleness(value: str, a: Attacked) -> Attacked:
             return later_requests(setting, theta_u, retain_x, retain_y, k, count, seed)
     thetas_u = []
     for req, theta_u in zip(setting.requests, a.run.thetas_u):
-        keep = ~_forget(setting, req)
+        keep = ~setting.forget_mask(req)
         thetas_u.append(later(theta_u, setting.du_x[keep], setting.du_y[keep], len(req["forget"]),
                               a.ctx.seed + 5003 + req["index"]))
 

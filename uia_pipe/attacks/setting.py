@@ -64,6 +64,12 @@ class Setting:
         """|X| of each request."""
         return [len(r["forget"]) for r in self.requests]
 
+    def forget_mask(self, req: dict) -> torch.Tensor:
+        """A bool mask over D_u of the samples request `req` removed."""
+        mask = torch.zeros(len(self.du_y), dtype=torch.bool)
+        mask[torch.tensor(req["forget"])] = True
+        return mask
+
     def truth(self, req: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The samples request `req` removed and their labels (the evaluator's knowledge only)."""
         forget = torch.tensor(req["forget"])

@@ -4,12 +4,13 @@ removed samples; only the stage compares its output with the truth."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
+
+from ..models import clone
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Limits:
 
 def without_batch_norm_stats(model: nn.Module) -> nn.Module:
     """A copy of `model` whose batch-norm running statistics are the defaults (mean 0, variance 1)."""
-    model = copy.deepcopy(model)
+    model = clone(model)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
             m.reset_running_stats()
@@ -140,14 +141,18 @@ class QueryOracle:
             raise BudgetExhausted(self.queries, self.budget)
         self.queries += len(x)
         device = next(self._model.parameters()).device
-        logits = self._model(x.to(device)).double()
-        probs = torch.softmax(logits, dim=1)
-        if self.access == "probabilities":
-            return probs.cpu()
-        if self.access == "topk":
-            values, idx = probs.topk(self.topk, dim=1)
-            return torch.zeros_like(probs).scatter_(1, idx, values).cpu()
-        return torch.zeros_like(probs).scatter_(1, probs.argmax(1, keepdim=True), 1.0).cpu()
+        return restricted(torch.softmax(self._model(x.to(device)).double(), dim=1), self.access, self.topk).cpu()
+
+
+def restricted(probs: torch.Tensor, access: str, topk: int = 1) -> torch.Tensor:
+    """What `access` shows of output probabilities [n, C]: all of them, the `topk` largest (the rest zero), or a
+    one-hot of the argmax ("label")."""
+    if access == "probabilities":
+        return probs
+    if access == "topk":
+        values, idx = probs.topk(topk, dim=1)
+        return torch.zeros_like(probs).scatter_(1, idx, values)
+    return torch.zeros_like(probs).scatter_(1, probs.argmax(1, keepdim=True), 1.0)
 
 
 class BudgetExhausted(RuntimeError):

@@ -21,8 +21,7 @@ from . import DEFENSES, REPLACES_UNLEARNING, DefenceConfig, DefenceInput
 def defence_inputs(setting: Setting, thetas_u: list[nn.Module]) -> list[DefenceInput]:
     out = []
     for req, theta_u in zip(setting.requests, thetas_u):
-        forget = torch.zeros(len(setting.du_y), dtype=torch.bool)
-        forget[torch.tensor(req["forget"])] = True
+        forget = setting.forget_mask(req)
         out.append(DefenceInput(setting.theta_original, theta_u, setting.du_x[forget], setting.du_y[forget],
                                 setting.du_x[~forget], setting.du_y[~forget]))
     return out

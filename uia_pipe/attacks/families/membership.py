@@ -60,8 +60,7 @@ def targets(setting: Setting, server: mi.Server, cfg: mi.Config, seed: int, exec
     g = torch.Generator().manual_seed(seed)
     pairs = []
     for req in setting.requests:
-        forget = torch.zeros(len(setting.du_y), dtype=torch.bool)
-        forget[torch.tensor(req["forget"])] = True
+        forget = setting.forget_mask(req)
         k = int(forget.sum())
         kept = torch.nonzero(~forget)[:, 0][_sample(g, int((~forget).sum()), k)]
         never = _sample(g, len(setting.outside_y), k)

@@ -39,6 +39,9 @@ class _Objective:
             self.shifted = _functional_copy(model, self.tape).requires_grad_(False)
         self.params = dict(self.model.named_parameters())
         self.names = [n for n in self.params if n in delta]  # the parameters Δ holds (all, or an access level's)
+        if self.shifted is not None:
+            shifted = dict(self.shifted.named_parameters())
+            self.shifted_params = [shifted[n] for n in self.names]
         self.buffers = dict(self.model.named_buffers())
         dev = next(iter(self.params.values())).device
         dt = next(iter(self.params.values())).dtype
@@ -121,8 +124,7 @@ class _Objective:
         if u_norm > 0:
             h = self.fd_scale / u_norm
             with torch.no_grad():
-                shifted = dict(self.shifted.named_parameters())
-                for p, q, f, d in zip(params, (shifted[n] for n in self.names), flat, self.delta_parts):
+                for p, q, f, d in zip(params, self.shifted_params, flat, self.delta_parts):
                     torch.add(p, f.view_as(p), alpha=h * cos / norm**2, out=q)
                     q.add_(d.view_as(p), alpha=-h / norm)
             x1 = x.detach().requires_grad_(True)
