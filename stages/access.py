@@ -18,7 +18,7 @@ from stages.common import (
 from uia_pipe import executor, io, tracking
 from uia_pipe.attacks import ATTACKS, access
 from uia_pipe.attacks.config import attack_params, sweep_configs
-from uia_pipe.attacks.protocol import Context, check
+from uia_pipe.attacks.protocol import Context, check, for_task
 from uia_pipe.attacks.setting import load_run
 from uia_pipe.config import BaseParams, load_sections, section_hash
 from uia_pipe.data import DownloadParams
@@ -47,8 +47,13 @@ def main(
     with torch_threads(a.threads), executor.for_stage(base, a.threads) as ex:
         runs = {m: load_run(data, trained, unlearned if m == record["method"] else unlearned / "compare" / m,
                             device, acc.max_requests) for m in methods}
+        task = next(iter(runs.values())).setting.task
+        attacks = for_task(ATTACKS, task)
+        levels, skipped = access.applicable(acc.levels, attacks)
+        if skipped:
+            typer.echo(f"access: skipping {', '.join(skipped)} (their family does not attack {task} models)")
         for run in runs.values():
-            check(run.setting, ATTACKS, configs)
+            check(run.setting, attacks, configs)
 
         def context(run) -> Context:
             # SISA's released ensemble, as the defend stage attacks it: a level withholds from the served models
@@ -56,10 +61,10 @@ def main(
                            public_y=run.test_y, executor=ex)
 
         started = time.perf_counter()
-        with progress(len(runs) * (1 + len(acc.levels)), "access") as bar:
-            frame = access.sweep(runs, acc.levels, ATTACKS, configs, context,
+        with progress(len(runs) * (1 + len(levels)), "access") as bar:
+            frame = access.sweep(runs, levels, attacks, configs, context,
                                  on_step=lambda m, level: (bar.set_postfix(method=m, level=level), bar.update()))
-    result = access.summarise(frame, ATTACKS)
+    result = access.summarise(frame, attacks)
     io.save_json(metrics, result)
     io.save_csv(details, frame)
     typer.echo(f"access: {len(result)} levels × {len(runs)} methods in {time.perf_counter() - started:.1f} s")

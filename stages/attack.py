@@ -17,7 +17,7 @@ from stages.common import (
 from uia_pipe import executor, io, tracking
 from uia_pipe.attacks import ATTACKS
 from uia_pipe.attacks.config import attack_params, family_configs
-from uia_pipe.attacks.protocol import Context, attack_run, check, outputs
+from uia_pipe.attacks.protocol import Context, attack_run, check, for_task, outputs
 from uia_pipe.attacks.setting import load_run
 from uia_pipe.config import BaseParams, load_sections, section_hash
 from uia_pipe.data import DownloadParams
@@ -48,7 +48,8 @@ def main(
         for run in runs.values():
             check(run.setting, ATTACKS, configs)
         result, tables, outcomes = {"compare": {}}, [], {}
-        with progress(len(names) * len(ATTACKS) * len(main_run.setting.requests), "attack") as bar:
+        families = len(for_task(ATTACKS, main_run.setting.task))
+        with progress(len(names) * families * len(main_run.setting.requests), "attack") as bar:
             for name, run in runs.items():
                 ctx = Context(base.seed, run.test_x, Path(p.download.cache_dir).expanduser(), a.sisa_view,
                               progress=lambda it, loss: bar.set_postfix(iteration=it, loss=f"{loss:.4f}"),

@@ -16,7 +16,7 @@ from stages.common import (
 from uia_pipe import executor, io, tracking
 from uia_pipe.attacks import ATTACKS
 from uia_pipe.attacks.config import attack_params, sweep_configs
-from uia_pipe.attacks.protocol import Context, check, prepare
+from uia_pipe.attacks.protocol import Context, check, for_task, prepare
 from uia_pipe.attacks.setting import load_run
 from uia_pipe.config import BaseParams, load_sections, section_hash
 from uia_pipe.data import DownloadParams
@@ -41,16 +41,17 @@ def main(
     seed_everything(base.seed, base.threads)
     with torch_threads(a.threads), executor.for_stage(base, a.threads) as ex:
         run = load_run(data, trained, unlearned, device, d.max_requests)
-        check(run.setting, ATTACKS, configs)
+        attacks = for_task(ATTACKS, run.setting.task)
+        check(run.setting, attacks, configs)
         ctx = Context(base.seed, run.test_x, Path(p.download.cache_dir).expanduser(),  # attacks the released θ_u
                       public_y=run.test_y, executor=ex)
-        prepare(run.setting, ATTACKS, configs, ctx)
+        prepare(run.setting, attacks, configs, ctx)
         defences = {name: getattr(d, name) for name in d.defences}
         started = time.perf_counter()
         with progress(sum(len(c.strengths) for c in defences.values()), "defend") as bar:
-            frame = sweep.sweep(run, defences, ATTACKS, configs, ctx,
+            frame = sweep.sweep(run, defences, attacks, configs, ctx,
                                 on_step=lambda name, s: (bar.set_postfix(defence=name, strength=s), bar.update()))
-    result = sweep.summarise(frame, ATTACKS)
+    result = sweep.summarise(frame, attacks)
     io.save_json(metrics, result)
     io.save_csv(details, frame)
     typer.echo(f"defend: {len(frame)} defended models in {time.perf_counter() - started:.1f} s")

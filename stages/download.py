@@ -20,7 +20,7 @@ def main(
 ) -> None:
     """Load download.dataset (offline where it can) and write its tensors and card."""
     p = load_sections(params, download=DownloadParams)
-    ds = load_dataset(p.download.dataset, Path(p.download.cache_dir).expanduser())
+    ds = load_dataset(p.download.dataset, Path(p.download.cache_dir).expanduser(), p.download)
     with io.atomic_dir(out) as tmp:
         io.save_tensors(
             tmp / "tensors.safetensors",

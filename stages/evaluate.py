@@ -70,7 +70,8 @@ def main(
     with io.atomic_dir(reports) as tmp:
         for name, (figure, _) in made.items():
             io.save_figure(tmp / name, figure)
-        setting = {"dataset": card["name"], "model": p.train.model, "unlearning method": p.unlearn.method,
+        setting = {"dataset": card["name"], "task": p.train.task, "model": p.train.model,
+                   "unlearning method": p.unlearn.method,
                    "N = |D_u|": p.train.n, "requests": len(unlearn_rows), "selection": p.unlearn.selection,
                    "k (random requests)": p.unlearn.k, "seed": p.base.seed}
         grid_tables = {f.stem: io.load_csv(f) for f in sorted(grids.glob("*.csv"))} if grids and grids.is_dir() \

@@ -13,7 +13,7 @@ import typer
 from stages.common import (
     DataDir, ParamsOption, clean_errors, device_for, progress, seed_everything, single_command,
 )
-from uia_pipe import io, tracking
+from uia_pipe import io, tasks, tracking
 from uia_pipe.config import BaseParams, TrainParams, load_sections, section_hash
 from uia_pipe.data import as_inputs
 from uia_pipe.errors import UiaError
@@ -42,15 +42,21 @@ def main(
         raise UiaError(f"train.pool_size: must be smaller than the {card['name']} training set ({card['n_train']})")
     if t.pretrain.augment and card["kind"] != "image":
         raise UiaError(f"train.pretrain.augment: only for image datasets ({card['name']} is {card['kind']})")
+    reason = tasks.dataset_error(t.task, card)
+    if reason:
+        raise UiaError(f"train.task={t.task}: {reason} (download.dataset)")
     device = device_for(base.device)
     seed_everything(base.seed, base.threads)
     spec = {"model": t.model, "config": getattr(t, t.model).model_dump(), "input_shape": card["input_shape"],
-            "num_classes": card["num_classes"], "mean": card["mean"], "std": card["std"], "dtype": t.precision}
+            "num_classes": tasks.num_outputs(t.task, card), "mean": card["mean"], "std": card["std"],
+            "dtype": t.precision, **({"task": t.task} if t.task != "classification" else {})}
     started = time.perf_counter()
     n_pretrain = min(t.pretrain.max_samples or card["n_train"], card["n_train"] - t.pool_size)
+    x_train, x_test = as_inputs(ds.x_train), as_inputs(ds.x_test)
     with progress(-(-n_pretrain // t.pretrain.batch_size) * t.pretrain.epochs, "pretrain θ₀") as bar:
-        trained = pretrain_and_finetune(init_model(spec, base.seed).to(device), as_inputs(ds.x_train), ds.y_train,
-                                        as_inputs(ds.x_test), ds.y_test, t, base.seed, on_batch=bar.update)
+        trained = pretrain_and_finetune(init_model(spec, base.seed).to(device), x_train,
+                                        tasks.targets(t.task, x_train, ds.y_train), x_test,
+                                        tasks.targets(t.task, x_test, ds.y_test), t, base.seed, on_batch=bar.update)
     seconds = time.perf_counter() - started
     with io.atomic_dir(out) as tmp:
         io.save_model(tmp / "theta_pretrained.safetensors", trained.theta_pretrained, spec)
@@ -62,7 +68,8 @@ def main(
               "du_accuracy": trained.du_accuracy, "seconds": seconds}
     io.save_json(metrics, result)
     io.save_csv(curve, pd.DataFrame(trained.curve))
-    typer.echo(f"θ₀ test accuracy {result['pretrain_test_accuracy']:.4f}, θ test accuracy "
+    quality = tasks.QUALITY[t.task]
+    typer.echo(f"θ₀ test {quality} {result['pretrain_test_accuracy']:.4f}, θ test {quality} "
                f"{result['test_accuracy']:.4f} ({seconds:.0f} s)")
     tracking.log_run("train", {"base": base.model_dump(include=TRAIN_KEYS), "train": t.model_dump()}, result,
                      section_hash(base.model_dump(include=TRAIN_KEYS), t), artifacts=[metrics, curve])

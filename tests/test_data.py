@@ -1,5 +1,7 @@
 """uia_pipe.data: loaders read tiny stand-ins in the real on-disk formats,
-offline failures are one-line UiaErrors, German Credit encodes and decodes.
+offline failures are one-line UiaErrors, German Credit encodes and decodes,
+scikit-learn's bundled sets load offline, regression targets decode back, and
+the user's own folders and CSV files (written here) load or fail in one line.
 
 No test touches the network: every torchvision download entry point is
 patched to raise, and md5 checks are relaxed to "file exists" so the tiny
@@ -9,6 +11,7 @@ stand-ins pass torchvision's integrity checks.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import pickle
@@ -19,16 +22,23 @@ from urllib.error import URLError
 
 import numpy as np
 import pytest
+import sklearn.datasets
 import torch
 import torchvision.datasets.cifar
 import torchvision.datasets.mnist
 import torchvision.datasets.stl10
 import torchvision.datasets.utils
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
 
+from stages.download import app as download_app
 from uia_pipe import data
+from uia_pipe.config import parse_sections, schema
 from uia_pipe.data import (
     DATASETS,
     Dataset,
+    DownloadParams,
     as_inputs,
     checksum,
     decode_tabular,
@@ -183,8 +193,10 @@ def _write_stl10(root: Path) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- checks
 
 
-def _check_image_dataset(ds: Dataset, expected: dict[str, np.ndarray], name: str, num_classes: int) -> None:
-    c = 1 if name in ("mnist", "fashion_mnist") else 3
+def _check_image_dataset(
+    ds: Dataset, expected: dict[str, np.ndarray], name: str, num_classes: int, channels: int | None = None
+) -> None:
+    c = channels or (1 if name in ("mnist", "fashion_mnist") else 3)
     for split in ("train", "test"):
         x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
         want_x = expected[f"x_{split}"]
@@ -296,9 +308,11 @@ def test_offline_without_files_is_one_line_error(tmp_path: Path, name: str) -> N
 
 
 def test_unknown_dataset_lists_known_ones(tmp_path: Path) -> None:
-    with pytest.raises(UiaError, match="known: cifar10, cifar100, fashion_mnist, german_credit, mnist, stl10"):
+    with pytest.raises(UiaError, match="known: cifar10, cifar100, csv, diabetes, digits, fashion_mnist, "
+                       "german_credit, german_credit_amount, image_folder, mnist, stl10"):
         load_dataset("imagenet", tmp_path)
-    assert set(DATASETS) == {"fashion_mnist", "mnist", "cifar10", "cifar100", "stl10", "german_credit"}
+    assert set(DATASETS) == {"fashion_mnist", "mnist", "cifar10", "cifar100", "stl10", "digits", "german_credit",
+                             "german_credit_amount", "diabetes", "image_folder", "csv"}
 
 
 _REAL_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -354,6 +368,15 @@ def test_german_credit_split_and_card(german: Dataset) -> None:
     json.loads(json.dumps(card, allow_nan=False))
     # Deterministic: a second load is identical.
     assert load_dataset("german_credit", Path("unused")).card["checksum"] == card["checksum"]
+
+
+# json.dumps (key order kept) of the card before the regression sets came: classification cards stay as they were.
+GERMAN_CREDIT_CARD_SHA256 = "a01def448e65041008931c6c30e186aefe83aec86f388c5555e1ce451000b3e3"
+
+
+def test_german_credit_card_unchanged(german: Dataset) -> None:
+    assert hashlib.sha256(json.dumps(german.card).encode()).hexdigest() == GERMAN_CREDIT_CARD_SHA256
+    assert "task" not in german.card
 
 
 def test_german_credit_encoding(german: Dataset) -> None:
@@ -412,6 +435,364 @@ def test_german_credit_decode_round_trips(german: Dataset) -> None:
 def test_decode_tabular_accepts_one_row(german: Dataset) -> None:
     out = decode_tabular(german.x_test[0], german.card["encoding"])
     assert out["numeric"].shape == (1, 7) and out["categorical"].shape == (1, 13)
+
+
+# --------------------------------------------------------------------------- bundled and regression sets
+
+
+def _check_regression_card(ds: Dataset, name: str) -> None:
+    card = ds.card
+    d = card["encoding"]["dim"]
+    assert card["name"] == name and card["kind"] == "tabular" and card["task"] == "regression"
+    assert card["num_classes"] == 0 and "class_names" not in card and "class_counts" not in card
+    assert set(card["target"]) == {"name", "mean", "std"}
+    assert card["input_shape"] == [d] and ds.x_train.shape[1] == d
+    assert card["mean"] == [0.0] * d and card["std"] == [1.0] * d
+    assert card["n_train"] == len(ds.y_train) and card["n_test"] == len(ds.y_test)
+    assert card["checksum"] == checksum(ds) and isinstance(card["split_seed"], int)
+    assert card["source"] and card["licence"] and card["citation"]
+    assert ds.x_train.dtype == ds.y_train.dtype == ds.y_test.dtype == torch.float32
+    # Standardised with the train rows' own mean and population std.
+    assert float(ds.y_train.double().mean()) == pytest.approx(0.0, abs=1e-6)
+    assert float(ds.y_train.double().std(unbiased=False)) == pytest.approx(1.0, abs=1e-6)
+    raw_train = ds.y_train.double() * card["target"]["std"] + card["target"]["mean"]
+    assert card["target_stats"]["train"]["max"] == pytest.approx(float(raw_train.max()), rel=1e-6)
+    json.loads(json.dumps(card, allow_nan=False))
+
+
+def _target(ds: Dataset, y: torch.Tensor) -> torch.Tensor:
+    return y.double() * ds.card["target"]["std"] + ds.card["target"]["mean"]
+
+
+def test_digits() -> None:
+    ds = load_dataset("digits", Path("unused"))
+    assert ds.x_train.shape == (1438, 1, 8, 8) and ds.x_test.shape == (359, 1, 8, 8)
+    bunch = sklearn.datasets.load_digits()
+    perm = torch.randperm(1797, generator=torch.Generator().manual_seed(ds.card["split_seed"]))
+    want = torch.from_numpy(np.round(bunch.images * 255 / 16).astype(np.uint8)).unsqueeze(1)
+    assert torch.equal(ds.x_train, want[perm[:1438]]) and torch.equal(ds.x_test, want[perm[1438:]])
+    assert torch.equal(ds.y_test, torch.from_numpy(bunch.target)[perm[1438:]])
+    assert int(ds.x_train.max()) == 255
+    expected = {f"x_{s}": getattr(ds, f"x_{s}").numpy() for s in ("train", "test")}
+    expected |= {f"y_{s}": getattr(ds, f"y_{s}").numpy() for s in ("train", "test")}
+    _check_image_dataset(ds, expected, "digits", 10, channels=1)
+    assert ds.card["class_names"] == [str(i) for i in range(10)]
+    assert ds.card["licence"] == "CC BY 4.0" and "Alpaydin & Kaynak 1998" in ds.card["citation"]
+    assert load_dataset("digits", Path("unused")).card == ds.card
+
+
+def test_diabetes_regression_decodes_to_the_raw_values() -> None:
+    ds = load_dataset("diabetes", Path("unused"))
+    _check_regression_card(ds, "diabetes")
+    assert ds.x_train.shape == (354, 11) and ds.x_test.shape == (88, 11)  # 9 numeric + sex one-hot (2)
+    assert ds.card["target"]["name"] == "disease_progression"
+    bunch = sklearn.datasets.load_diabetes(scaled=False)
+    perm = torch.randperm(442, generator=torch.Generator().manual_seed(ds.card["split_seed"]))
+    target = torch.from_numpy(bunch.target)
+    assert float(_target(ds, ds.y_train[:1])[0]) == pytest.approx(float(target[perm[0]]), rel=1e-6)
+    torch.testing.assert_close(_target(ds, torch.cat([ds.y_train, ds.y_test])), target[perm], rtol=1e-6, atol=1e-4)
+
+    encoding = ds.card["encoding"]
+    (sex,) = [c for c in encoding["columns"] if c["type"] == "categorical"]
+    assert sex["name"] == "sex" and sex["categories"] == ["1", "2"]
+    out = decode_tabular(torch.cat([ds.x_train, ds.x_test]), encoding)
+    features = torch.from_numpy(bunch.data)[perm]
+    torch.testing.assert_close(out["numeric"].double(), features[:, [0, 2, 3, 4, 5, 6, 7, 8, 9]], rtol=1e-5, atol=1e-4)
+    assert torch.equal(out["categorical"][:, 0] + 1, features[:, 1].long())
+    assert load_dataset("diabetes", Path("unused")).card["checksum"] == ds.card["checksum"]
+
+
+def test_german_credit_amount_shares_rows_split_and_encoding(german: Dataset) -> None:
+    ds = load_dataset("german_credit_amount", Path("unused"))
+    _check_regression_card(ds, "german_credit_amount")
+    assert ds.card["target"]["name"] == "credit_amount"
+    assert ds.x_train.shape[0] == 800 and ds.x_test.shape[0] == 200
+    names = [c["name"] for c in ds.card["encoding"]["columns"]]
+    assert "credit_amount" not in names and names[-1] == "credit_risk"
+    assert ds.card["split_seed"] == german.card["split_seed"]
+
+    raw = _raw_german_rows()
+    perm = torch.randperm(1000, generator=torch.Generator().manual_seed(german.card["split_seed"])).tolist()
+    amounts = torch.tensor([float(raw[i][4]) for i in perm], dtype=torch.float64)
+    torch.testing.assert_close(_target(ds, torch.cat([ds.y_train, ds.y_test])), amounts, rtol=1e-6, atol=1e-3)
+
+    mine, theirs = (decode_tabular(torch.cat([d.x_train, d.x_test]), d.card["encoding"]) for d in (ds, german))
+    numeric = [c["name"] for c in german.card["encoding"]["columns"] if c["type"] == "numeric"]
+    amount_idx = numeric.index("credit_amount")
+    keep = [j for j in range(7) if j != amount_idx]
+    torch.testing.assert_close(mine["numeric"], theirs["numeric"][:, keep], rtol=1e-4, atol=1e-4)
+    assert torch.equal(mine["categorical"][:, :-1], theirs["categorical"])
+    risk = ds.card["encoding"]["columns"][-1]["categories"]
+    labels = torch.cat([german.y_train, german.y_test]).tolist()
+    assert [risk[k] for k in mine["categorical"][:, -1].tolist()] == [["good", "bad"][v] for v in labels]
+
+
+# --------------------------------------------------------------------------- the user's files
+
+
+def _settings(**sections: dict) -> DownloadParams:
+    """The download section as a stage parses it (params.yaml's machinery)."""
+    return parse_sections({"download": sections}, schema(download=DownloadParams)).download
+
+
+def _one_line_error(name: str, settings: DownloadParams, key: str) -> str:
+    with pytest.raises(UiaError) as info:
+        load_dataset(name, Path("unused"), settings)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{key}: "), message
+    return message
+
+
+# class -> (file name, mode, colour) of each image: sizes and modes differ, each image one colour.
+IMAGES = {
+    "cat": [("a.png", "RGB", (200, 10, 10)), ("b.png", "L", 40), ("c.jpg", "RGB", (0, 0, 0))],
+    "dog": [(f"{i}.png", "RGBA", (10 * i, 20 * i, 30, 255)) for i in range(1, 5)],
+    "emu": [("x.png", "L", 250), ("y.bmp", "RGB", (60, 120, 180))],
+}
+
+
+def _write_images(root: Path) -> None:
+    for label, images in IMAGES.items():
+        (root / label).mkdir(parents=True)
+        for i, (name, mode, colour) in enumerate(images):
+            Image.new(mode, (7 + i, 9 - i), colour).save(root / label / name, quality=100)
+
+
+def _expected_pixels(mode: str) -> Counter:
+    """(class, pixel) of each image as the loader should see it, by PIL's own conversion."""
+    out = Counter()
+    for label, images in IMAGES.items():
+        for _, m, colour in images:
+            px = Image.new(m, (1, 1), colour).convert(mode).getpixel((0, 0))
+            out[(label, tuple(px) if isinstance(px, tuple) else (px,))] += 1
+    return out
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_folder(tmp_path: Path, channels: int) -> None:
+    _write_images(tmp_path / "pets")
+    settings = _settings(image_folder={"path": str(tmp_path / "pets"), "size": [6, 5], "channels": channels})
+    ds = load_dataset("image_folder", Path("unused"), settings)
+
+    assert ds.x_train.shape == (6, channels, 6, 5) and ds.x_test.shape == (3, channels, 6, 5)
+    assert ds.x_train.dtype == torch.uint8 and ds.y_train.dtype == torch.int64
+    card = ds.card
+    assert card["class_names"] == ["cat", "dog", "emu"] and card["num_classes"] == 3
+    # 20% of each class, at least one image in each split.
+    assert card["class_counts"] == {"train": [2, 3, 1], "test": [1, 1, 1]}
+    assert card["source"] == str((tmp_path / "pets").resolve()) and card["licence"] == "the user's own data"
+    assert card["split_seed"] == 0 and card["checksum"] == checksum(ds)
+    expected = {"x_train": ds.x_train.numpy(), "y_train": ds.y_train.numpy(),
+                "x_test": ds.x_test.numpy(), "y_test": ds.y_test.numpy()}
+    _check_image_dataset(ds, expected, "image_folder", 3, channels=channels)
+
+    seen = Counter()
+    for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)):
+        for image, label in zip(x, y.tolist()):
+            flat = image.flatten(1)
+            assert (flat == flat[:, :1]).all()  # one colour stays one colour (JPEG's within 2)
+            seen[(card["class_names"][label], tuple(flat[:, 0].tolist()))] += 1
+    want = _expected_pixels("L" if channels == 1 else "RGB")
+    jpeg = [k for k in seen if k not in want]
+    assert sum(seen.values()) == 9 and len(jpeg) <= 1
+    assert all(max(abs(a) for a in k[1]) <= 2 and k[0] == "cat" for k in jpeg)
+
+    again = load_dataset("image_folder", Path("unused"), settings)
+    assert again.card == card
+    other = load_dataset("image_folder", Path("unused"), settings.model_copy(
+        update={"image_folder": settings.image_folder.model_copy(update={"split_seed": 3})}))
+    assert other.card["class_counts"] == card["class_counts"] and other.card["split_seed"] == 3
+
+
+COLOURS = ["red", "green", "blue"]
+
+
+def _write_table(path: Path, rows: int = 30) -> list[dict[str, str]]:
+    """Numeric a (ints) and b (floats), categorical colour and code (digits kept as text), label and price."""
+    rng = np.random.default_rng(0)
+    table = []
+    for i in range(rows):
+        table.append({
+            "a": str(int(rng.integers(-50, 50))),
+            "colour": COLOURS[i % 3],
+            "b": f"{rng.normal(3, 2):.4f}",
+            "code": ["1", "01", "2"][i % 3],
+            "label": ["9", "10", "yes"][i % 4 % 3],
+            "price": f"{rng.uniform(100, 900):.2f}",
+        })
+    path.write_text(",".join(table[0]) + "\n" + "".join(",".join(r.values()) + "\n" for r in table))
+    return table
+
+
+def _decoded_rows(ds: Dataset) -> Counter:
+    """Every row of both splits decoded back to the file's text (numbers as floats)."""
+    enc = ds.card["encoding"]
+    out = decode_tabular(torch.cat([ds.x_train, ds.x_test]), enc)
+    num = [c["name"] for c in enc["columns"] if c["type"] == "numeric"]
+    cat = [c for c in enc["columns"] if c["type"] == "categorical"]
+    rows = Counter()
+    for values, codes in zip(out["numeric"].tolist(), out["categorical"].tolist()):
+        row = {n: round(v, 2) for n, v in zip(num, values)}
+        row |= {c["name"]: c["categories"][k] for c, k in zip(cat, codes)}
+        rows[tuple(sorted(row.items()))] += 1
+    return rows
+
+
+def _file_rows(table: list[dict[str, str]], categorical: tuple[str, ...], drop: str) -> Counter:
+    rows = Counter()
+    for r in table:
+        row = {k: (v if k in categorical else round(float(v), 2)) for k, v in r.items() if k != drop}
+        rows[tuple(sorted(row.items()))] += 1
+    return rows
+
+
+def test_csv_classification(tmp_path: Path) -> None:
+    table = _write_table(tmp_path / "t.csv")
+    settings = _settings(csv={"path": str(tmp_path / "t.csv"), "target": "label", "categorical": ["colour", "code"]})
+    ds = load_dataset("csv", Path("unused"), settings)
+    card = ds.card
+    assert card["class_names"] == ["10", "9", "yes"]  # sorted as strings
+    assert "task" not in card and card["kind"] == "tabular"
+    counts = Counter(r["label"] for r in table)
+    assert [a + b for a, b in zip(card["class_counts"]["train"], card["class_counts"]["test"])] == [
+        counts["10"], counts["9"], counts["yes"]]
+    assert card["class_counts"]["test"] == [round(counts[c] * 0.2) for c in ("10", "9", "yes")]
+    assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.int64
+    # a, b, price numeric; colour (3) and code (1, 01, 2: text, not numbers) one-hot.
+    assert card["encoding"]["dim"] == 3 + 3 + 3 and ds.x_train.shape == (24, 9)
+    code = next(c for c in card["encoding"]["columns"] if c["name"] == "code")
+    assert code["categories"] == ["01", "1", "2"]
+    assert card["source"] == str((tmp_path / "t.csv").resolve()) and card["checksum"] == checksum(ds)
+    assert _decoded_rows(ds) == _file_rows(table, ("colour", "code"), drop="label")
+    labels = [card["class_names"][k] for k in torch.cat([ds.y_train, ds.y_test]).tolist()]
+    assert Counter(labels) == counts
+    assert load_dataset("csv", Path("unused"), settings).card == card
+
+
+def test_csv_regression(tmp_path: Path) -> None:
+    table = _write_table(tmp_path / "t.csv")
+    settings = _settings(csv={"path": str(tmp_path / "t.csv"), "target": "price", "task": "regression",
+                              "categorical": ["colour", "code", "label"], "test_fraction": 0.3, "split_seed": 4})
+    ds = load_dataset("csv", Path("unused"), settings)
+    _check_regression_card(ds, "csv")
+    assert ds.card["target"]["name"] == "price" and ds.card["split_seed"] == 4
+    assert len(ds.y_train) == 21 and len(ds.y_test) == 9
+    assert _decoded_rows(ds) == _file_rows(table, ("colour", "code", "label"), drop="price")
+    prices = sorted(round(float(v), 2) for v in _target(ds, torch.cat([ds.y_train, ds.y_test])).tolist())
+    assert prices == sorted(float(r["price"]) for r in table)
+
+
+def _bad_table(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "t.csv"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+GOOD = "a,colour,label\n1,red,x\n2,blue,y\n3,red,x\n4,blue,y\n"
+
+BAD_CSV = [
+    # (file text, csv settings besides path, key, message)
+    (GOOD, {}, "download.csv.target", "null; name the column to predict"),
+    (GOOD, {"target": "price"}, "download.csv.target", "column 'price' not in {path} (columns: a, colour, label)"),
+    (GOOD, {"target": "label", "categorical": ["color"]}, "download.csv.categorical", "column 'color' not in {path}"),
+    (GOOD, {"target": "label"}, "download.csv.categorical", "column 'colour' of {path} is not numeric (value 'red')"),
+    (GOOD, {"target": "colour", "task": "regression", "categorical": ["label"]}, "download.csv.target",
+     "column 'colour' of {path} is not numeric (value 'red'); task: regression"),
+    ("a,colour,label\n1,red,x\n,blue,y\n3,red,x\n", {"target": "label", "categorical": ["colour"]},
+     "download.csv.path", "{path} has a missing value in column 'a', data row 2"),
+    ("a,colour,label\n1,red,x\n2,blue,NaN\n3,red,x\n", {"target": "label", "categorical": ["colour"]},
+     "download.csv.path", "missing value in column 'label', data row 2"),
+    ("a,colour,label\n1,red,x\ninf,blue,y\n3,red,y\n", {"target": "label", "categorical": ["colour"]},
+     "download.csv.categorical", "column 'a' of {path} is not numeric (value 'inf')"),
+    ("a,colour,label\n1,red,x\n2,blue,y\n3,red,y\n", {"target": "label", "categorical": ["colour"]},
+     "download.csv.target", "class 'x' has 1 row; each class needs at least 2 (train and test)"),
+    ("a,colour,label\n1,red,x\n2,blue,x\n", {"target": "label", "categorical": ["colour"]},
+     "download.csv.target", "holds one class ('x'); classification needs at least 2"),
+    ("a,label\n1,x\n", {"target": "label"}, "download.csv.path", "has 1 data rows; a split needs at least 2"),
+    ("label\nx\ny\n", {"target": "label"}, "download.csv.path", "has no column besides the target 'label'"),
+    ("a,label\n1,x\n2,y,3,4\n", {"target": "label"}, "download.csv.path", "cannot read {path} (ParserError: "),
+    (b"a,label\n\xff\xfe,x\n", {"target": "label"}, "download.csv.path", "cannot read {path} (UnicodeDecodeError: "),
+    ("", {"target": "label"}, "download.csv.path", "cannot read {path} (EmptyDataError: "),
+]
+
+
+@pytest.mark.parametrize("text,settings,key,message", BAD_CSV, ids=[f"{b[2]}-{i}" for i, b in enumerate(BAD_CSV)])
+def test_bad_csv_is_one_line_naming_the_key(tmp_path: Path, text, settings: dict, key: str, message: str) -> None:
+    path = _bad_table(tmp_path, text).resolve()
+    got = _one_line_error("csv", _settings(csv={"path": str(path), **settings}), key)
+    assert message.format(path=path) in got
+
+
+def test_bad_csv_paths(tmp_path: Path) -> None:
+    assert "download.csv.path: null" in _one_line_error("csv", _settings(), "download.csv.path")
+    missing = tmp_path / "x" / "y.csv"
+    got = _one_line_error("csv", _settings(csv={"path": str(missing), "target": "y"}), "download.csv.path")
+    assert got == f"download.csv.path: {missing} does not exist"
+    got = _one_line_error("csv", _settings(csv={"path": str(tmp_path), "target": "y"}), "download.csv.path")
+    assert "is not a CSV file" in got
+
+
+def _folder(tmp_path: Path, layout: dict[str, int]) -> Path:
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for label, n in layout.items():
+        (root / label).mkdir()
+        for i in range(n):
+            Image.new("L", (4, 4), 10 * i).save(root / label / f"{i}.png")
+    return root
+
+
+def test_bad_image_folders_are_one_line_naming_the_key(tmp_path: Path) -> None:
+    key = "download.image_folder.path"
+
+    def error(root: Path | None) -> str:
+        settings = _settings(image_folder={"path": None if root is None else str(root)})
+        return _one_line_error("image_folder", settings, key)
+
+    assert "null; set it to a folder of class subfolders" in error(None)
+    assert error(tmp_path / "nope") == f"{key}: {tmp_path / 'nope'} does not exist"
+    (tmp_path / "f.png").write_bytes(b"")
+    assert "is not a folder of class subfolders" in error(tmp_path / "f.png")
+    (tmp_path / "empty").mkdir()
+    assert "no class folders in" in error(tmp_path / "empty")
+    (tmp_path / "no_images" / "cat").mkdir(parents=True)
+    (tmp_path / "no_images" / "cat" / "notes.txt").write_text("not an image")
+    assert "no images in the class folders of" in error(tmp_path / "no_images")
+
+    root = _folder(tmp_path, {"cat": 1, "dog": 3})
+    assert error(root) == f"{key}: class 'cat' has 1 image; each class needs at least 2 (train and test)"
+    (root / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
+    message = error(root)
+    assert f"cannot read image {root.resolve() / 'cat' / 'broken.png'} (UnidentifiedImageError" in message
+
+
+@pytest.mark.parametrize("section,expected", [
+    ({"image_folder": {"test_fraction": 0}}, "download.image_folder.test_fraction: Input should be greater than 0"),
+    ({"image_folder": {"test_fraction": 1}}, "download.image_folder.test_fraction: Input should be less than 1"),
+    ({"image_folder": {"size": [0, 28]}}, "download.image_folder.size.0: Input should be greater than or equal to 1"),
+    ({"image_folder": {"channels": 2}}, "download.image_folder.channels: Input should be 1 or 3"),
+    ({"csv": {"test_fraction": 1.5}}, "download.csv.test_fraction: Input should be less than 1"),
+    ({"csv": {"task": "ranking"}}, "download.csv.task: Input should be 'classification' or 'regression'"),
+    ({"csv": {"target": "y", "categorical": ["y"]}}, "download.csv.categorical: lists the target column 'y'"),
+    ({"csv": {"path": "a\nb"}}, "download.csv.path: expected null or a path of printable characters"),
+    ({"csv": {"sep": ";"}}, "download.csv.sep: unknown key"),
+])
+def test_bad_settings_are_one_line_naming_the_key(section: dict, expected: str) -> None:
+    with pytest.raises(UiaError) as info:
+        _settings(**section)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_download_stage_writes_nothing_on_a_bad_file(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"download": {"dataset": "csv", "csv": {"path": str(tmp_path / "no.csv"),
+                                                                              "target": "y"}}}))
+    out = tmp_path / "dataset"
+    result = CliRunner().invoke(download_app, ["--params", str(params), "--out", str(out)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"error: download.csv.path: {tmp_path / 'no.csv'} does not exist"]
+    assert not out.exists()
 
 
 # --------------------------------------------------------------------------- helpers

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from .errors import UiaError
 from .models import MODELS
 from .registry import one_of
+from .tasks import TASKS
 
 # Every section params.yaml may hold, in the order of the pipeline.
 SECTIONS = ("base", "download", "train", "unlearn", "attack", "defend", "evaluate")
@@ -106,6 +107,9 @@ _ModelSettings = registry_settings("ModelSettings", {name: cfg for name, (_, cfg
 
 
 class TrainParams(_ModelSettings):
+    task: Literal[TASKS] = Field(
+        "classification", description="what θ learns (uia_pipe/tasks.py): labels (cross-entropy), a value "
+        "(squared error) or its input (an autoencoder's reconstruction error)")
     model: str = "lenet"
     precision: Literal["float32", "float64"] = Field(
         "float32", description="dtype of every model trained, unlearned and released (float32: rounding of the "
@@ -143,6 +147,8 @@ class _Params(BaseModel):
                 if name in u.methods and cfg.shards * cfg.slices > t.n:
                     raise ValueError(f"unlearn.{name}: shards × slices must be <= train.n "
                                      f"(got {cfg.shards} × {cfg.slices} > {t.n})")
+            if u.task_error(t.task):
+                raise ValueError(u.task_error(t.task))
             if u.selection == "random" and u.k > t.n:
                 raise ValueError(f"unlearn.k: must be <= train.n (got {u.k} > {t.n})")
         return self

@@ -1,14 +1,18 @@
-"""Dataset registry: name -> loader(cache_dir) -> `Dataset`.
+"""Dataset registry: name -> loader(cache_dir, settings) -> `Dataset`.
 
 Images come back as uint8 [N, C, H, W] (call `as_inputs` for float [0, 1]),
-tabular data as float32 [N, D] already encoded; labels are int64 [N]. Every
+tabular data as float32 [N, D] already encoded; labels are int64 [N], or for a
+regression set (card "task": "regression") the float32 target standardised
+with the train rows' mean and std (the card's "target" decodes it). Every
 dataset carries a JSON-serialisable card (provenance, licence, class counts,
 train-split statistics, checksum) so that a run records exactly what it saw.
 
 Image sets are read by torchvision's own dataset classes. The ones that work
 without a network are Fashion-MNIST (from the Debian package
-``dataset-fashion-mnist``) and German Credit (vendored in ``vendor/``); the
-others need torchvision's download, or its files already under ``cache_dir``.
+``dataset-fashion-mnist``), German Credit (vendored in ``vendor/``), and
+scikit-learn's bundled digits and diabetes; the others need torchvision's
+download, or its files already under ``cache_dir``. `image_folder` and `csv`
+read the user's own files, named in the download section (`DownloadParams`).
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Literal, Protocol
 
+import numpy as np
 import torch
 import torchvision
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from uia_pipe.errors import UiaError
 from uia_pipe.io import atomic_path
@@ -36,6 +41,10 @@ GERMAN_CREDIT_FILE = Path(__file__).parent / "vendor/german_credit/german.data"
 
 GERMAN_CREDIT_SPLIT_SEED = 0
 GERMAN_CREDIT_N_TRAIN = 800
+DIGITS_SPLIT_SEED = 0
+DIABETES_SPLIT_SEED = 0
+TRAIN_FRACTION = 0.8
+"""Of the bundled sets split here (digits, diabetes); German Credit keeps its 800 of 1,000."""
 
 _FASHION_MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -48,6 +57,8 @@ _OFFLINE_HINT = (
     "use a dataset that works offline: fashion_mnist (apt-get install dataset-fashion-mnist)"
     " or german_credit (vendored)"
 )
+
+_USER_DATA = "the user's own data"
 
 # UCI attribute order A1..A20: (name, numeric?)
 _GERMAN_CREDIT_ATTRIBUTES: tuple[tuple[str, bool], ...] = (
@@ -78,7 +89,8 @@ _GERMAN_CREDIT_ATTRIBUTES: tuple[tuple[str, bool], ...] = (
 class Dataset:
     """A train/test split plus its card.
 
-    Images: x uint8 [N, C, H, W]; tabular: x float32 [N, D]. y int64 [N].
+    Images: x uint8 [N, C, H, W]; tabular: x float32 [N, D]. y int64 [N], or
+    float32 [N] (the standardised target) where the card says "task": "regression".
     `card` holds only JSON types (dict, list, str, int, float).
     """
 
@@ -115,8 +127,16 @@ def checksum(ds: Dataset) -> str:
     return h.hexdigest()
 
 
-def load_dataset(name: str, cache_dir: Path) -> Dataset:
-    """The dataset registered as `name`, read or fetched under `cache_dir`.
+class Loader(Protocol):
+    """A registry entry. Only the user-data loaders read `settings` (the download
+    section; None: its defaults), so the others may be called with cache_dir alone."""
+
+    def __call__(self, cache_dir: Path, settings: DownloadParams | None = None, /) -> Dataset: ...
+
+
+def load_dataset(name: str, cache_dir: Path, settings: DownloadParams | None = None) -> Dataset:
+    """The dataset registered as `name`, read or fetched under `cache_dir`;
+    `settings` (the download section) name the user's files for image_folder and csv.
 
     Raises UiaError (one line) for an unknown name or a dataset that cannot be
     fetched or read."""
@@ -124,7 +144,7 @@ def load_dataset(name: str, cache_dir: Path) -> Dataset:
     if loader is None:
         known = ", ".join(sorted(DATASETS))
         raise UiaError(f"dataset={name}: unknown dataset; known: {known}")
-    return loader(Path(cache_dir))
+    return loader(Path(cache_dir), settings)
 
 
 # --------------------------------------------------------------------------- images
@@ -171,8 +191,10 @@ def _image_dataset(
     source: str,
     licence: str,
     citation: str,
+    split_seed: int | None = None,
 ) -> Dataset:
-    """Assemble an image Dataset and its card from uint8 NCHW tensors."""
+    """Assemble an image Dataset and its card from uint8 NCHW tensors (`split_seed`:
+    of a split made here rather than the publisher's, recorded on the card)."""
     num_classes = len(class_names)
     mean, std = _image_stats(x_train)
     bare = Dataset(x_train, y_train, x_test, y_test, card={})
@@ -195,6 +217,8 @@ def _image_dataset(
         "std": std,
         "checksum": checksum(bare),
     }
+    if split_seed is not None:
+        card["split_seed"] = split_seed
     return Dataset(x_train, y_train, x_test, y_test, card)
 
 
@@ -314,7 +338,14 @@ _TORCHVISION: dict[str, _TorchvisionSet] = {
 }
 
 
-def _load_torchvision(name: str, cache_dir: Path, download: bool = True, source: str | None = None) -> Dataset:
+def _load_torchvision(
+    name: str,
+    cache_dir: Path,
+    settings: DownloadParams | None = None,
+    *,
+    download: bool = True,
+    source: str | None = None,
+) -> Dataset:
     """One of _TORCHVISION through torchvision's own class (download unless the
     files are already in cache_dir; STL-10: the labelled splits only)."""
     spec = _TORCHVISION[name]
@@ -333,7 +364,7 @@ def _load_torchvision(name: str, cache_dir: Path, download: bool = True, source:
     )
 
 
-def load_fashion_mnist(cache_dir: Path) -> Dataset:
+def load_fashion_mnist(cache_dir: Path, settings: DownloadParams | None = None) -> Dataset:
     """Fashion-MNIST, 60k/10k 1x28x28. Offline from the Debian package when
     installed (staged into cache_dir), else torchvision's download."""
     staged = _stage_debian_fashion_mnist(cache_dir)
@@ -343,17 +374,262 @@ def load_fashion_mnist(cache_dir: Path) -> Dataset:
     return _load_torchvision("fashion_mnist", cache_dir, download=not staged, source=source)
 
 
+def load_digits(cache_dir: Path, settings: DownloadParams | None = None) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (`cache_dir` unused): 1,797 images of
+    10 classes, counts 0..16 stored as round(v * 255 / 16) (half to even) in
+    uint8 [N, 1, 8, 8]; a fixed permutation (seed DIGITS_SPLIT_SEED) puts
+    TRAIN_FRACTION of them in train."""
+    bunch = _sklearn("digits", "load_digits")
+    x = torch.from_numpy(bunch.images).mul(255 / 16).round().to(torch.uint8).unsqueeze(1)
+    y = torch.from_numpy(bunch.target).to(torch.int64)
+    train_idx, test_idx = _seeded_split(len(y), round(len(y) * TRAIN_FRACTION), DIGITS_SPLIT_SEED)
+    return _image_dataset(
+        name="digits",
+        x_train=x[train_idx].contiguous(),
+        y_train=y[train_idx],
+        x_test=x[test_idx].contiguous(),
+        y_test=y[test_idx],
+        class_names=[str(c) for c in bunch.target_names],
+        source="UCI Machine Learning Repository, Optical Recognition of Handwritten Digits "
+        "(https://archive.ics.uci.edu/ml/datasets/Optical+Recognition+of+Handwritten+Digits): "
+        "its 1,797-image test set as bundled with scikit-learn (sklearn.datasets.load_digits)",
+        licence="CC BY 4.0",
+        citation="Alpaydin & Kaynak 1998, Optical Recognition of Handwritten Digits, UCI Machine Learning Repository",
+        split_seed=DIGITS_SPLIT_SEED,
+    )
+
+
+def _read_image(file: str, mode: str, size: tuple[int, int]) -> torch.Tensor:
+    """One image file as uint8 [C, H, W]: converted to `mode` (L or RGB), resized
+    to size = (height, width) bilinearly, aspect ratio not kept."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as im:
+            im = im.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        raise UiaError(f"download.image_folder.path: cannot read image {_shown(file)} ({_one_line(exc)})") from exc
+    a = torch.from_numpy(np.array(im, dtype=np.uint8))
+    return a.unsqueeze(0) if a.dim() == 2 else a.permute(2, 0, 1)
+
+
+def load_image_folder(cache_dir: Path, settings: DownloadParams | None = None) -> Dataset:
+    """The user's images under download.image_folder.path (`cache_dir` unused),
+    one subfolder a class (torchvision's ImageFolder; classes sorted by folder
+    name), each converted to `channels` and resized to `size`, as uint8 NCHW.
+    The split is stratified: each class puts round(count * test_fraction), at
+    least one and at most count - 1, of its images in test (seed split_seed)."""
+    cfg = (settings or DownloadParams()).image_folder
+    root = _user_path("download.image_folder.path", cfg.path, "image_folder", folder=True)
+    try:
+        found = torchvision.datasets.ImageFolder(str(root), allow_empty=True)
+    except FileNotFoundError as exc:  # no class folder at all
+        raise UiaError(f"download.image_folder.path: no class folders in {root} "
+                       "(expected one subfolder of images per class)") from exc
+    except OSError as exc:
+        raise UiaError(f"download.image_folder.path: cannot read {root} ({_one_line(exc)})") from exc
+    y = torch.tensor(found.targets, dtype=torch.int64)
+    if len(y) == 0:
+        extensions = ", ".join(torchvision.datasets.folder.IMG_EXTENSIONS)
+        raise UiaError(f"download.image_folder.path: no images in the class folders of {root} "
+                       f"(expected files ending {extensions})")
+    _two_per_class("download.image_folder.path", found.classes, y, "image")
+    mode = "L" if cfg.channels == 1 else "RGB"
+    x = torch.empty((len(y), cfg.channels, *cfg.size), dtype=torch.uint8)
+    for i, (file, _) in enumerate(found.samples):
+        x[i] = _read_image(file, mode, cfg.size)
+    train_idx, test_idx = _stratified_split(y, cfg.test_fraction, cfg.split_seed)
+    return _image_dataset(
+        name="image_folder",
+        x_train=x[train_idx].contiguous(),
+        y_train=y[train_idx],
+        x_test=x[test_idx].contiguous(),
+        y_test=y[test_idx],
+        class_names=list(found.classes),
+        source=str(root),
+        licence=_USER_DATA,
+        citation=f"none ({_USER_DATA})",
+        split_seed=cfg.split_seed,
+    )
+
+
+# --------------------------------------------------------------------------- splits and user files
+
+
+def _seeded_split(n: int, n_train: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) row indices: the first n_train of a permutation seeded with `seed`, and the rest."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:n_train], perm[n_train:]
+
+
+def _n_test(n: int, fraction: float) -> int:
+    """round(n * fraction), at least 1 and at most n - 1 (n >= 2)."""
+    return min(max(round(n * fraction), 1), n - 1)
+
+
+def _stratified_split(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) row indices, each in the order of one seeded permutation; every
+    class (of at least 2 rows) puts `_n_test(count, test_fraction)` rows in test."""
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    in_test = torch.zeros(len(y), dtype=torch.bool)
+    for c in y.unique().tolist():
+        members = perm[y[perm] == c]
+        in_test[members[: _n_test(len(members), test_fraction)]] = True
+    return perm[~in_test[perm]], perm[in_test[perm]]
+
+
+def _shown(text: str) -> str:
+    """`text` as a message shows it: itself, or its repr where printing it would break the line."""
+    return text if text.isprintable() else repr(text)
+
+
+def _listed(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(_shown(n) for n in names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names)} in all)"
+
+
+def _user_path(key: str, value: str | None, dataset: str, *, folder: bool) -> Path:
+    """The resolved path that `key` holds; UiaError when it is null, missing or of the wrong kind."""
+    what = "a folder of class subfolders" if folder else "a CSV file"
+    if value is None:
+        raise UiaError(f"{key}: null; set it to {what} (download.dataset: {dataset} reads it)")
+    path = Path(value).expanduser().resolve()
+    if not path.exists():
+        raise UiaError(f"{key}: {path} does not exist")
+    if path.is_dir() != folder:
+        raise UiaError(f"{key}: {path} is not {what}")
+    return path
+
+
+def _two_per_class(key: str, class_names: list[str], y: torch.Tensor, unit: str) -> None:
+    """UiaError naming the first class with fewer than 2 rows: a split needs one for train, one for test."""
+    for name, count in zip(class_names, _class_counts(y, len(class_names))):
+        if count < 2:
+            units = unit if count == 1 else f"{unit}s"
+            raise UiaError(f"{key}: class {name!r} has {count} {units}; each class needs at least 2 (train and test)")
+
+
+def _sklearn(name: str, loader: str, **kwargs: Any) -> Any:
+    """scikit-learn's bundled data set, `sklearn.datasets.<loader>(**kwargs)` (files
+    shipped in the package: no network)."""
+    try:
+        import sklearn.datasets
+
+        return getattr(sklearn.datasets, loader)(**kwargs)
+    except Exception as exc:  # ImportError, or the package's files missing or damaged
+        raise UiaError(
+            f"dataset={name}: cannot read scikit-learn's bundled copy ({_one_line(exc)}); "
+            "pip install -r requirements.txt"
+        ) from exc
+
+
 # --------------------------------------------------------------------------- tabular
 
+_Column = tuple[str, "torch.Tensor | list[str]"]
+"""(name, values): numeric columns as float64 [N], categorical ones as one string a row."""
 
-def _read_german_credit(path: Path) -> tuple[list[list[str]], list[int]]:
-    """Raw attribute strings (20 per row) and class codes (1/2) from german.data."""
+
+def _standardise(v: torch.Tensor, train_idx: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+    """(v - mean) / std with the train rows' mean and population std (1 where they are constant)."""
+    mean = float(v[train_idx].mean())
+    std = float(v[train_idx].std(unbiased=False))
+    std = std if std > 0 else 1.0
+    return (v - mean) / std, mean, std
+
+
+def _encode(columns: list[_Column], train_idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """x float32 [N, D] and its `encoding` (see `decode_tabular`): numeric columns
+    standardised (`_standardise`), categorical ones one-hot over their sorted values."""
+    described: list[dict[str, Any]] = []
+    blocks: list[torch.Tensor] = []
+    dim = 0
+    for name, values in columns:
+        if isinstance(values, torch.Tensor):
+            z, mean, std = _standardise(values, train_idx)
+            blocks.append(z.unsqueeze(1))
+            described.append({"name": name, "type": "numeric", "index": dim, "mean": mean, "std": std})
+            dim += 1
+        else:
+            categories = sorted(set(values))
+            index = {c: i for i, c in enumerate(categories)}
+            code = torch.tensor([index[s] for s in values], dtype=torch.int64)
+            blocks.append(torch.nn.functional.one_hot(code, len(categories)).to(torch.float64))
+            described.append({"name": name, "type": "categorical", "start": dim, "categories": categories})
+            dim += len(categories)
+    return torch.cat(blocks, dim=1).to(torch.float32), {"columns": described, "dim": dim}
+
+
+def _target_stats(v: torch.Tensor) -> dict[str, float]:
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(unbiased=False)),
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
+
+
+def _tabular_dataset(
+    *,
+    name: str,
+    columns: list[_Column],
+    y: torch.Tensor,
+    train_idx: torch.Tensor,
+    test_idx: torch.Tensor,
+    split_seed: int,
+    source: str,
+    licence: str,
+    citation: str,
+    class_names: list[str] | None = None,
+    target: str | None = None,
+) -> Dataset:
+    """Encode `columns` and assemble the Dataset and its card. Classification
+    (`class_names`): y int64 codes. Regression (`target`, its column name): y
+    float64 raw values, stored float32 standardised with the train rows' mean
+    and population std, which the card's "target" holds to decode."""
+    x, encoding = _encode(columns, train_idx)
+    dim = encoding["dim"]
+    card: dict[str, Any] = {"name": name, "source": source, "licence": licence, "citation": citation, "kind": "tabular"}
+    if class_names is None:
+        z, mean, std = _standardise(y, train_idx)
+        card["task"] = "regression"
+        card["input_shape"] = [dim]
+        card["num_classes"] = 0
+        card["target"] = {"name": target, "mean": mean, "std": std}
+        card["target_stats"] = {"train": _target_stats(y[train_idx]), "test": _target_stats(y[test_idx])}
+        y = z.to(torch.float32)
+    else:
+        k = len(class_names)
+        card["input_shape"] = [dim]
+        card["num_classes"] = k
+        card["class_names"] = list(class_names)
+        card["class_counts"] = {"train": _class_counts(y[train_idx], k), "test": _class_counts(y[test_idx], k)}
+    x_tr, y_tr, x_te, y_te = x[train_idx].contiguous(), y[train_idx], x[test_idx].contiguous(), y[test_idx]
+    card["n_train"] = int(x_tr.shape[0])
+    card["n_test"] = int(x_te.shape[0])
+    # The encoding already standardises, so models need no further normalisation.
+    card["mean"] = [0.0] * dim
+    card["std"] = [1.0] * dim
+    card["checksum"] = checksum(Dataset(x_tr, y_tr, x_te, y_te, card={}))
+    card["split_seed"] = split_seed
+    card["encoding"] = encoding
+    return Dataset(x_tr, y_tr, x_te, y_te, card)
+
+
+_GERMAN_CREDIT_CARD = {
+    "source": "UCI Machine Learning Repository, Statlog (German Credit Data), doi:10.24432/C5NC77 "
+    "(vendored: uia_pipe/vendor/german_credit/german.data)",
+    "licence": "CC BY 4.0",
+    "citation": "Hofmann 1994, Statlog (German Credit Data), UCI Machine Learning Repository",
+}
+
+
+def _read_german_credit(path: Path, name: str = "german_credit") -> tuple[list[list[str]], list[int]]:
+    """Raw attribute strings (20 per row) and class codes (1/2) from german.data;
+    errors name `name`, the dataset being loaded."""
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
-        raise UiaError(
-            f"dataset=german_credit: cannot read {path} ({_one_line(exc)}); reinstall uia-pipe"
-        ) from exc
+        raise UiaError(f"dataset={name}: cannot read {path} ({_one_line(exc)}); reinstall uia-pipe") from exc
     rows: list[list[str]] = []
     classes: list[int] = []
     for lineno, line in enumerate(lines, start=1):
@@ -362,7 +638,7 @@ def _read_german_credit(path: Path) -> tuple[list[list[str]], list[int]]:
         fields = line.split()
         if len(fields) != 21 or fields[20] not in ("1", "2"):
             raise UiaError(
-                f"dataset=german_credit: {path} line {lineno}: expected 20 attributes and a class 1|2, "
+                f"dataset={name}: {path} line {lineno}: expected 20 attributes and a class 1|2, "
                 f"got {len(fields)} fields; restore the original UCI german.data"
             )
         rows.append(fields[:20])
@@ -370,7 +646,29 @@ def _read_german_credit(path: Path) -> tuple[list[list[str]], list[int]]:
     return rows, classes
 
 
-def load_german_credit(cache_dir: Path) -> Dataset:
+def _german_credit(name: str) -> tuple[list[_Column], list[int], torch.Tensor, torch.Tensor]:
+    """The vendored file as columns in UCI attribute order, its class codes (1|2),
+    and the fixed (train, test) split: GERMAN_CREDIT_N_TRAIN rows of a permutation
+    seeded with GERMAN_CREDIT_SPLIT_SEED."""
+    path = GERMAN_CREDIT_FILE
+    rows, classes = _read_german_credit(path, name)
+    columns: list[_Column] = []
+    for j, (attribute, numeric) in enumerate(_GERMAN_CREDIT_ATTRIBUTES):
+        values: torch.Tensor | list[str] = [r[j] for r in rows]
+        if numeric:
+            try:
+                values = torch.tensor([float(s) for s in values], dtype=torch.float64)
+            except ValueError as exc:
+                raise UiaError(
+                    f"dataset={name}: {path} attribute A{j + 1} ({attribute}) is not numeric "
+                    f"({_one_line(exc)}); restore the original UCI german.data"
+                ) from exc
+        columns.append((attribute, values))
+    train_idx, test_idx = _seeded_split(len(rows), GERMAN_CREDIT_N_TRAIN, GERMAN_CREDIT_SPLIT_SEED)
+    return columns, classes, train_idx, test_idx
+
+
+def load_german_credit(cache_dir: Path, settings: DownloadParams | None = None) -> Dataset:
     """UCI Statlog German Credit (vendored; `cache_dir` unused), 800/200 rows.
 
     The split is a fixed permutation (seed GERMAN_CREDIT_SPLIT_SEED). Columns
@@ -378,64 +676,144 @@ def load_german_credit(cache_dir: Path) -> Dataset:
     rows' mean and population std, categorical ones one-hot over the codes in
     the file (sorted). Labels: 0 = good (class 1), 1 = bad (class 2). The
     card's `encoding` inverts this (see `decode_tabular`)."""
-    path = GERMAN_CREDIT_FILE
-    rows, classes = _read_german_credit(path)
-    n = len(rows)
-    y = torch.tensor([c - 1 for c in classes], dtype=torch.int64)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(GERMAN_CREDIT_SPLIT_SEED))
-    train_idx, test_idx = perm[:GERMAN_CREDIT_N_TRAIN], perm[GERMAN_CREDIT_N_TRAIN:]
+    columns, classes, train_idx, test_idx = _german_credit("german_credit")
+    return _tabular_dataset(
+        name="german_credit",
+        columns=columns,
+        y=torch.tensor([c - 1 for c in classes], dtype=torch.int64),
+        train_idx=train_idx,
+        test_idx=test_idx,
+        split_seed=GERMAN_CREDIT_SPLIT_SEED,
+        class_names=["good", "bad"],
+        **_GERMAN_CREDIT_CARD,
+    )
 
-    columns: list[dict[str, Any]] = []
-    blocks: list[torch.Tensor] = []
-    dim = 0
-    for j, (name, numeric) in enumerate(_GERMAN_CREDIT_ATTRIBUTES):
-        values = [r[j] for r in rows]
-        if numeric:
-            try:
-                v = torch.tensor([float(s) for s in values], dtype=torch.float64)
-            except ValueError as exc:
-                raise UiaError(
-                    f"dataset=german_credit: {path} attribute A{j + 1} ({name}) is not numeric "
-                    f"({_one_line(exc)}); restore the original UCI german.data"
-                ) from exc
-            mean = float(v[train_idx].mean())
-            std = float(v[train_idx].std(unbiased=False))
-            std = std if std > 0 else 1.0
-            blocks.append(((v - mean) / std).unsqueeze(1))
-            columns.append({"name": name, "type": "numeric", "index": dim, "mean": mean, "std": std})
-            dim += 1
-        else:
-            categories = sorted(set(values))
-            code = torch.tensor([categories.index(s) for s in values], dtype=torch.int64)
-            blocks.append(torch.nn.functional.one_hot(code, len(categories)).to(torch.float64))
-            columns.append({"name": name, "type": "categorical", "start": dim, "categories": categories})
-            dim += len(categories)
-    x = torch.cat(blocks, dim=1).to(torch.float32)
 
-    x_tr, y_tr, x_te, y_te = x[train_idx].contiguous(), y[train_idx], x[test_idx].contiguous(), y[test_idx]
-    class_names = ["good", "bad"]
-    bare = Dataset(x_tr, y_tr, x_te, y_te, card={})
-    card: dict[str, Any] = {
-        "name": "german_credit",
-        "source": "UCI Machine Learning Repository, Statlog (German Credit Data), doi:10.24432/C5NC77 "
-        "(vendored: uia_pipe/vendor/german_credit/german.data)",
-        "licence": "CC BY 4.0",
-        "citation": "Hofmann 1994, Statlog (German Credit Data), UCI Machine Learning Repository",
-        "kind": "tabular",
-        "input_shape": [dim],
-        "num_classes": 2,
-        "class_names": class_names,
-        "class_counts": {"train": _class_counts(y_tr, 2), "test": _class_counts(y_te, 2)},
-        "n_train": int(x_tr.shape[0]),
-        "n_test": int(x_te.shape[0]),
-        # The encoding already standardises, so models need no further normalisation.
-        "mean": [0.0] * dim,
-        "std": [1.0] * dim,
-        "checksum": checksum(bare),
-        "split_seed": GERMAN_CREDIT_SPLIT_SEED,
-        "encoding": {"columns": columns, "dim": dim},
-    }
-    return Dataset(x_tr, y_tr, x_te, y_te, card)
+def load_german_credit_amount(cache_dir: Path, settings: DownloadParams | None = None) -> Dataset:
+    """German Credit as regression (`cache_dir` unused): the target is
+    credit_amount (A5), taken out of the features; the good/bad class becomes
+    the last feature, categorical `credit_risk`. Rows, split and the other
+    columns' encoding as german_credit's."""
+    columns, classes, train_idx, test_idx = _german_credit("german_credit_amount")
+    j = [c for c, _ in columns].index("credit_amount")
+    _, amount = columns.pop(j)
+    columns.append(("credit_risk", ["good" if c == 1 else "bad" for c in classes]))
+    assert isinstance(amount, torch.Tensor)
+    return _tabular_dataset(
+        name="german_credit_amount",
+        columns=columns,
+        y=amount,
+        train_idx=train_idx,
+        test_idx=test_idx,
+        split_seed=GERMAN_CREDIT_SPLIT_SEED,
+        target="credit_amount",
+        **_GERMAN_CREDIT_CARD,
+    )
+
+
+def load_diabetes(cache_dir: Path, settings: DownloadParams | None = None) -> Dataset:
+    """scikit-learn's bundled diabetes data, unscaled (`cache_dir` unused): 442
+    patients, 10 baseline features (sex categorical, codes "1" and "2"; the other
+    nine numeric), target disease progression one year later. A fixed permutation
+    (seed DIABETES_SPLIT_SEED) puts TRAIN_FRACTION of the rows in train."""
+    bunch = _sklearn("diabetes", "load_diabetes", scaled=False)
+    features = torch.from_numpy(bunch.data).to(torch.float64)
+    columns: list[_Column] = [
+        (name, [f"{v:g}" for v in features[:, j].tolist()]) if name == "sex" else (name, features[:, j].clone())
+        for j, name in enumerate(bunch.feature_names)
+    ]
+    y = torch.from_numpy(bunch.target).to(torch.float64)
+    train_idx, test_idx = _seeded_split(len(y), round(len(y) * TRAIN_FRACTION), DIABETES_SPLIT_SEED)
+    return _tabular_dataset(
+        name="diabetes",
+        columns=columns,
+        y=y,
+        train_idx=train_idx,
+        test_idx=test_idx,
+        split_seed=DIABETES_SPLIT_SEED,
+        target="disease_progression",
+        source="https://www4.stat.ncsu.edu/~boos/var.select/diabetes.html, as bundled with scikit-learn "
+        "(sklearn.datasets.load_diabetes(scaled=False))",
+        licence="no licence stated; see source (redistributed in scikit-learn, BSD 3-Clause)",
+        citation="Efron, Hastie, Johnstone & Tibshirani 2004, Least Angle Regression, Annals of Statistics 32(2)",
+    )
+
+
+def _numbers(frame: Any, column: str) -> tuple[np.ndarray, str | None]:
+    """A text column as float64, and the first value that is not a finite number (None if all are)."""
+    import pandas as pd
+
+    v = np.array(pd.to_numeric(frame[column], errors="coerce"), dtype=np.float64)  # a writable copy
+    bad = ~np.isfinite(v)
+    return v, (str(frame[column].iloc[int(bad.argmax())]) if bad.any() else None)
+
+
+def load_csv(cache_dir: Path, settings: DownloadParams | None = None) -> Dataset:
+    """The user's table at download.csv.path (`cache_dir` unused), header first,
+    read with pandas. download.csv.target is predicted: classification: its
+    distinct values, sorted as strings, are the classes, split stratified as
+    image_folder's; regression: a number, standardised (see `_tabular_dataset`),
+    a seeded split. The other columns are the features, in file order: those in
+    download.csv.categorical one-hot, the rest numeric, standardised."""
+    cfg = (settings or DownloadParams()).csv
+    path = _user_path("download.csv.path", cfg.path, "csv", folder=False)
+    if cfg.target is None:
+        raise UiaError("download.csv.target: null; name the column to predict")
+    import pandas as pd
+
+    try:
+        # As text: categories and class names are the file's own spelling.
+        frame = pd.read_csv(path, dtype=str)
+    except Exception as exc:  # pandas raises ParserError, EmptyDataError, UnicodeDecodeError, OSError, ...
+        raise UiaError(f"download.csv.path: cannot read {path} ({_one_line(exc)})") from exc
+    names = [str(c) for c in frame.columns]
+    for key, wanted in [("target", cfg.target), *(("categorical", c) for c in cfg.categorical)]:
+        if wanted not in names:
+            raise UiaError(f"download.csv.{key}: column {wanted!r} not in {path} (columns: {_listed(names)})")
+    features = [c for c in names if c != cfg.target]
+    if not features:
+        raise UiaError(f"download.csv.path: {path} has no column besides the target {cfg.target!r}")
+    if len(frame) < 2:
+        raise UiaError(f"download.csv.path: {path} has {len(frame)} data rows; a split needs at least 2 "
+                       "(train and test)")
+    missing = frame.isna().to_numpy()
+    if missing.any():
+        row, col = (int(i[0]) for i in np.nonzero(missing))
+        raise UiaError(f"download.csv.path: {path} has a missing value in column {names[col]!r}, "
+                       f"data row {row + 1}; fill or drop it")
+
+    columns: list[_Column] = []
+    for name in features:
+        if name in cfg.categorical:
+            columns.append((name, frame[name].tolist()))
+            continue
+        v, bad = _numbers(frame, name)
+        if bad is not None:
+            raise UiaError(f"download.csv.categorical: column {name!r} of {path} is not numeric (value {bad!r}); "
+                           "list it under download.csv.categorical, or fix the file")
+        columns.append((name, torch.from_numpy(v)))
+
+    card = {"name": "csv", "source": str(path), "licence": _USER_DATA, "citation": f"none ({_USER_DATA})"}
+    if cfg.task == "regression":
+        v, bad = _numbers(frame, cfg.target)
+        if bad is not None:
+            raise UiaError(f"download.csv.target: column {cfg.target!r} of {path} is not numeric (value {bad!r}); "
+                           "task: regression predicts a number")
+        y = torch.from_numpy(v)
+        train_idx, test_idx = _seeded_split(len(y), len(y) - _n_test(len(y), cfg.test_fraction), cfg.split_seed)
+        return _tabular_dataset(columns=columns, y=y, train_idx=train_idx, test_idx=test_idx,
+                                split_seed=cfg.split_seed, target=cfg.target, **card)
+    labels = frame[cfg.target].tolist()
+    class_names = sorted(set(labels))
+    if len(class_names) < 2:
+        raise UiaError(f"download.csv.target: column {cfg.target!r} of {path} holds one class "
+                       f"({class_names[0]!r}); classification needs at least 2")
+    index = {c: i for i, c in enumerate(class_names)}
+    y = torch.tensor([index[s] for s in labels], dtype=torch.int64)
+    _two_per_class("download.csv.target", class_names, y, "row")
+    train_idx, test_idx = _stratified_split(y, cfg.test_fraction, cfg.split_seed)
+    return _tabular_dataset(columns=columns, y=y, train_idx=train_idx, test_idx=test_idx,
+                            split_seed=cfg.split_seed, class_names=class_names, **card)
 
 
 def decode_tabular(x: torch.Tensor, encoding: dict) -> dict[str, torch.Tensor]:
@@ -466,24 +844,82 @@ def decode_tabular(x: torch.Tensor, encoding: dict) -> dict[str, torch.Tensor]:
     }
 
 
-DATASETS: dict[str, Callable[[Path], Dataset]] = {
+DATASETS: dict[str, Loader] = {
     "fashion_mnist": load_fashion_mnist,
     "mnist": functools.partial(_load_torchvision, "mnist"),
     "cifar10": functools.partial(_load_torchvision, "cifar10"),
     "cifar100": functools.partial(_load_torchvision, "cifar100"),
     "stl10": functools.partial(_load_torchvision, "stl10"),
+    "digits": load_digits,
     "german_credit": load_german_credit,
+    "german_credit_amount": load_german_credit_amount,
+    "diabetes": load_diabetes,
+    "image_folder": load_image_folder,
+    "csv": load_csv,
 }
-"""Registry used by `load_dataset`; each loader takes the cache directory."""
+"""Registry used by `load_dataset`; each loader takes (cache_dir, settings)."""
+
+_MAX_SEED = 2**32 - 1  # config.MAX_SEED; this schema stays a leaf (imports no config, so no model code)
+_Side = Annotated[int, Field(ge=1, le=4096)]
+
+
+def _printable_path(value: str | None) -> str | None:
+    if value is not None and not (value and value.isprintable()):
+        raise ValueError(f"expected null or a path of printable characters, got {value!r}")
+    return value
+
+
+_Fraction = Annotated[float, Field(gt=0, lt=1, description="share of each class (of the rows) held out for test")]
+_Seed = Annotated[int, Field(ge=0, le=_MAX_SEED)]
+
+
+class _UserData(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    _path = field_validator("path", check_fields=False)(_printable_path)
+
+
+class ImageFolderParams(_UserData):
+    """download.image_folder, read by dataset image_folder."""
+
+    path: str | None = Field(None, description="a folder of class subfolders of images (ImageFolder's layout)")
+    size: tuple[_Side, _Side] = Field((28, 28), description="[height, width] every image is resized to")
+    channels: Literal[1, 3] = Field(1, description="1: greyscale (L), 3: RGB")
+    test_fraction: _Fraction = 0.2
+    split_seed: _Seed = 0
+
+
+class CsvParams(_UserData):
+    """download.csv, read by dataset csv."""
+
+    path: str | None = Field(None, description="a CSV file with a header row")
+    target: str | None = Field(None, min_length=1, description="the column to predict")
+    categorical: tuple[str, ...] = Field((), description="feature columns one-hot encoded; all others numeric")
+    task: Literal["classification", "regression"] = "classification"
+    test_fraction: _Fraction = 0.2
+    split_seed: _Seed = 0
+
+    @field_validator("categorical")
+    @classmethod
+    def _features_only(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        target = info.data.get("target")
+        if target is not None and target in value:
+            raise ValueError(f"lists the target column {target!r}; list feature columns only")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a column listed twice: {list(value)}")
+        return value
 
 
 class DownloadParams(BaseModel):
-    """The download section: which dataset, and where downloads and staged raw files go."""
+    """The download section: which dataset, where downloads and staged raw files
+    go, and the user's own files (image_folder, csv)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset: str = "fashion_mnist"
     cache_dir: str = Field("~/.cache/uia-pipe", min_length=1, description="outside the repository")
+    image_folder: ImageFolderParams = ImageFolderParams()
+    csv: CsvParams = CsvParams()
 
     @field_validator("dataset")
     @classmethod

@@ -185,9 +185,10 @@ def report_figures(attack_rows, grids: dict, defences, num_classes: int, train_c
             attack_rows["baseline_categorical_accuracy"].tolist(), "categorical accuracy"),
             "Feature recovery: categorical features recovered per request, against the training mode")
     leak = "psnr" if defences["psnr"].notna().any() else "numeric_mae_std"
-    panels = {leak: leak, "label_accuracy": "label-inference accuracy"}
-    if "membership_auc" in defences:
-        panels["membership_auc"] = "membership AUC (deleted vs never)"
+    panels = {c: label for c, label in {leak: leak, "value_mae_std": "value MAE (sd)",
+                                        "label_accuracy": "label-inference accuracy",
+                                        "membership_auc": "membership AUC (deleted vs never)"}.items()
+              if c in defences}
     out["defences.png"] = (tradeoff_curves(dict(tuple(defences.groupby("defence", sort=False))), panels),
                            "Defences: test accuracy against " + ", ".join(panels.values()))
     if access is not None and len(access):
@@ -196,8 +197,9 @@ def report_figures(attack_rows, grids: dict, defences, num_classes: int, train_c
                                             "membership_auc": "membership AUC"}.items() if c in access}
         out["access.png"] = (access_curves(access, panels), "What a weaker attacker gets: "
                              + ", ".join(panels.values()) + " against each access dimension's levels")
-    out["label_confusion.png"] = (confusion_matrix(
-        attack_rows["li_true_label"].astype(int).tolist(), attack_rows["li_predicted"].astype(int).tolist(),
-        num_classes), "Label inference: removed label against inferred label")
+    if "li_true_label" in attack_rows:  # label inference attacks classifiers only
+        out["label_confusion.png"] = (confusion_matrix(
+            attack_rows["li_true_label"].astype(int).tolist(), attack_rows["li_predicted"].astype(int).tolist(),
+            num_classes), "Label inference: removed label against inferred label")
     out["training_curves.png"] = (training_curves(train_curve), "Training: pretraining (θ₀) and fine-tuning on D_u (θ)")
     return out

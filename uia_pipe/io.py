@@ -190,9 +190,9 @@ def load_tensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict | None
 
 def save_model(path: Path | str, model: nn.Module, spec: dict) -> None:
     """Weights and buffers, with the spec that rebuilds the architecture:
-    {"model", "config", "input_shape", "num_classes", "mean", "std", "dtype"}
-    ("dtype" float32 when absent), plus "ensemble": S for an ensemble of S
-    such models."""
+    {"model", "config", "input_shape", "num_classes", "mean", "std", "dtype", "task"}
+    ("dtype" float32 and "task" classification when absent; num_classes is the
+    output size), plus "ensemble": S for an ensemble of S such models."""
     save_tensors(path, model.state_dict(), spec)
 
 

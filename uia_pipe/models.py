@@ -13,7 +13,7 @@ from typing import Annotated, Callable, Literal
 
 import torch
 import torchvision
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from torch import nn
 
 
@@ -43,9 +43,30 @@ class ResNet18Config(_Config):
     pass
 
 
+class LinearConfig(_Config):
+    pass
+
+
 class LeNetConfig(_Config):
     width: int = Field(12, ge=1, le=MAX_WIDTH, description="channels of each conv (DLG's LeNet: 12)")
     activation: Literal["relu", "sigmoid"] = Field("relu", description="DLG used sigmoid")
+
+
+# A ViT block holds (4 + 2·mlp_ratio)·dim² weights: at dim 1,024, mlp_ratio 8 and depth 48, ~1 billion in all.
+class ViTConfig(_Config):
+    patch: int = Field(4, ge=1, le=256, description="side of the square patches, each one token (ViT-B: 16)")
+    dim: int = Field(64, ge=1, le=MAX_WIDTH, description="token width (ViT-B: 768)")
+    depth: int = Field(2, ge=1, le=48, description="transformer blocks (ViT-B: 12)")
+    heads: int = Field(4, ge=1, le=MAX_WIDTH, description="attention heads, dividing dim (ViT-B: 12)")
+    mlp_ratio: int = Field(2, ge=1, le=8, description="MLP hidden width over dim (ViT-B: 4)")
+
+    @field_validator("heads")
+    @classmethod
+    def _divides_dim(cls, v: int, info: ValidationInfo) -> int:
+        dim = info.data.get("dim")
+        if dim is not None and dim % v:
+            raise ValueError(f"heads must divide dim (got heads {v}, dim {dim})")
+        return v
 
 
 class Classifier(nn.Module):
@@ -58,8 +79,34 @@ class Classifier(nn.Module):
         self.register_buffer("mean", mean.clone().float())
         self.register_buffer("std", std.clone().float())
 
+    task = "classification"  # uia_pipe.tasks: what the output means
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body((x - self.mean) / self.std)
+
+
+class Regressor(Classifier):
+    """A Classifier whose single output is the standardised target value."""
+
+    task = "regression"
+
+
+class Reconstructor(Classifier):
+    """An autoencoder: the body maps the normalised input to as many outputs as it has entries, a
+    sigmoid puts them on the [0, 1] image scale, and the output is the residual sigmoid(body) − x,
+    so the task's loss (`tasks.loss` against zero) is the reconstruction's mean squared error."""
+
+    task = "autoencoder"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.body((x - self.mean) / self.std)).view_as(x) - x
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x) + x
+
+
+WRAPPERS: dict[str, type[Classifier]] = {"classification": Classifier, "regression": Regressor,
+                                         "autoencoder": Reconstructor}
 
 
 def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
@@ -125,12 +172,93 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, cfg: MLPConfig | Tabular
     return nn.Sequential(*layers)
 
 
+class _Attention(nn.Module):
+    """Multi-head self-attention in plain matmuls and softmax: nn.MultiheadAttention's fused fast path
+    and packed `in_proj_weight` get in the way of double backward and of per-parameter views of Δ."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+
+class _Block(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x)), the MLP Linear-GELU-Linear."""
+
+    def __init__(self, dim: int, heads: int, hidden: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = _Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    """ViT (Dosovitskiy et al., 2021) in timm's layout and names: patches embedded by a conv with
+    kernel = stride = patch, a class token, learned position embeddings, pre-norm blocks, a final
+    LayerNorm and a linear head on the class token (registered last: the head of every model here)."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, cfg: ViTConfig):
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"vit needs image inputs [C, H, W], got shape {list(input_shape)}")
+        c, h, w = input_shape
+        p = cfg.patch
+        if h % p or w % p:
+            raise ValueError(f"vit needs H and W divisible by the patch size {p}, got {h}x{w}")
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, (h // p) * (w // p) + 1, cfg.dim))
+        self.patch_embed = nn.Conv2d(c, cfg.dim, p, stride=p)
+        self.blocks = nn.Sequential(*[_Block(cfg.dim, cfg.heads, cfg.mlp_ratio * cfg.dim) for _ in range(cfg.depth)])
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.head = nn.Linear(cfg.dim, num_classes)
+        # timm's init: trunc-normal(0.02) tokens and Linear weights, zero biases; the conv keeps torch's.
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+def vit(input_shape: tuple[int, ...], num_classes: int, cfg: ViTConfig) -> nn.Module:
+    """A small vision transformer (`VisionTransformer`); H and W must be multiples of the patch size."""
+    return VisionTransformer(input_shape, num_classes, cfg)
+
+
+def linear(input_shape: tuple[int, ...], num_classes: int, cfg: LinearConfig) -> nn.Module:
+    """Flatten, then one linear layer: linear (train.task: regression) or multinomial logistic regression."""
+    d = 1
+    for s in input_shape:
+        d *= s
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, num_classes))
+
+
 MODELS: dict[str, tuple[Callable[..., nn.Module], type[_Config]]] = {
     "mlp": (mlp, MLPConfig),
     "convnet": (convnet, ConvNetConfig),
     "lenet": (lenet, LeNetConfig),
     "resnet18": (resnet18, ResNet18Config),
     "tabular_mlp": (mlp, TabularMLPConfig),
+    "linear": (linear, LinearConfig),
+    "vit": (vit, ViTConfig),
 }
 
 
@@ -141,16 +269,18 @@ def build_model(
     num_classes: int,
     mean: list[float] | torch.Tensor,
     std: list[float] | torch.Tensor,
+    task: str = "classification",
 ) -> Classifier:
     """A freshly initialised model (seed torch's global RNG first for
-    reproducible weights). mean/std are per channel (images) or per feature."""
+    reproducible weights). mean/std are per channel (images) or per feature;
+    num_classes is the output size; `task` picks the wrapper (WRAPPERS)."""
     builder, cfg_type = MODELS[name]
     if isinstance(cfg, dict):
         cfg = cfg_type(**cfg)
     shape = (-1,) + (1,) * (len(input_shape) - 1)
     mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(shape)
     std_t = torch.as_tensor(std, dtype=torch.float32).reshape(shape)
-    return Classifier(builder(tuple(input_shape), num_classes, cfg), mean_t, std_t)
+    return WRAPPERS[task](builder(tuple(input_shape), num_classes, cfg), mean_t, std_t)
 
 
 class Ensemble(nn.Module):
@@ -178,7 +308,8 @@ def from_spec(spec: dict) -> nn.Module:
     if members:
         return Ensemble([from_spec({k: v for k, v in spec.items() if k != "ensemble"}) for _ in range(members)])
     model = build_model(
-        spec["model"], spec["config"], tuple(spec["input_shape"]), spec["num_classes"], spec["mean"], spec["std"]
+        spec["model"], spec["config"], tuple(spec["input_shape"]), spec["num_classes"], spec["mean"], spec["std"],
+        spec.get("task", "classification"),
     )
     # "dtype" (train.precision): parameters and the normalisation buffers, so float32 inputs are promoted
     return model.to(PRECISIONS[spec.get("dtype", "float32")])

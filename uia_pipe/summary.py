@@ -10,6 +10,7 @@ import pandas as pd
 
 from .report import THREAT_MODELS, Report, interval
 from .stats import mean_ci, sign_test, wilson_ci
+from .tasks import QUALITY
 
 
 def _interval(values, level: float) -> dict[str, float]:
@@ -41,21 +42,28 @@ def headline(train: dict, unlearn_rows: pd.DataFrame, attack: dict, attack_rows:
         gain = _interval(attack_rows["psnr"] - attack_rows["baseline_psnr"], level)
         fr.update({"baseline_psnr": float(attack_rows["baseline_psnr"].mean()), "psnr_gain_db": gain["mean"],
                    "psnr_gain_ci95_low": gain["ci95_low"]})
-    fr["label_accuracy"] = float(attack_rows["label_accuracy"].mean())
+    if "label_accuracy" in attack_rows:  # classification: the labels feature recovery used
+        fr["label_accuracy"] = float(attack_rows["label_accuracy"].mean())
+    if "value_mae_std" in attack_rows:  # regression: the deleted records' target values
+        ci = _interval(attack_rows["value_mae_std"], level)
+        fr.update({"value_mae_std_mean": ci["mean"], "value_mae_std_ci95_low": ci["ci95_low"],
+                   "value_mae_std_ci95_high": ci["ci95_high"],
+                   "baseline_value_mae_std": float(attack_rows["baseline_value_mae_std"].mean())})
     out["feature_recovery"] = fr
-    hits, n = int(attack_rows["li_correct"].astype(bool).sum()), len(attack_rows)
-    low, high = wilson_ci(hits, n, level)
-    out["label_inference"] = {"accuracy": hits / n, "accuracy_ci95_low": low, "accuracy_ci95_high": high,
-                              "requests": n}
-    li = attack["label_inference"]
-    out["attack_cost"] = {
-        "seconds": attack["seconds"],
-        "feature_recovery_seconds_per_request": float(attack_rows["seconds"].mean()),
-        "label_queries_per_request": float(attack_rows["li_queries"].mean()),
-        "probe_queries": li["probe_queries"],
-        "reference_queries": li.get("reference_queries", 0),  # θ₀'s outputs on the probes, once
-        "label_inference_seconds": li["seconds"],
-    }
+    out["attack_cost"] = {"seconds": attack["seconds"],
+                          "feature_recovery_seconds_per_request": float(attack_rows["seconds"].mean())}
+    if "li_correct" in attack_rows:  # label inference attacks classifiers only
+        hits, n = int(attack_rows["li_correct"].astype(bool).sum()), len(attack_rows)
+        low, high = wilson_ci(hits, n, level)
+        out["label_inference"] = {"accuracy": hits / n, "accuracy_ci95_low": low, "accuracy_ci95_high": high,
+                                  "requests": n}
+        li = attack["label_inference"]
+        out["attack_cost"].update({
+            "label_queries_per_request": float(attack_rows["li_queries"].mean()),
+            "probe_queries": li["probe_queries"],
+            "reference_queries": li.get("reference_queries", 0),  # θ₀'s outputs on the probes, once
+            "label_inference_seconds": li["seconds"],
+        })
     return {k: {m: float(v) for m, v in sec.items() if not (isinstance(v, float) and math.isnan(v))}
             for k, sec in out.items()}
 
@@ -132,14 +140,17 @@ def methods_table(unlearn_rows: pd.DataFrame, method_rows: pd.DataFrame, level: 
     for name, attacked in method_rows.groupby("method", sort=False):
         un = unlearn_rows[unlearn_rows["method"] == name]
         fr = _interval(attacked[leak], level)
-        hits, n = int(attacked["li_correct"].astype(bool).sum()), len(attacked)
-        low, high = wilson_ci(hits, n, level)
+        n = len(attacked)
+        labels = {}
+        if "li_correct" in attacked:  # label inference attacks classifiers only
+            hits = int(attacked["li_correct"].astype(bool).sum())
+            low, high = wilson_ci(hits, n, level)
+            labels = {"label_accuracy": hits / n, "label_accuracy_ci95_low": low, "label_accuracy_ci95_high": high}
         out.append({"method": name, "requests": n, "seconds_per_request": un["seconds"].mean(),
                     "forget_accuracy": un["forget_accuracy"].mean(), "test_accuracy": un["test_accuracy"].mean(),
                     "retrain_agreement_forget": un["retrain_agreement_forget"].mean(),
                     f"{leak}_mean": fr["mean"], f"{leak}_ci95_low": fr["ci95_low"], f"{leak}_ci95_high": fr["ci95_high"],
-                    "label_accuracy": hits / n, "label_accuracy_ci95_low": low, "label_accuracy_ci95_high": high,
-                    **{k: un[k].mean() for k in CERTIFICATE if k in un and un[k].notna().any()}})
+                    **labels, **{k: un[k].mean() for k in CERTIFICATE if k in un and un[k].notna().any()}})
     return pd.DataFrame(out)
 
 
@@ -155,17 +166,19 @@ def compare_methods(method_rows: pd.DataFrame, main: str, level: float = 0.95) -
     for name, rows in method_rows[method_rows["method"] != main].groupby("method", sort=False):
         rows = rows.set_index("request").loc[base.index]
         diff = _interval(rows[leak] - base[leak], level)
-        mine, theirs = rows["li_correct"].astype(bool), base["li_correct"].astype(bool)
-        more, less = int((mine & ~theirs).sum()), int((~mine & theirs).sum())
-        p = sign_test(more, less)
+        labels = {}
+        if "li_correct" in rows:  # label inference attacks classifiers only
+            mine, theirs = rows["li_correct"].astype(bool), base["li_correct"].astype(bool)
+            more, less = int((mine & ~theirs).sum()), int((~mine & theirs).sum())
+            p = sign_test(more, less)
+            labels = {"label_accuracy_diff": float(mine.mean() - theirs.mean()), "label_hits_more": more,
+                      "label_hits_fewer": less, "label_sign_test_p": p,
+                      "labels_leaked_more": float((more > less) - (more < less)) if p < 1 - level else 0.0}
         out[f"{name}_vs_{main}"] = {
             f"{leak}_diff": diff["mean"], f"{leak}_diff_ci95_low": diff["ci95_low"],
             f"{leak}_diff_ci95_high": diff["ci95_high"],
             "features_leaked_more": float((diff["ci95_low"] > 0) - (diff["ci95_high"] < 0)),
-            "label_accuracy_diff": float(mine.mean() - theirs.mean()), "label_hits_more": more,
-            "label_hits_fewer": less, "label_sign_test_p": p,
-            "labels_leaked_more": float((more > less) - (more < less)) if p < 1 - level else 0.0,
-            "requests": len(rows),
+            **labels, "requests": len(rows),
         }
     return out
 
@@ -206,15 +219,18 @@ def defence_table(defend_rows: pd.DataFrame) -> pd.DataFrame:
     """Mean over requests per (defence, strength), in the order they ran."""
     agg = {"test_accuracy": "mean", "forget_accuracy": "mean", "psnr": "mean", "ssim": "mean",
            "label_correct": "mean", "request": "count"}
-    if "numeric_mae_std" in defend_rows:
-        agg["numeric_mae_std"] = "mean"
+    agg = {c: how for c, how in agg.items() if c in defend_rows}  # label_correct: classifiers only
+    for c in ("numeric_mae_std", "value_mae_std"):
+        if c in defend_rows:
+            agg[c] = "mean"
     agg.update({c: "first" for c in MEMBERSHIP_COLUMNS if c in defend_rows})  # pooled: one value a strength
     table = defend_rows.groupby(["defence", "strength"], sort=False).agg(agg).reset_index()
     return table.rename(columns={"label_correct": "label_accuracy", "request": "requests", **MEMBERSHIP_COLUMNS})
 
 
 # The access table's columns (metrics/access.json keys, one row per level and method), in order.
-ACCESS_COLUMNS = ("psnr_mean", "numeric_mae_std_mean", "label_accuracy", "membership_auc", "reid_top1",
+ACCESS_COLUMNS = ("psnr_mean", "numeric_mae_std_mean", "value_mae_std_mean", "label_accuracy", "membership_auc",
+                  "reid_top1",
                   "seconds_per_request", "queries_per_request", "probe_queries", "paper_hours_per_request")
 
 
@@ -267,10 +283,11 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
     r.heading("Setting")
     r.bullets([f"{k}: {v}" for k, v in setting.items()])
     r.heading("Headline results")
-    fr, li, un, cost = head["feature_recovery"], head["label_inference"], head["unlearning"], head["attack_cost"]
-    rows = [["θ test accuracy", head["model"]["test_accuracy"], ""],
-            ["θ_u test accuracy (mean)", un["test_accuracy"], ""],
-            ["θ_u forget accuracy (mean)", un["forget_accuracy"], ""],
+    fr, li, un, cost = head["feature_recovery"], head.get("label_inference"), head["unlearning"], head["attack_cost"]
+    quality = QUALITY.get(setting.get("task", "classification"), "accuracy")
+    rows = [[f"θ test {quality}", head["model"]["test_accuracy"], ""],
+            [f"θ_u test {quality} (mean)", un["test_accuracy"], ""],
+            [f"θ_u forget {quality} (mean)", un.get("forget_accuracy", math.nan), ""],
             ["unlearning seconds / request", un["seconds_per_request"], ""]]
     if "psnr_mean" in fr:
         rows += [["feature recovery PSNR (dB)", fr["psnr_mean"], _ci(fr, "psnr")],
@@ -280,11 +297,15 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
         rows += [["feature recovery numeric MAE (sd)", fr["numeric_mae_std_mean"], _ci(fr, "numeric_mae_std")],
                  ["feature recovery categorical accuracy", fr["categorical_accuracy_mean"],
                   _ci(fr, "categorical_accuracy")]]
-    rows += [["label inference accuracy", li["accuracy"],
-              f"{interval(li['accuracy_ci95_low'], li['accuracy_ci95_high'])} (Wilson)"],
-             ["attack seconds (both attacks)", cost["seconds"], ""],
-             ["label queries / request (+ probe queries)", cost["label_queries_per_request"],
-              f"+ {cost['probe_queries']:.0f} once"]]
+    if "value_mae_std_mean" in fr:
+        rows += [["value inference MAE (sd)", fr["value_mae_std_mean"], _ci(fr, "value_mae_std")],
+                 ["training-mean baseline MAE (sd)", fr["baseline_value_mae_std"], ""]]
+    rows += [["attack seconds (every family)", cost["seconds"], ""]]
+    if li is not None:
+        rows += [["label inference accuracy", li["accuracy"],
+                  f"{interval(li['accuracy_ci95_low'], li['accuracy_ci95_high'])} (Wilson)"],
+                 ["label queries / request (+ probe queries)", cost["label_queries_per_request"],
+                  f"+ {cost['probe_queries']:.0f} once"]]
     r.table(["quantity", "value", f"{pct} interval"], rows)
     if methods is not None and len(methods) > 1:
         _methods_section(r, methods, comparisons or {}, pct)
@@ -297,11 +318,12 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
                + (" Membership: the population attack over these requests and up to 20 deleted records a question "
                   "of audit pairs released through the same defence, by an attacker whose shadows know nothing "
                   "of it." if "membership_auc" in defences else ""))
-        extra = [c for c in MEMBERSHIP_COLUMNS.values() if c in defences]
-        r.table(["defence", "strength", "test acc.", "forget acc.", "PSNR (dB)", "SSIM", "label acc.",
-                 *(c.replace("_", " ") for c in extra), "requests"],
-                [[row["defence"], row["strength"], row["test_accuracy"], row["forget_accuracy"], row["psnr"],
-                  row["ssim"], row["label_accuracy"], *(row[c] for c in extra), int(row["requests"])]
+        shown = {"psnr": "PSNR (dB)", "ssim": "SSIM", "value_mae_std": "value MAE (sd)", "label_accuracy": "label acc.",
+                 **{c: c.replace("_", " ") for c in MEMBERSHIP_COLUMNS.values()}}
+        extra = [c for c in shown if c in defences]
+        r.table(["defence", "strength", f"test {quality}", f"forget {quality}", *(shown[c] for c in extra), "requests"],
+                [[row["defence"], row["strength"], row["test_accuracy"], row["forget_accuracy"],
+                  *(row[c] for c in extra), int(row["requests"])]
                  for _, row in defences.iterrows()])
     if access is not None and len(access):
         _access_section(r, access)
@@ -328,7 +350,7 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
                        f"{fr['psnr_ci95_high'] - fr['psnr_ci95_low']:.3g} dB wide.")
     elif n < 2:
         caveats.append(f"Feature recovery rests on {n} request: no interval.")
-    if li["requests"] < small_sample:
+    if li is not None and li["requests"] < small_sample:
         caveats.append(f"Label inference rests on {int(li['requests'])} requests: the {pct} Wilson interval is "
                        f"{li['accuracy_ci95_high'] - li['accuracy_ci95_low']:.3g} wide.")
     if defences is not None and len(defences) and defences["requests"].max() < small_sample:
@@ -370,12 +392,14 @@ def _methods_section(r: Report, methods: pd.DataFrame, comparisons: dict, pct: s
     r.heading("Unlearning methods side by side")
     r.para("Every method unlearns the same requests from the same θ and both attacks run against each alike "
            "(`unlearn.compare`). Agreement: θ_u's predictions on the forgotten samples against retraining without them.")
+    labels = "label_accuracy" in methods  # label inference attacks classifiers only
     r.table(["method", "s / request", "forget acc.", "test acc.", "agreement with retrain", label,
-             f"{pct} interval", "label acc.", f"{pct} interval"],
+             f"{pct} interval", *(["label acc.", f"{pct} interval"] if labels else [])],
             [[row["method"], row["seconds_per_request"], row["forget_accuracy"], row["test_accuracy"],
               row["retrain_agreement_forget"], row[f"{leak}_mean"],
-              interval(row[f'{leak}_ci95_low'], row[f'{leak}_ci95_high']), row["label_accuracy"],
-              interval(row['label_accuracy_ci95_low'], row['label_accuracy_ci95_high'])]
+              interval(row[f'{leak}_ci95_low'], row[f'{leak}_ci95_high']),
+              *([row["label_accuracy"], interval(row['label_accuracy_ci95_low'], row['label_accuracy_ci95_high'])]
+                if labels else [])]
              for _, row in methods.iterrows()])
     verdict = {1.0: "more", -1.0: "less", 0.0: "no significant difference"}
     lines = [f"{row['method']}: removal certificate — gradient residual {row['gradient_residual']:.3g}, Guo et al.'s "
@@ -385,14 +409,15 @@ def _methods_section(r: Report, methods: pd.DataFrame, comparisons: dict, pct: s
              for _, row in methods.iterrows() if pd.notna(row.get("residual_bound", math.nan))]
     for key, c in comparisons.items():
         other, main = key.split("_vs_")
-        lines.append(
-            f"Did {other} leak more than {main}? Features: {verdict[c['features_leaked_more']]} "
-            f"({label} {c[f'{leak}_diff']:+.3g}, paired {pct} interval "
-            f"{interval(c.get(f'{leak}_diff_ci95_low', math.nan), c.get(f'{leak}_diff_ci95_high', math.nan))} "
-            f"over {int(c['requests'])} requests). Labels: "
-            f"{verdict[c['labels_leaked_more']]} (found in {int(c['label_hits_more'])} requests where {main} "
-            f"was not, missed in {int(c['label_hits_fewer'])} where {main} found it; sign test p = "
-            f"{c['label_sign_test_p']:.3g}).")
+        line = (f"Did {other} leak more than {main}? Features: {verdict[c['features_leaked_more']]} "
+                f"({label} {c[f'{leak}_diff']:+.3g}, paired {pct} interval "
+                f"{interval(c.get(f'{leak}_diff_ci95_low', math.nan), c.get(f'{leak}_diff_ci95_high', math.nan))} "
+                f"over {int(c['requests'])} requests).")
+        if "labels_leaked_more" in c:
+            line += (f" Labels: {verdict[c['labels_leaked_more']]} (found in {int(c['label_hits_more'])} requests "
+                     f"where {main} was not, missed in {int(c['label_hits_fewer'])} where {main} found it; sign "
+                     f"test p = {c['label_sign_test_p']:.3g}).")
+        lines.append(line)
     r.bullets(lines)
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import tasks
 from .models import clone
 
 
@@ -51,7 +52,8 @@ def fit(
     on_step: Callable[[torch.Tensor], None] | None = None,
 ) -> list[dict]:
     """Minibatch SGD on (x, y) in place; returns per-epoch {epoch, loss, accuracy}
-    on the batches seen.
+    on the batches seen (the loss is `tasks.loss`: cross-entropy for labels,
+    squared error for float targets; accuracy is nan but for classification).
 
     The batch order is a function of `seed` and len(x) only. `keep` (a bool
     mask over x) drops samples from that same order: this is how exact
@@ -80,17 +82,19 @@ def fit(
             xb, yb = xb.to(device), yb.to(device)
             opt.zero_grad(set_to_none=True)
             logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = tasks.loss(logits, yb)
             loss.backward()
             opt.step()
             if on_step is not None:
                 on_step(idx)
             total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(1) == yb).sum().item()
+            if not yb.is_floating_point():
+                correct += (logits.argmax(1) == yb).sum().item()
             seen += len(idx)
             if on_batch is not None:
                 on_batch()
-        row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
+        accuracy = float("nan") if y.is_floating_point() else correct / max(seen, 1)
+        row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "accuracy": accuracy}
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
@@ -99,20 +103,27 @@ def fit(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> dict:
-    """Mean cross-entropy and accuracy of `model` (in eval mode) on (x, y)."""
-    if len(x) == 0:
-        return {"loss": float("nan"), "accuracy": float("nan")}
+def outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """`model`'s outputs on x (eval mode), on the CPU."""
     model.eval()
     device = next(model.parameters()).device
-    total_loss, correct = 0.0, 0
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size].to(device)
-        yb = y[start : start + batch_size].to(device)
-        logits = model(xb)
-        total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
-    return {"loss": total_loss / len(x), "accuracy": correct / len(x)}
+    return torch.cat([model(x[s : s + batch_size].to(device)).cpu() for s in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> dict:
+    """Mean loss and the task's quality (`tasks.quality`: accuracy, R² or reconstruction PSNR,
+    under the key "accuracy") of `model` (in eval mode) on (x, y); y as `tasks.targets` makes it."""
+    if len(x) == 0:
+        return {"loss": float("nan"), "accuracy": float("nan")}
+    out = outputs(model, x, batch_size)
+    y = y.cpu()
+    if not y.is_floating_point() and tasks.task_of(model) == "classification":
+        # Summed per batch as before, so the default run's numbers stay bit for bit.
+        total = sum(F.cross_entropy(out[s : s + batch_size], y[s : s + batch_size], reduction="sum").item()
+                    for s in range(0, len(x), batch_size))
+        return {"loss": total / len(x), "accuracy": (out.argmax(1) == y).sum().item() / len(x)}
+    return {"loss": float(tasks.loss(out.double(), y)), "accuracy": tasks.quality(tasks.task_of(model), out, y)}
 
 
 @dataclass

@@ -24,10 +24,10 @@ from typing import Callable
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import nn
 
+from .. import tasks
 from ..config import OptimParams
 from ..errors import UiaError
 from ..models import clone
@@ -142,7 +142,7 @@ def drifted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: OptimP
         idx = order[at: at + size]
         at += size
         opt.zero_grad()
-        F.cross_entropy(model(x[idx].to(device)), y[idx].to(device)).backward()
+        tasks.loss(model(x[idx].to(device)), y[idx].to(device)).backward()
         opt.step()
     return _finite(model.eval(), f"the weights are not finite after {steps} fine-tuning steps")
 
@@ -278,6 +278,19 @@ DIMENSIONS: dict[str, Callable[[str, Attacked], Attacked]] = {
     "layers": _layers, "precision": _precision, "staleness": _staleness, "knowledge": _knowledge,
     "queries": _queries, "output": _output,
 }
+
+
+# The family a dimension (or one level) acts through; without it (a task it cannot attack) the level is skipped.
+NEEDS: dict[str, str] = {"queries": "label_inference", "output": "label_inference",
+                         "knowledge:inferred_labels": "label_inference"}
+
+
+def applicable(levels: tuple[str, ...], attacks: dict[str, Attack]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the levels `attacks` can be run at, those skipped: the family they act through is not among them)."""
+    def needs(level: str) -> str | None:
+        return NEEDS.get(level, NEEDS.get(level.split(":", 1)[0]))
+    kept = tuple(lv for lv in levels if needs(lv) is None or needs(lv) in attacks)
+    return kept, tuple(lv for lv in levels if lv not in kept)
 
 
 def at_level(level: str, full: Attacked) -> Attacked:

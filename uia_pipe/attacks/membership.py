@@ -42,6 +42,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from .. import tasks
 from ..executor import LOCAL, Executor
 from ..models import clone
 from ..training import fit
@@ -155,11 +156,21 @@ def _pair(server: Server, forget: torch.Tensor, records: tuple[torch.Tensor, tor
 
 
 @torch.no_grad()
-def log_posteriors(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Log-probabilities of `model` on x, float64."""
+def log_posteriors(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of `model` on x, float64 [B, C]; for a regressor or an autoencoder, whose
+    targets y are values, one column: the Gaussian log-likelihood of y up to its constant, −(squared
+    error), so that every feature below reads it as the true label's log-probability."""
     model.eval()
     device = next(model.parameters()).device
-    return F.log_softmax(model(x.to(device)).double(), dim=1).cpu()
+    out = model(x.to(device)).double()
+    if not y.is_floating_point():
+        return F.log_softmax(out, dim=1).cpu()
+    return -tasks.per_sample(out, y.to(device)).cpu()[:, None]
+
+
+def _true_column(y: torch.Tensor) -> torch.Tensor:
+    """Each candidate's column of its log-posteriors: its label, or the one column of a likelihood."""
+    return torch.zeros(len(y), 1, dtype=torch.long) if y.is_floating_point() else y[:, None]
 
 
 def log_odds(logp: torch.Tensor) -> torch.Tensor:
@@ -187,14 +198,16 @@ def features(name: str, lp: torch.Tensor, lp_u: torch.Tensor, y: torch.Tensor) -
 def _logit_diff(lp, lp_u, y, order):
     phi = log_odds(lp)
     d = phi - log_odds(lp_u)
-    return torch.cat([d.gather(1, y[:, None]), phi.gather(1, y[:, None]), d.gather(1, order)], 1)
+    col = _true_column(y)
+    return torch.cat([d.gather(1, col), phi.gather(1, col), d.gather(1, order)], 1)
 
 
 def drop(lp: torch.Tensor, lp_u: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """U-LiRA's statistic: the fall of the logit-scaled true-label confidence from θ to θ_u, through asinh
     (a large ascent step moves log-odds by thousands, a fine-tune by thousandths: asinh keeps the small
     ones and tames the tails the Gaussians cannot fit)."""
-    return torch.asinh(log_odds(lp).gather(1, y[:, None]) - log_odds(lp_u).gather(1, y[:, None]))[:, 0].numpy()
+    col = _true_column(y)
+    return torch.asinh(log_odds(lp).gather(1, col) - log_odds(lp_u).gather(1, col))[:, 0].numpy()
 
 
 @dataclass
@@ -214,8 +227,8 @@ class Queried:
             self.roles += [role] * len(x)
             self.request += [pair.request] * len(x)
             self.y.append(pair.y[role])
-            self.lp.append(log_posteriors(pair.theta, x))
-            self.lp_u.append(log_posteriors(theta_u, x))
+            self.lp.append(log_posteriors(pair.theta, x, pair.y[role]))
+            self.lp_u.append(log_posteriors(theta_u, x, pair.y[role]))
 
     def arrays(self) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
         return np.array(self.roles), torch.cat(self.y), torch.cat(self.lp), torch.cat(self.lp_u), np.array(self.request)
@@ -290,7 +303,7 @@ def lira_shadows(server: Server, x: torch.Tensor, y: torch.Tensor, own_x: torch.
             if m > k:
                 kept = int(order[(j + k) % m])
                 drops["retained"][s, start + kept] = d[j][kept]
-    drops["never"] = np.stack([drop(log_posteriors(p.theta, x), log_posteriors(p.theta_u, x), y) for p in never])
+    drops["never"] = np.stack([drop(log_posteriors(p.theta, x, y), log_posteriors(p.theta_u, x, y), y) for p in never])
     means = {r: np.nanmean(d, 0) for r, d in drops.items()}
     # one variance per side, pooled over candidates (Carlini et al.'s fixed variance, for few shadows)
     std = {r: float(max(np.sqrt(np.nanmean(np.nanvar(d, 0, ddof=1))) if len(d) > 1 else 0.0, 1e-12))
@@ -304,10 +317,10 @@ def _lira_unit(server: Server, unit) -> list[np.ndarray]:
     _, gx, gy, fill_x, fill_y, order = unit
     n, k, m = server.n, server.k, len(order)
     problem = server.problem(torch.cat([gx, fill_x]), torch.cat([gy, fill_y]))
-    lp = log_posteriors(server.served(problem), gx)
+    lp = log_posteriors(server.served(problem), gx, gy)
     out = []
     for j in range(m):
         forget = torch.zeros(n, dtype=torch.bool)
         forget[order[[(j + i) % m for i in range(min(k, m))]]] = True
-        out.append(drop(lp, log_posteriors(server.unlearn(problem, forget), gx), gy))
+        out.append(drop(lp, log_posteriors(server.unlearn(problem, forget), gx, gy), gy))
     return out

@@ -70,6 +70,12 @@ class Attack:
     defended_pooled: tuple[str, ...] = ()  # pooled keys kept under a defence: columns "<name>.<key>"
     check: Callable[[Setting, BaseModel], None] | None = None  # raises UiaError for a setting it cannot attack
     defended_config: Callable[[BaseModel], BaseModel] | None = None  # its config in the defence sweep (cheaper)
+    tasks: tuple[str, ...] = ("classification",)  # the models it can attack (uia_pipe.tasks); others skip it
+
+
+def for_task(attacks: dict[str, Attack], task: str) -> dict[str, Attack]:
+    """The families that can attack a model of `task`, in registry order."""
+    return {name: attack for name, attack in attacks.items() if task in attack.tasks}
 
 
 @dataclass
@@ -86,7 +92,7 @@ class Outcome:
 
 def check(setting: Setting, attacks: dict[str, Attack], configs: dict[str, BaseModel]) -> None:
     """Every family's own check of the run's setting, before any attack runs."""
-    for name, attack in attacks.items():
+    for name, attack in for_task(attacks, setting.task).items():
         if attack.check is not None:
             attack.check(setting, configs[name])
 
@@ -94,7 +100,7 @@ def check(setting: Setting, attacks: dict[str, Attack], configs: dict[str, BaseM
 def prepare(setting: Setting, attacks: dict[str, Attack], configs: dict[str, BaseModel], ctx: Context) -> None:
     """Each family's reusable work for the served θ of `setting` (label inference's probes), into ctx;
     what ctx already holds is kept."""
-    for name, attack in attacks.items():
+    for name, attack in for_task(attacks, setting.task).items():
         if attack.prepare is not None and name not in ctx.prepared:
             ctx.prepared[name], ctx.stats[name] = attack.prepare(setting, configs[name], ctx)
 
@@ -103,9 +109,11 @@ def attack_run(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseMode
                plots: bool = False) -> Outcome:
     """Every family in registry order on every request of `run`; `plots` also
     computes the families' plot data. What ctx.prepared already holds (the same
-    served θ, attacked again after a defence) is not prepared again."""
+    served θ, attacked again after a defence) is not prepared again. Families that cannot attack the
+    run's task (`Attack.tasks`) are left out."""
     started = time.perf_counter()
     frame, scored, results, summaries, plot_data = None, {}, {}, {}, {}
+    attacks = for_task(attacks, run.setting.task)
     for name, attack in attacks.items():
         cfg, family_started = configs[name], time.perf_counter()
         prepare(run.setting, {name: attack}, configs, ctx)
@@ -126,7 +134,7 @@ def attack_run(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseMode
 def outputs(run: Run, attacks: dict[str, Attack], outcome: Outcome) -> dict[str, Any]:
     """Every family's artifacts of one run: relative path -> Figure or {name: tensor}."""
     out = {}
-    for name, attack in attacks.items():
+    for name, attack in for_task(attacks, run.setting.task).items():
         if attack.outputs is not None:
             out.update(attack.outputs(run.setting, outcome.results[name]))
     return out
@@ -138,6 +146,8 @@ def defended_rows(attacks: dict[str, Attack], outcome: Outcome) -> pd.DataFrame:
     numbers, the same in every row."""
     frame = None
     for name, attack in attacks.items():
+        if name not in outcome.scored:  # a family the run's task left out
+            continue
         own = outcome.scored[name]
         if attack.defended is not None:
             kept = attack.defended(own)

@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from .. import io
+from .. import io, tasks
 from ..config import OptimParams
 from ..data import as_inputs
 from ..metrics import class_mean_images, mean_image
@@ -60,6 +60,16 @@ class Setting:
         return self.card["kind"] == "image"
 
     @property
+    def task(self) -> str:
+        """The served model's task (`uia_pipe.tasks`)."""
+        return tasks.task_of(self.theta_original)
+
+    @property
+    def num_outputs(self) -> int:
+        """The model's output size: the classes, 1 (regression) or the input's size (autoencoder)."""
+        return tasks.num_outputs(self.task, self.card)
+
+    @property
     def ks(self) -> list[int]:
         """|X| of each request."""
         return [len(r["forget"]) for r in self.requests]
@@ -96,27 +106,30 @@ def load_run(data: Path, trained: Path, unlearned: Path, device, max_requests: i
     record = io.load_json(unlearned / "requests.json")
     requests = record["requests"][: max_requests or None]
     train_x = as_inputs(ds.x_train[split["pretrain"]])
-    image = card["kind"] == "image"
     finetune = io.load_json(trained / "finetune.json")
     outside = split["pool"][~torch.isin(split["pool"], split["du"])]
     config_type = METHOD_CONFIGS.get(record["method"]) or plugins.load(record["method"])[1]
     config = config_type(**record["config"]) if "config" in record else None
+    theta = io.load_model(unlearned / "theta_original.safetensors", device)[0]
+    task = tasks.task_of(theta)
+    classes = card["kind"] == "image" and task == "classification"
+    du_x, outside_x = as_inputs(ds.x_train[split["du"]]), as_inputs(ds.x_train[outside])
     setting = Setting(
         theta_pretrained=io.load_model(trained / "theta_pretrained.safetensors", device)[0],
-        theta_original=io.load_model(unlearned / "theta_original.safetensors", device)[0],
-        method=record["method"], card=card,
-        du_x=as_inputs(ds.x_train[split["du"]]), du_y=ds.y_train[split["du"]], requests=requests,
+        theta_original=theta, method=record["method"], card=card,
+        du_x=du_x, du_y=tasks.targets(task, du_x, ds.y_train[split["du"]]), requests=requests,
         mean_guess=mean_image(train_x),
-        class_guess=class_mean_images(train_x, ds.y_train[split["pretrain"]], card["num_classes"]) if image else None,
+        class_guess=class_mean_images(train_x, ds.y_train[split["pretrain"]], card["num_classes"]) if classes else None,
         train_x=train_x, finetune_batch_size=finetune["batch_size"],
         finetune=OptimParams(**{k: v for k, v in finetune.items() if k != "seed"}), finetune_seed=finetune["seed"],
-        method_config=config, outside_x=as_inputs(ds.x_train[outside]), outside_y=ds.y_train[outside],
+        method_config=config, outside_x=outside_x, outside_y=tasks.targets(task, outside_x, ds.y_train[outside]),
     )
     thetas_u = [io.load_model(unlearned / f"theta_unlearned_{r['index']:03d}.safetensors", device)[0]
                 for r in requests]
     if "slices" in record.get("server_state", {}):  # sisa and shapley: the checkpoint store
         setting = replace(setting, sisa=_sisa_store(unlearned, record, requests, device))
-    return Run(setting, thetas_u, as_inputs(ds.x_test), ds.y_test, tuple(record.get("compare", ())))
+    test_x = as_inputs(ds.x_test)
+    return Run(setting, thetas_u, test_x, tasks.targets(task, test_x, ds.y_test), tuple(record.get("compare", ())))
 
 
 def _sisa_store(unlearned: Path, record: dict, requests: list[dict], device) -> SisaStore:

@@ -36,6 +36,9 @@ class AttackerView:
     # The parameters of θ and θ_u (and θ₀) the attacker holds, by name (an access level: the last layers, or a
     # named subset); None = all. The update Δ and every objective are restricted to them.
     visible: tuple[str, ...] | None = None
+    # c with Δ = c·Σ_X ∇ℓ: η/k for approx, the fine-tune's learning rate for exact (one full-batch step),
+    # the server's own settings; None = unknown. Regression's value inference needs it.
+    step: float | None = None
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ approx method's step; σ = 0 with a finite C is clipping alone."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from .. import tasks
 from ..models import clone
 from .base import DefenceConfig, DefenceInput
 
@@ -31,7 +31,7 @@ def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
 
     def loss(p, xi, yi):
         logits = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
-        return F.cross_entropy(logits, yi.unsqueeze(0))
+        return tasks.loss(logits, yi.unsqueeze(0))
 
     return vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
 

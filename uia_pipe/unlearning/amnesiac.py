@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .. import tasks
 from .config import AmnesiacConfig as Config
 from .problem import UnlearningProblem, forget_and_retain, sgd_steps
 from ..models import clone
@@ -54,5 +54,5 @@ def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn
                     p.sub_(u)
     if cfg.repair_steps and (~forget).any():
         _, _, xr, yr = forget_and_retain(problem, forget, next(model.parameters()).device)
-        sgd_steps(model, lambda m: F.cross_entropy(m(xr), yr), cfg.repair_steps, cfg.repair_lr)
+        sgd_steps(model, lambda m: tasks.loss(m(xr), yr), cfg.repair_steps, cfg.repair_lr)
     return model

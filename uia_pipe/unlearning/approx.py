@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .. import tasks
 from .config import ApproxConfig as Config
 from .problem import UnlearningProblem
 from ..models import clone
@@ -19,7 +19,7 @@ def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn
     x = problem.du_x[forget].to(device)
     y = problem.du_y[forget].to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+    grads = torch.autograd.grad(tasks.loss(model(x), y), params)
     with torch.no_grad():
         for p, g in zip(params, grads):
             p.add_(g, alpha=cfg.eta)

@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from .. import io
+from .. import io, tasks
 from ..config import OptimParams, PretrainParams
 from ..data import as_inputs
 from ..executor import LOCAL, Executor
@@ -39,20 +39,22 @@ def load_problem(data: Path, trained: Path, device) -> tuple[UnlearningProblem, 
     split, _ = io.load_tensors(trained / "split.safetensors")
     finetune = io.load_json(trained / "finetune.json")
     pretrain = io.load_json(trained / "pretrain.json")
-    du = split["du"]
+    du, task = split["du"], tasks.task_of(theta)
+    du_x, pretrain_x, test_x = (as_inputs(ds.x_train[du]), as_inputs(ds.x_train[split["pretrain"]]),
+                                as_inputs(ds.x_test))
     problem = UnlearningProblem(
-        theta_pretrained, theta, as_inputs(ds.x_train[du]), ds.y_train[du],
+        theta_pretrained, theta, du_x, tasks.targets(task, du_x, ds.y_train[du]),
         OptimParams(**{k: v for k, v in finetune.items() if k != "seed"}), finetune["seed"],
         Pretraining(
             init=lambda: init_model(spec, pretrain["init_seed"]).to(device),
-            x=as_inputs(ds.x_train[split["pretrain"]]),
-            y=ds.y_train[split["pretrain"]],
+            x=pretrain_x,
+            y=tasks.targets(task, pretrain_x, ds.y_train[split["pretrain"]]),
             settings=PretrainParams(**{k: v for k, v in pretrain.items() if k not in ("seed", "init_seed")}),
             seed=pretrain["seed"],
             augment=pretrain["augment"],
         ),
     )
-    return problem, spec, as_inputs(ds.x_test), ds.y_test
+    return problem, spec, test_x, tasks.targets(task, test_x, ds.y_test)
 
 
 def unlearn_requests(
@@ -122,7 +124,8 @@ def _unlearn_request(problem: UnlearningProblem, methods: dict[str, BaseModel], 
             "forget_accuracy": evaluate(theta_u, du_x[forget], du_y[forget])["accuracy"],
             "original_forget_accuracy": evaluate(theta, du_x[forget], du_y[forget])["accuracy"],
             "retain_accuracy": evaluate(theta_u, du_x[~forget], du_y[~forget])["accuracy"],
-            "test_accuracy": int((test_pred == test_y.cpu()).sum()) / len(test_y),
+            "test_accuracy": (tasks.quality(tasks.task_of(theta_u), test_pred, test_y.cpu())
+                              if test_pred.is_floating_point() else int((test_pred == test_y.cpu()).sum()) / len(test_y)),
             **distance_to_retrain(theta_u, gold_u, du_x[forget], test_x, (test_pred, gold_pred)),
             **report,
         })

@@ -163,6 +163,18 @@ def known_method(name: str) -> str:
                      "or package.module:function (your own)")
 
 
+# Methods that only make sense for classifiers (train.task: classification) -> why.
+CLASSES_ONLY: dict[str, str] = {
+    "random_label": "it relabels X with wrong classes",
+    "salun": "it relabels X with wrong classes",
+    "scrub": "its KL divergence is between class distributions",
+    "fisher": "its Fisher information samples classes from θ's softmax",
+    "certified": "its convex head is one-vs-all over classes",
+    "sisa": "its ensemble averages class probabilities",
+    "shapley": "its ensemble averages class probabilities and its KNN utility counts label matches",
+}
+
+
 class UnlearnParams(registry_settings("MethodSettings", METHOD_CONFIGS)):
     method: str = "exact"
     requests: int = Field(8, ge=1, le=MAX_REQUESTS)
@@ -185,6 +197,16 @@ class UnlearnParams(registry_settings("MethodSettings", METHOD_CONFIGS)):
         if len(set(v)) != len(v):
             raise ValueError(f"listed twice: {list(v)}")
         return v
+
+    def task_error(self, task: str) -> str | None:
+        """Why a listed method cannot unlearn a model of `task` (one line), or None."""
+        if task != "classification" and self.selection == "class":
+            return f"unlearn.selection: class needs classes; train.task is {task}"
+        for name in self.methods:
+            if task != "classification" and name in CLASSES_ONLY:
+                key = "unlearn.method" if name == self.method else "unlearn.compare"
+                return f"{key}: {name} needs classes ({CLASSES_ONLY[name]}); train.task is {task}"
+        return None
 
     @property
     def compared(self) -> tuple[str, ...]:

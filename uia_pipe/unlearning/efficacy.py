@@ -7,23 +7,31 @@ import math
 import torch
 from torch import nn
 
+from ..tasks import task_of
+
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """The class `model` (in eval mode) predicts for each input, on the CPU."""
+    """What `model` (in eval mode) predicts for each input, on the CPU: a class, or the outputs
+    themselves for a regressor or an autoencoder."""
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(x[s : s + batch_size].to(device)).argmax(1).cpu() for s in range(0, len(x), batch_size)]
-                     or [torch.zeros(0, dtype=torch.long)])
+    classes = task_of(model) == "classification"
+    outs = [model(x[s : s + batch_size].to(device)).cpu() for s in range(0, len(x), batch_size)]
+    if not outs:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.cat([o.argmax(1) for o in outs]) if classes else torch.cat(outs)
 
 
 def agreement(a: nn.Module | torch.Tensor, b: nn.Module | torch.Tensor, x: torch.Tensor) -> float:
     """Fraction of inputs on which the two models predict the same class (either may be given as its
-    predictions on x already)."""
+    predictions on x already); nan for outputs that are no class."""
     if len(x) == 0:
         return float("nan")
     pa = a if isinstance(a, torch.Tensor) else predict(a, x)
     pb = b if isinstance(b, torch.Tensor) else predict(b, x)
+    if pa.is_floating_point():
+        return float("nan")
     return int((pa == pb).sum()) / len(x)
 
 

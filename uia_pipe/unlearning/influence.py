@@ -6,9 +6,9 @@ Hessian-vector products (never forming H)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .. import tasks
 from .config import InfluenceConfig as Config
 from .problem import UnlearningProblem
 from ..models import clone
@@ -50,9 +50,9 @@ def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn
     x, y = problem.du_x.to(device), problem.du_y.to(device)
     n = len(x)
     grad_forget = torch.autograd.grad(
-        F.cross_entropy(model(x[forget]), y[forget], reduction="sum") / n, params
+        tasks.loss(model(x[forget]), y[forget], reduction="sum") / n, params
     )
-    grad_train = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+    grad_train = torch.autograd.grad(tasks.loss(model(x), y), params, create_graph=True)
 
     def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
         hv = torch.autograd.grad(grad_train, params, grad_outputs=v, retain_graph=True)

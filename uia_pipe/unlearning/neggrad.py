@@ -4,9 +4,9 @@ optionally balanced by descent on the retained data."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .. import tasks
 from .config import NegGradConfig as Config
 from .problem import UnlearningProblem, forget_and_retain, sgd_steps
 from ..models import clone
@@ -18,9 +18,9 @@ def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn
     xf, yf, xr, yr = forget_and_retain(problem, forget, next(model.parameters()).device)
 
     def objective(m: nn.Module) -> torch.Tensor:
-        loss = -F.cross_entropy(m(xf), yf)
+        loss = -tasks.loss(m(xf), yf)
         if cfg.retain_weight > 0 and len(xr):
-            loss = loss + cfg.retain_weight * F.cross_entropy(m(xr), yr)
+            loss = loss + cfg.retain_weight * tasks.loss(m(xr), yr)
         return loss
 
     return sgd_steps(model, objective, cfg.steps, cfg.lr)

@@ -97,7 +97,7 @@ def run(setting: Setting, thetas_u: list[nn.Module], cfg: Config, ctx: Context) 
                                                ctx.seed + 104_729 * (req["index"] + 1) + i)
             x = torch.cat([setting.du_x[i: i + 1], others_x])
             y = torch.cat([setting.du_y[i: i + 1], others_y])
-            lp, lp_u = mi.log_posteriors(setting.theta_original, x), mi.log_posteriors(theta_u, x)
+            lp, lp_u = mi.log_posteriors(setting.theta_original, x, y), mi.log_posteriors(theta_u, x, y)
             member = sum(torch.from_numpy(mi.classifier_scores(classifiers, [mcfg.primary], q, y, lp, lp_u)[mcfg.primary])
                          for q in mi.QUESTIONS) / len(mi.QUESTIONS)
             distance = torch.cdist(x.double().flatten(1), recon).min(1).values

@@ -15,6 +15,7 @@ from torch import nn
 from ...figures import reconstruction_grid
 from ...metrics import baseline_scores, image_scores, match, tabular_metrics
 from ...stats import mean_ci
+from ...tasks import TASKS
 from .. import feature_recovery as fr
 from .. import label_inference as li
 from ..protocol import Attack, Context
@@ -90,8 +91,18 @@ def _view(setting: Setting, theta_u: nn.Module, k: int, limits: Limits) -> Attac
     models = [setting.theta_original, theta_u, setting.theta_pretrained if assumed == "exact" else None]
     if not limits.batch_norm_stats:
         models = [None if m is None else without_batch_norm_stats(m) for m in models]
-    return AttackerView(*models, assumed, tuple(setting.card["input_shape"]), setting.card["num_classes"],
-                        limits.n or len(setting.du_y), k, setting.finetune_batch_size, limits.visible)
+    return AttackerView(*models, assumed, tuple(setting.card["input_shape"]), setting.num_outputs,
+                        limits.n or len(setting.du_y), k, setting.finetune_batch_size, limits.visible,
+                        _step(setting, assumed, k))
+
+
+def _step(setting: Setting, assumed: str, k: int) -> float | None:
+    """The update's scale c (Δ = c·Σ_X ∇ℓ) where the server's settings give it: η/k for approx (a mean over
+    X), the fine-tune's learning rate for exact (one full-batch step); None for other methods."""
+    if assumed == "exact" and setting.method in ASSUMED_UPDATE and setting.finetune is not None:
+        return setting.finetune.lr
+    eta = getattr(setting.method_config, "eta", None) if setting.method == "approx" else None
+    return None if eta is None else eta / k
 
 
 # One request's attack: (view, labels handed over or None, seed) per part, and the D_u indices its
@@ -148,29 +159,45 @@ def score(setting: Setting, recoveries: list[Recovery]) -> pd.DataFrame:
         truth, labels = setting.du_x[rec.covered], setting.du_y[rec.covered]
         row = {"request": req["index"], "k": len(req["forget"]), "k_attacked": len(rec.covered),
                "iterations": result.iterations, "loss": result.loss,
-               "seconds": rec.seconds, "steps": rec.steps, "label_source": result.label_source,
-               "label_accuracy": multiset_overlap(result.labels, labels)}
+               "seconds": rec.seconds, "steps": rec.steps, "label_source": result.label_source}
+        if setting.task == "classification":
+            row["label_accuracy"] = multiset_overlap(result.labels, labels)
+        if result.values is not None:  # regression: the inferred target values against the true ones
+            row.update(value_scores(result.values, labels))
         if setting.image:
             scores = image_scores(result.reconstruction, truth)
             row.update({m: float(v.mean()) for m, v in scores.items()})
             row.update({f"baseline_{m}": float(v.mean()) for m, v in baseline_scores(truth, setting.mean_guess).items()})
-            row["class_baseline_psnr"] = float(baseline_scores(truth, setting.class_guess[labels])["psnr"].mean())
+            if setting.class_guess is not None:
+                row["class_baseline_psnr"] = float(baseline_scores(truth, setting.class_guess[labels])["psnr"].mean())
         else:
             row.update(tabular_metrics(result.reconstruction, truth, setting.card["encoding"], setting.train_x))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def value_scores(values: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """Regression's value inference: mean absolute error of the inferred target values (matched as
+    multisets: both sorted), and of the training mean (0 on the standardised scale), in the target's
+    standard deviations."""
+    inferred, true = values.double().sort().values, truth.double().sort().values
+    return {"value_mae_std": float((inferred - true).abs().mean()), "baseline_value_mae_std": float(true.abs().mean())}
+
+
 def summarise(frame: pd.DataFrame, stats: dict) -> dict:
-    out = {"label_accuracy": float(frame["label_accuracy"].mean()),
-           "seconds_per_request": float(frame["seconds"].mean()),
-           "iterations_mean": float(frame["iterations"].mean())}
+    out = {"seconds_per_request": float(frame["seconds"].mean()), "iterations_mean": float(frame["iterations"].mean())}
+    if "label_accuracy" in frame:
+        out = {"label_accuracy": float(frame["label_accuracy"].mean()), **out}
+    for m in ("value_mae_std", "baseline_value_mae_std"):
+        if m in frame:
+            out[m] = float(frame[m].mean())
     if "psnr" in frame:
         for m in ("psnr", "mse", "ssim"):
             out[f"{m}_mean"] = float(frame[m].mean())
             out[f"baseline_{m}"] = float(frame[f"baseline_{m}"].mean())
         out["psnr_ci95"] = mean_ci(frame["psnr"].tolist())[1]
-        out["class_baseline_psnr"] = float(frame["class_baseline_psnr"].mean())
+        if "class_baseline_psnr" in frame:
+            out["class_baseline_psnr"] = float(frame["class_baseline_psnr"].mean())
     else:
         for m in ("numeric_mae_std", "categorical_accuracy", "baseline_numeric_mae_std",
                   "baseline_categorical_accuracy"):
@@ -215,21 +242,23 @@ def defended(frame: pd.DataFrame) -> pd.DataFrame:
     """PSNR and SSIM (NaN on tabular rows), decoded-feature scores where present, and the labels used."""
     out = pd.DataFrame({m: frame[m].astype(float) if m in frame else float("nan") for m in ("psnr", "ssim")},
                        index=frame.index)
-    for m in ("numeric_mae_std", "categorical_accuracy"):
+    for m in ("numeric_mae_std", "categorical_accuracy", "value_mae_std"):
         if m in frame:
             out[m] = frame[m].astype(float)
-    out["fr_label_accuracy"] = frame["label_accuracy"].astype(float)
+    if "label_accuracy" in frame:
+        out["fr_label_accuracy"] = frame["label_accuracy"].astype(float)
     return out
 
 
 def defended_summary(group: pd.DataFrame) -> dict:
-    out = {"psnr_mean": group["psnr"].mean(), "ssim_mean": group["ssim"].mean(),
-           "feature_label_accuracy": group["fr_label_accuracy"].mean()}
-    for m in ("numeric_mae_std", "categorical_accuracy"):
+    out = {"psnr_mean": group["psnr"].mean(), "ssim_mean": group["ssim"].mean()}
+    if "fr_label_accuracy" in group:
+        out["feature_label_accuracy"] = group["fr_label_accuracy"].mean()
+    for m in ("numeric_mae_std", "categorical_accuracy", "value_mae_std"):
         if m in group:
             out[f"{m}_mean"] = group[m].mean()
     return out
 
 
 ATTACK = Attack(config=fr.Config, run=run, score=score, summarise=summarise, prefix="", outputs=outputs,
-                plots=loss_curves, defended=defended, defended_summary=defended_summary)
+                plots=loss_curves, defended=defended, defended_summary=defended_summary, tasks=TASKS)

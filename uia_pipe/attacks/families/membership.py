@@ -20,6 +20,7 @@ from ... import roc
 from ...errors import UiaError
 from ...executor import LOCAL, Executor
 from .. import membership as mi
+from ...tasks import TASKS
 from ..protocol import Attack, Context
 from ..setting import Setting
 
@@ -215,4 +216,4 @@ def roc_points(setting: Setting, thetas_u: list[nn.Module], cfg: mi.Config, ctx:
 
 ATTACK = Attack(config=mi.Config, run=run, score=score, summarise=summarise, prefix="mi_", prepare=prepare,
                 plots=roc_points, pooled=pooled, check=check, defended_config=defended_config,
-                defended_pooled=tuple(f"{q}_{k}" for q in mi.QUESTIONS for k in _DEFENDED))
+                defended_pooled=tuple(f"{q}_{k}" for q in mi.QUESTIONS for k in _DEFENDED), tasks=TASKS)

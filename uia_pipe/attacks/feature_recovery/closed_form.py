@@ -200,7 +200,7 @@ def layered_features(
     if layers is None:
         return None
     k = 1 if labels is None else len(labels)
-    if k >= layers[-1][1].out_features:
+    if k > 1 and k >= layers[-1][1].out_features:
         return None  # e_j sum to 0, so ΔW has rank ≤ C − 1: k ≥ C samples' factors are not identifiable
     if iters is None:
         iters = 300 if k == 1 else 100

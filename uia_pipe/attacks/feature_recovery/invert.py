@@ -32,6 +32,7 @@ class Result:
     curve: list[tuple[int, float]]
     iterations: int
     seconds: float
+    values: torch.Tensor | None = None  # regression: each removed sample's inferred target value, in order
 
 
 

@@ -58,3 +58,13 @@ def analytic_labels(delta: dict[str, torch.Tensor], num_classes: int, k: int) ->
     for i in torch.argsort(remainder, descending=True)[: k - int(counts.sum())]:
         counts[i] += 1
     return torch.repeat_interleave(negative, counts).sort().values.long()
+
+
+def analytic_residuals(delta: dict[str, torch.Tensor], k: int) -> torch.Tensor:
+    """A regressor's removed samples' residuals r = f(x) − y, up to the update's scale: the single
+    output's bias moves by c·Σ_X 2r_i, so each of the k samples gets the mean share (for k = 1 the
+    residual itself, times 2c)."""
+    bias, _ = _output_layer(delta, 1)
+    if bias is None:
+        raise ValueError("regression's feature recovery reads the output bias's update; the model has none")
+    return (delta[bias].double().reshape(()) / k).repeat(k)

@@ -1,14 +1,14 @@
-"""The attack's objective, 1 − cos(∇_θ CE(f(x), y), Δ) + λ·TV(x), and its gradient in x."""
+"""The attack's objective, 1 − cos(∇_θ ℓ(f(x), y), Δ) + λ·TV(x), and its gradient in x (ℓ: `tasks.attack_loss`)."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ... import tasks
 from .tape import _UNTAPED, _functional_copy, _Tape
 
 
@@ -95,7 +95,7 @@ class _Objective:
         x = x.detach().requires_grad_(True)
         params = [self.params[n] for n in self.names]
         out, feats = self._forward(x, self.model)
-        g = torch.autograd.grad(F.cross_entropy(out.double(), y), params, create_graph=True)
+        g = torch.autograd.grad(tasks.attack_loss(out.double(), y), params, create_graph=True)
         loss = self._loss(g, x)
         if weight:
             loss = self._guided(loss, feats, weight)
@@ -111,7 +111,7 @@ class _Objective:
         params = [self.params[n] for n in self.names]
         with self.tape.recording():
             out, feats = self._forward(x, self.model)
-        ce = F.cross_entropy(out.double(), y)
+        ce = tasks.attack_loss(out.double(), y)
         guided = bool(weight) and self.target is not None
         *g, gx0 = torch.autograd.grad(ce, params + [x], retain_graph=guided)
         # Per tensor, no 2.9M-entry temporaries: u = a·g − b·Δ with ‖Δ‖ = 1, so ‖u‖ = √(1 − cos²)/‖g‖.
@@ -130,7 +130,7 @@ class _Objective:
             x1 = x.detach().requires_grad_(True)
             with self.tape.replaying():
                 out1 = self.shifted(x1)
-            (gx1,) = torch.autograd.grad(F.cross_entropy(out1.double(), y), x1)
+            (gx1,) = torch.autograd.grad(tasks.attack_loss(out1.double(), y), x1)
             gx = (gx1 - gx0) / h
         # TV and the guide term are first-order in x: plain autograd.
         extra = self.tv * _tv(x) if self.tv else x.new_zeros(())
@@ -143,7 +143,7 @@ class _Objective:
     def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.enable_grad():
             out, _ = self._forward(x, self.model)
-            return torch.autograd.grad(F.cross_entropy(out.double(), y), [self.params[n] for n in self.names])
+            return torch.autograd.grad(tasks.attack_loss(out.double(), y), [self.params[n] for n in self.names])
 
     @torch.no_grad()
     def value(self, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -165,7 +165,7 @@ class _Objective:
 
         def ce(p, x):
             out, feats = self._forward(x, lambda v: functional_call(self.model, (p, self.buffers), (v,)))
-            return F.cross_entropy(out.double(), y), (out.new_zeros(()) if feats is None else feats)
+            return tasks.attack_loss(out.double(), y), (out.new_zeros(()) if feats is None else feats)
 
         def obj(x, w):
             g, feats = torch.func.grad(ce, has_aux=True)(params, x)

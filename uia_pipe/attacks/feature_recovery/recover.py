@@ -7,15 +7,23 @@ from typing import Callable
 
 import torch
 
+from ...tasks import task_of
 from ..view import AttackerView
 from .backfit import _backfit
 from .config import Config
 from .invert import Progress, Result, _invert
-from .labels import analytic_labels
+from .labels import analytic_labels, analytic_residuals
 from .update import _attack_point, observed_update
 
 
-def _resolve_labels(cfg: Config, delta, view: AttackerView, labels: torch.Tensor | None) -> torch.Tensor:
+def _resolve_labels(cfg: Config, delta, view: AttackerView, labels: torch.Tensor | None, task: str) -> torch.Tensor:
+    if task == "autoencoder":  # the target is the input itself: nothing to infer
+        return torch.zeros(view.k, dtype=torch.float64)
+    if task == "regression":
+        if cfg.labels != "analytic":
+            raise ValueError(f"labels={cfg.labels!r} needs classes; a regressor's residuals are read from Δ "
+                             "(attack.feature_recovery.labels: analytic)")
+        return analytic_residuals(delta, view.k)
     if cfg.labels == "analytic":
         return analytic_labels(delta, view.num_classes, view.k)
     if labels is None:
@@ -24,6 +32,15 @@ def _resolve_labels(cfg: Config, delta, view: AttackerView, labels: torch.Tensor
     if len(labels) != view.k:
         raise ValueError(f"got {len(labels)} labels for k={view.k} removed samples")
     return labels
+
+
+@torch.no_grad()
+def inferred_values(point: torch.nn.Module, x: torch.Tensor, residuals: torch.Tensor, step: float) -> torch.Tensor:
+    """Regression's value inference: y = f(x) − r at the point where Δ's gradients were taken, r the
+    residual read from the output bias (∂(f − y)²/∂b = 2r, scaled by the update's step c)."""
+    device = next(point.parameters()).device
+    pred = point.eval()(x.to(device)).reshape(-1).double().cpu()
+    return (pred - residuals.cpu() / (2 * step)).float()
 
 
 def recover(
@@ -69,7 +86,8 @@ def recover(
     dtype = torch.float64 if cfg.delta_dtype == "float64" else torch.float32
     delta = observed_update(view, dtype, cfg.exact_update)
     point = _attack_point(view)
-    y = _resolve_labels(cfg, delta, view, labels).to(next(point.parameters()).device)
+    task = task_of(point)
+    y = _resolve_labels(cfg, delta, view, labels, task).to(next(point.parameters()).device)
     result, stats = _invert(point, delta, y, view.input_shape, cfg, seed, progress, snapshot)
     if view.k > 1 and cfg.k_strategy == "backfit":
         start, steps, weights = _backfit(point, delta, y, view, cfg, seed, progress)
@@ -82,7 +100,9 @@ def recover(
             result.iterations += steps
         result.restart_losses = losses
         stats.update(steps=total, backfit_weights=weights, backfit_chosen=chosen, backfit_loss=refined.loss)
-    result.label_source = cfg.labels
+    result.label_source = {"regression": "residuals", "autoencoder": "none"}.get(task, cfg.labels)
+    if task == "regression" and view.step:
+        result.values = inferred_values(point, result.reconstruction, y, view.step)
     result.seconds = time.perf_counter() - started
     stats["ms_per_step"] = 1000 * result.seconds / max(stats["steps"], 1)
     return result, stats
