@@ -36,7 +36,7 @@ BAD = [
     (["unlearn", "fraction"], 0.0, "unlearn.fraction:"),
     (["unlearn", "fraction"], 1.5, "unlearn.fraction:"),
     (["download", "dataset"], "imagenet21k", "download.dataset: unknown dataset 'imagenet21k'"),
-    (["train", "model"], "vit", "train.model: unknown model 'vit'"),
+    (["train", "model"], "vgg", "train.model: unknown model 'vgg'"),
     (["unlearn", "method"], "magic", "unlearn.method: unknown unlearning method 'magic'"),
     (["unlearn", "compare"], ["approx", "magic"], "unlearn.compare: unknown unlearning method 'magic'"),
     (["unlearn", "compare"], ["approx", "approx"], "unlearn.compare: listed twice"),

@@ -62,7 +62,7 @@ def mlp_problem() -> UnlearningProblem:
 def test_attacker_view_has_no_forget_set():
     names = {f.name for f in dataclasses.fields(AttackerView)}
     assert names == {"theta_original", "theta_unlearned", "theta_pretrained", "method", "input_shape",
-                     "num_classes", "n", "k", "finetune_batch_size", "visible"}
+                     "num_classes", "n", "k", "finetune_batch_size", "visible", "step"}
     assert not any("forget" in n or "label" in n or n in ("x", "y", "du_x", "du_y") for n in names)
 
 

@@ -440,7 +440,8 @@ def _leakage_section(r: Report, t: pd.DataFrame, pct: str) -> None:
     r.table(["method", "label inference s", "queries / request (+ probes)", "feature recovery s",
              "membership s (shadows)", "queries / candidate", "compound s", "queries / request"],
             [[row["method"], row["label_inference_seconds"],
-              f"{row['label_queries_per_request']:.3g} (+ {row['probe_queries']:.0f})", row["feature_recovery_seconds"],
+              f"{row['label_queries_per_request']:.3g} (+ {row['probe_queries']:.0f})"
+              if pd.notna(row["label_queries_per_request"]) else math.nan, row["feature_recovery_seconds"],
               f"{row['membership_seconds']:.3g} ({row['membership_shadow_seconds']:.3g})",
               row["membership_queries_per_candidate"], row["compound_seconds"], row["compound_queries_per_request"]]
              for _, row in t.iterrows()])

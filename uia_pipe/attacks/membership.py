@@ -165,7 +165,8 @@ def log_posteriors(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
     out = model(x.to(device)).double()
     if not y.is_floating_point():
         return F.log_softmax(out, dim=1).cpu()
-    return -tasks.per_sample(out, y.to(device)).cpu()[:, None]
+    # floored where a diverged model's error overflows what the attack's classifiers read (float32)
+    return -tasks.per_sample(out, y.to(device)).cpu()[:, None].nan_to_num(nan=1e30, posinf=1e30).clamp(max=1e30)
 
 
 def _true_column(y: torch.Tensor) -> torch.Tensor:
