@@ -48,8 +48,11 @@ def main(
         for run in runs.values():
             check(run.setting, ATTACKS, configs)
         result, tables, outcomes = {"compare": {}}, [], {}
-        families = len(for_task(ATTACKS, main_run.setting.task))
-        with progress(len(names) * families * len(main_run.setting.requests), "attack") as bar:
+        attacks = for_task(ATTACKS, main_run.setting.task)
+        if len(attacks) < len(ATTACKS):
+            typer.echo(f"attack: {', '.join(n for n in ATTACKS if n not in attacks)} left out (they attack "
+                       f"classifiers; train.task is {main_run.setting.task})")
+        with progress(len(names) * len(attacks) * len(main_run.setting.requests), "attack") as bar:
             for name, run in runs.items():
                 ctx = Context(base.seed, run.test_x, Path(p.download.cache_dir).expanduser(), a.sisa_view,
                               progress=lambda it, loss: bar.set_postfix(iteration=it, loss=f"{loss:.4f}"),

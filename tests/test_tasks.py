@@ -174,6 +174,16 @@ def test_regression_runs_every_stage_on_german_credit_amount(tmp_path):
     access = json.loads((tmp_path / "access.json").read_text())
     assert "output:label" not in access and "queries:2" not in access and "layers:1" in access
     assert "value inference MAE" in (tmp_path / "reports" / "report.md").read_text()
+    # labels handed over need classes: one line before any attack
+    raw["attack"]["feature_recovery"]["labels"] = "oracle"
+    (tmp_path / "oracle.yaml").write_text(yaml.safe_dump(raw))
+    result = invoke("attack", "--params", str(tmp_path / "oracle.yaml"), "--data", str(tmp_path / "data"),
+                    "--trained", str(tmp_path / "train"), "--unlearned", str(tmp_path / "unlearn"),
+                    "--out", str(tmp_path / "oracle"), "--metrics", str(tmp_path / "oracle.json"),
+                    "--details", str(tmp_path / "oracle.csv"), "--methods", str(tmp_path / "oracle_methods.csv"),
+                    "--plots", str(tmp_path / "oracle_plots"), code=2)
+    assert "attack.feature_recovery.labels: oracle needs classes" in result.output
+    assert not (tmp_path / "oracle.json").exists()
 
 
 def test_classification_only_methods_and_datasets_refused_in_one_line(tmp_path):

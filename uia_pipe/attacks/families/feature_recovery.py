@@ -12,6 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from ...errors import UiaError
 from ...figures import reconstruction_grid
 from ...metrics import baseline_scores, image_scores, match, tabular_metrics
 from ...stats import mean_ci
@@ -148,6 +149,14 @@ def _sisa_parts(setting: Setting, position: int, forget: torch.Tensor, seed: int
     return parts, torch.tensor(covered)
 
 
+def check(setting: Setting, cfg: fr.Config) -> None:
+    """Labels handed over exist for classifiers only: a regressor's residuals are read from Δ, an
+    autoencoder needs none."""
+    if setting.task != "classification" and cfg.labels != "analytic":
+        raise UiaError(f"attack.feature_recovery.labels: {cfg.labels} needs classes; train.task is {setting.task} "
+                       "(analytic: a regressor's residuals are read from Δ, an autoencoder needs no label)")
+
+
 def score(setting: Setting, recoveries: list[Recovery]) -> pd.DataFrame:
     """One row per request: iterations, seconds, steps, label accuracy and the
     recovery's scores beside the baselines (PSNR/MSE/SSIM on [0,1] images, or
@@ -261,4 +270,4 @@ def defended_summary(group: pd.DataFrame) -> dict:
 
 
 ATTACK = Attack(config=fr.Config, run=run, score=score, summarise=summarise, prefix="", outputs=outputs,
-                plots=loss_curves, defended=defended, defended_summary=defended_summary, tasks=TASKS)
+                plots=loss_curves, defended=defended, defended_summary=defended_summary, check=check, tasks=TASKS)
