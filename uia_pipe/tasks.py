@@ -66,14 +66,6 @@ def attack_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return loss(out, y)
 
 
-def outputs(task: str, out: torch.Tensor) -> torch.Tensor:
-    """What a membership attacker reads from a query: log-probabilities of a classifier, the
-    outputs themselves (flattened) of a regressor or an autoencoder."""
-    if task == "classification":
-        return F.log_softmax(out, dim=1)
-    return out.reshape(len(out), -1)
-
-
 @torch.no_grad()
 def quality(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
     """Accuracy (classification), R² against the targets' own mean (regression), or the

@@ -1,5 +1,6 @@
 """Approximate unlearning: one gradient-ascent step on the forget set,
-θ_u = θ + η ∇_θ CE(θ; X) with mean reduction, batch norm in eval mode."""
+θ_u = θ + η ∇_θ ℓ(θ; X) with mean reduction, batch norm in eval mode (ℓ: the
+task's loss, `tasks.loss`; cross-entropy for classifiers)."""
 
 from __future__ import annotations
 
