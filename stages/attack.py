@@ -10,15 +10,11 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from stages.common import (
-    DataDir, ParamsOption, TrainedDir, UnlearnedDir, clean_errors, device_for, progress,
-    seed_everything, single_command, torch_threads,
-)
-from uia_pipe import executor, io, tracking
-from uia_pipe.attacks import ATTACKS
+from stages.attacking import attacking
+from stages.common import DataDir, ParamsOption, TrainedDir, UnlearnedDir, clean_errors, progress, single_command
+from uia_pipe import io, tracking
 from uia_pipe.attacks.config import attack_params, family_configs
-from uia_pipe.attacks.protocol import Context, attack_run, check, for_task, outputs
-from uia_pipe.attacks.setting import load_run
+from uia_pipe.evaluation.campaign import attack_run
 from uia_pipe.config import BaseParams, load_sections, section_hash
 from uia_pipe.data import DownloadParams
 
@@ -38,48 +34,45 @@ def main(
     """Run every attack on every request of every unlearning method; score each against the truth."""
     p = load_sections(params, base=BaseParams, download=DownloadParams, attack=attack_params())
     base, a = p.base, p.attack
-    configs, device = family_configs(a), device_for(base.device)
-    seed_everything(base.seed, base.threads)
-    with torch_threads(a.threads), executor.for_stage(base, a.threads) as ex:
-        main_run = load_run(data, trained, unlearned, device, a.max_requests)
-        names = (main_run.setting.method, *main_run.compare)
-        runs = {name: main_run if name == names[0] else load_run(data, trained, unlearned / "compare" / name,
-                                                                  device, a.max_requests) for name in names}
-        for run in runs.values():
-            check(run.setting, ATTACKS, configs)
-        result, tables, outcomes = {"compare": {}}, [], {}
-        attacks = for_task(ATTACKS, main_run.setting.task)
-        if len(attacks) < len(ATTACKS):
-            typer.echo(f"attack: {', '.join(n for n in ATTACKS if n not in attacks)} left out (they attack "
-                       f"classifiers; train.task is {main_run.setting.task})")
-        with progress(len(names) * len(attacks) * len(main_run.setting.requests), "attack") as bar:
-            for name, run in runs.items():
-                ctx = Context(base.seed, run.test_x, Path(p.download.cache_dir).expanduser(), a.sisa_view,
-                              progress=lambda it, loss: bar.set_postfix(iteration=it, loss=f"{loss:.4f}"),
-                              on_request=lambda family, index: bar.update(), public_y=run.test_y, executor=ex)
-                outcome = attack_run(run, ATTACKS, configs, ctx, plots=run is main_run)
-                tables.append(outcome.frame.assign(method=name))
-                outcomes[name] = outcome
-                typer.echo(f"{name}: " + "; ".join(f"{family}: {_describe(s)}" for family, s in outcome.summaries.items()))
-                if run is main_run:
-                    result.update(outcome.summaries, seconds=outcome.seconds)
-                    main_outcome = outcome
+    configs = family_configs(a)
+    with attacking("attack", base, a.threads, p.download.cache_dir, data, trained, unlearned, configs,
+                   a.max_requests, sisa_view=a.sisa_view) as at:
+        names = tuple(at.runs)
+        result, tables, outcomes, made = {"compare": {}}, [], {}, {}
+        with progress(len(names) * len(at.attacks) * len(at.runs[names[0]].setting.requests), "attack") as bar:
+            for name, run in at.runs.items():
+                ctx = at.context(run, progress=lambda it, loss: bar.set_postfix(iteration=it, loss=f"{loss:.4f}"),
+                                 on_request=lambda family, index: bar.update())
+                outcomes[name], made[name] = attack_run(run, at.attacks, configs, ctx, outputs=True)
+                tables.append(outcomes[name].frame.assign(method=name))
+                typer.echo(f"{name}: " + "; ".join(f"{family}: {_describe(s)}"
+                                                   for family, s in outcomes[name].summaries.items()))
+                own = {**outcomes[name].summaries, "seconds": outcomes[name].seconds}
+                if name == names[0]:
+                    result.update(own)
                 else:
-                    result["compare"][name] = {**outcome.summaries, "seconds": outcome.seconds}
+                    result["compare"][name] = own
+    plot_data = {k: v for k, v in made[names[0]].items() if isinstance(v, pd.DataFrame)}
     with io.atomic_dir(out) as tmp:  # unlearn.method's at the top, each compared method's under compare/<name>/
-        for name, outcome in outcomes.items():
-            folder = tmp if name == names[0] else tmp / "compare" / name
-            for rel, obj in outputs(runs[name], ATTACKS, outcome).items():
+        for name, files in made.items():
+            folder, captions = io.method_folder(tmp, name, names[0]), {}
+            for rel, obj in files.items():
+                if isinstance(obj, pd.DataFrame):
+                    continue
                 (folder / rel).parent.mkdir(parents=True, exist_ok=True)
                 if isinstance(obj, dict):
                     io.save_tensors(folder / rel, obj)
                 else:
                     io.save_figure(folder / rel, obj)
+                    if obj.get_label():  # a figure for the report, its caption its label
+                        captions[rel] = obj.get_label()
+            io.save_json(folder / "captions.json", captions)
     io.save_json(metrics, result)
-    io.save_csv(details, main_outcome.frame)
+    io.save_csv(details, outcomes[names[0]].frame)
     io.save_csv(methods, pd.concat(tables, ignore_index=True))
-    for name, frame in main_outcome.plots.items():
-        io.save_csv(plots / f"{name}.csv", frame)
+    with io.atomic_dir(plots) as tmp:  # only the families that ran: a stale file of another task goes
+        for name, frame in plot_data.items():
+            io.save_csv(tmp / f"{name}.csv", frame)
     attack = a.model_dump(mode="json", exclude={"access"})  # the levels are the access stage's
     tracking.log_run("attack", {"base": base.model_dump(), "attack": attack}, result,
                      section_hash(base, attack), artifacts=[metrics, details, methods])

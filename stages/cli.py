@@ -1,33 +1,53 @@
-"""`uia`: the pipeline's stages as sub-commands, plus `uia ui` for the MLflow UI."""
+"""`uia`: the pipeline's stages as sub-commands, plus `uia ui` for the MLflow UI, `uia check`, and the
+seeds and grid tables. A stage's module (torch and the rest) is imported only when its command runs or help
+lists it, so `uia check` validates params.yaml with the light schema modules alone."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
+from typer.core import TyperGroup
 
-from pathlib import Path
-
-from stages import access, attack, defend, download, evaluate, train, unlearn
 from stages.common import ParamsOption, clean_errors
-from uia_pipe import io, report, summary, tracking
 from uia_pipe.errors import UiaError
-from uia_pipe.config import read_params
 from uia_pipe.params import load_params
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+STAGES = ("download", "train", "unlearn", "attack", "defend", "access", "evaluate")
+SEED = "base.seed"
+# What `uia seeds` aggregates and `uia grid` / `uia table` tabulate by default (summary-run metric names).
+HEADLINE = ("feature_recovery.psnr_mean", "feature_recovery.ssim_mean", "feature_recovery.categorical_accuracy",
+            "label_inference.accuracy", "unlearning.test_accuracy", "unlearning.seconds_per_request")
+GRID = ("feature_recovery.psnr_mean", "label_inference.accuracy", "membership.never_auc")
+
+
+class _Stages(TyperGroup):
+    """The stage commands, each one's module imported when it runs (or help lists it)."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*STAGES, *super().list_commands(ctx)]
+
+    def get_command(self, ctx, name: str):
+        if name not in STAGES:
+            return super().get_command(ctx, name)
+        command = typer.main.get_command(importlib.import_module(f"stages.{name}").app)
+        command.name = name
+        return command
+
+
+app = typer.Typer(cls=_Stages, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Unlearning inversion attacks as a DVC pipeline; each stage is a sub-command.")
-for _name, _module in {"download": download, "train": train, "unlearn": unlearn, "attack": attack,
-              "defend": defend, "access": access, "evaluate": evaluate}.items():
-    app.command(_name, help=_module.main.__doc__)(_module.main)
 
 
 @app.command()
 def ui(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000) -> None:
     """Start the MLflow UI on 127.0.0.1 over this repository's tracking store."""
+    from uia_pipe import tracking
+
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = tracking.tracking_uri()
     typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port}/{tracking.ui_route()}")
@@ -48,13 +68,15 @@ def check(params: ParamsOption = Path("params.yaml")) -> None:
 @app.command()
 @clean_errors
 def seeds(
-    metric: Annotated[list[str], typer.Option(help="summary-run metric to aggregate (repeatable)")] = list(summary.HEADLINE),
+    metric: Annotated[list[str], typer.Option(help="summary-run metric to aggregate (repeatable)")] = list(HEADLINE),
     level: Annotated[float, typer.Option(min=0.5, max=0.999, help="confidence level of the intervals")] = 0.95,
     out: Annotated[Path | None, typer.Option(help="also write the table to this CSV")] = None,
 ) -> None:
     """Intervals over seeds: group the MLflow summary runs whose params differ
     only in base.seed (e.g. `dvc exp run --queue -S base.seed=1`, ... then
     `dvc queue start`) and print each metric's mean over seeds with its interval."""
+    from uia_pipe import io, report, summary, tracking
+
     table = summary.over_seeds(tracking.summary_runs(), tuple(metric), level)
     if table.empty:
         raise UiaError(f"{tracking.tracking_uri()}: no summary run holds any of the metrics {', '.join(metric)} "
@@ -76,7 +98,7 @@ def grid(
     jobs: Annotated[int, typer.Option(min=1, help="experiments run at once (DVC queue workers)")] = 1,
     rows: Annotated[str | None, typer.Option(help="param whose values are the table's rows (default: the first axis)")] = None,
     columns: Annotated[str | None, typer.Option(help="param of the table's columns (default: the second axis)")] = None,
-    metric: Annotated[list[str], typer.Option(help="summary-run metric tabulated (repeatable)")] = list(summary.GRID),
+    metric: Annotated[list[str], typer.Option(help="summary-run metric tabulated (repeatable)")] = list(GRID),
     params: ParamsOption = Path("params.yaml"),
     out: Annotated[Path, typer.Option(help="folder for the tables, <name>.md and <name>.csv")] = Path("grids"),
 ) -> None:
@@ -85,6 +107,8 @@ def grid(
     import subprocess
 
     from uia_pipe import grid as g
+    from uia_pipe import tracking
+    from uia_pipe.config import read_params
 
     dvc = [sys.executable, "-m", "dvc"]  # this environment's DVC, on PATH or not
     axes = [g.parse_axis(text) for text in set_param]
@@ -111,13 +135,16 @@ def table(
     name: Annotated[str, typer.Argument(help="the grid's name")],
     rows: Annotated[str, typer.Option(help="param whose values are the rows, e.g. train.n")],
     columns: Annotated[str | None, typer.Option(help="param whose values are the columns, e.g. unlearn.method")] = None,
-    metric: Annotated[list[str], typer.Option(help="summary-run metric tabulated (repeatable)")] = list(summary.GRID),
+    metric: Annotated[list[str], typer.Option(help="summary-run metric tabulated (repeatable)")] = list(GRID),
     level: Annotated[float, typer.Option(min=0.5, max=0.999, help="confidence level of the intervals")] = 0.95,
     out: Annotated[Path, typer.Option(help="folder for the tables, <name>.md and <name>.csv")] = Path("grids"),
 ) -> None:
     """Paper-style tables of grid NAME from its MLflow summary runs: per metric, a row per
     value of --rows, a column per value of --columns, each cell the mean over seeds [interval]."""
+    import pandas as pd
+
     from uia_pipe import grid as g
+    from uia_pipe import io, report, tracking
 
     try:
         runs = g.grid_runs(tracking.summary_runs(), name)

@@ -1,4 +1,5 @@
-"""What every stage shares: clean one-line failures, device and seeding, progress, option types."""
+"""What every stage shares: clean one-line failures, device and seeding, progress, option types (torch and tqdm
+imported where used, so that `uia check`, which imports this module, loads neither)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Callable, Iterator
 
-import torch
 import typer
-from tqdm.auto import tqdm
 
 from uia_pipe.errors import UiaError
 
@@ -48,8 +47,10 @@ def single_command(fn: Callable) -> typer.Typer:
     return app
 
 
-def device_for(choice: str) -> torch.device:
+def device_for(choice: str):
     """`auto` picks CUDA where present; `cuda` without a GPU is a clean error."""
+    import torch
+
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice == "cuda" and not torch.cuda.is_available():
@@ -60,6 +61,8 @@ def device_for(choice: str) -> torch.device:
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run with n torch threads (0: leave torch's default), restoring the count after."""
+    import torch
+
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -72,12 +75,16 @@ def torch_threads(n: int) -> Iterator[None]:
 def seed_everything(seed: int, threads: int = 0) -> None:
     """Seed torch, ask for deterministic kernels and, for threads > 0, pin torch's thread count for the rest
     of the stage: a reduction's result depends on how many threads split it, so training does too."""
+    import torch
+
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     if threads:
         torch.set_num_threads(threads)
 
 
-def progress(total: int, desc: str) -> tqdm:
+def progress(total: int, desc: str):
     """A progress bar on stderr, quiet when stderr is not a terminal (DVC logs)."""
+    from tqdm.auto import tqdm
+
     return tqdm(total=total, desc=desc, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)

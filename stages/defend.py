@@ -9,19 +9,15 @@ from typing import Annotated
 
 import typer
 
-from stages.common import (
-    DataDir, ParamsOption, TrainedDir, UnlearnedDir, clean_errors, device_for, progress, seed_everything,
-    single_command, torch_threads,
-)
-from uia_pipe import executor, io, tracking
-from uia_pipe.attacks import ATTACKS
-from uia_pipe.attacks.config import attack_params, sweep_configs
-from uia_pipe.attacks.protocol import Context, check, for_task, prepare
-from uia_pipe.attacks.setting import load_run
+from stages.attacking import attacking
+from stages.common import DataDir, ParamsOption, TrainedDir, UnlearnedDir, clean_errors, progress, single_command
+from uia_pipe import io, tracking
+from uia_pipe.attacks.config import attack_params, family_configs
 from uia_pipe.config import BaseParams, load_sections, section_hash
 from uia_pipe.data import DownloadParams
-from uia_pipe.defenses import sweep
 from uia_pipe.defenses.config import DefendParams
+from uia_pipe.evaluation import sweep
+from uia_pipe.evaluation.campaign import prepare, sweep_configs
 
 
 @clean_errors
@@ -36,22 +32,18 @@ def main(
     """Defend each released θ_u at each strength; record utility against leakage."""
     p = load_sections(params, base=BaseParams, download=DownloadParams, attack=attack_params(), defend=DefendParams)
     base, d, a = p.base, p.defend, p.attack
-    configs = sweep_configs(a, d.attack_iterations)
-    device = device_for(base.device)
-    seed_everything(base.seed, base.threads)
-    with torch_threads(a.threads), executor.for_stage(base, a.threads) as ex:
-        run = load_run(data, trained, unlearned, device, d.max_requests)
-        attacks = for_task(ATTACKS, run.setting.task)
-        check(run.setting, attacks, configs)
-        ctx = Context(base.seed, run.test_x, Path(p.download.cache_dir).expanduser(),  # attacks the released θ_u
-                      public_y=run.test_y, executor=ex)
-        prepare(run.setting, attacks, configs, ctx)
+    configs = sweep_configs(family_configs(a), d.attack_iterations)
+    with attacking("defend", base, a.threads, p.download.cache_dir, data, trained, unlearned, configs,
+                   d.max_requests) as at:  # SISA's released ensemble: a defence transforms what is released
+        run = next(iter(at.runs.values()))
+        ctx = at.context(run)
+        prepare(run, at.attacks, configs, ctx)
         defences = {name: getattr(d, name) for name in d.defences}
         started = time.perf_counter()
         with progress(sum(len(c.strengths) for c in defences.values()), "defend") as bar:
-            frame = sweep.sweep(run, defences, attacks, configs, ctx,
-                                on_step=lambda name, s: (bar.set_postfix(defence=name, strength=s), bar.update()))
-    result = sweep.summarise(frame, attacks)
+            frame = sweep.sweep(sweep.defence_variants(run, defences, configs, ctx), at.attacks, "defence",
+                                on_step=lambda key: (bar.set_postfix(**key), bar.update()))
+        result = sweep.summarise_defences(frame, at.attacks)
     io.save_json(metrics, result)
     io.save_csv(details, frame)
     typer.echo(f"defend: {len(frame)} defended models in {time.perf_counter() - started:.1f} s")

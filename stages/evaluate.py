@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from stages.common import ParamsOption, clean_errors, single_command
+import inspect
+
 from uia_pipe import figures, io, report, summary, tracking
 from uia_pipe.attacks import ATTACKS
 from uia_pipe.config import BaseParams, EvaluateParams, TrainParams, load_sections, read_params, section_hash
@@ -28,6 +30,7 @@ def main(
     attack_details: _in("attack stage per-request CSV"),
     attack_methods: _in("attack stage per-(method, request) CSV"),
     attack_out: _in("attack stage output folder (reconstruction grids)", folder=True),
+    defend_metrics: _in("defend stage metrics JSON"),
     defend_details: _in("defend stage tidy CSV"),
     metrics: Annotated[Path, typer.Option(help="headline metrics JSON to write")],
     reports: Annotated[Path, typer.Option(help="folder for report.md, report.html and the figures")],
@@ -40,44 +43,48 @@ def main(
     """Summarise the run with intervals; write the figures, the report and the MLflow summary run."""
     p = load_sections(params, base=BaseParams, train=TrainParams, unlearn=UnlearnParams, evaluate=EvaluateParams)
     card = io.load_json(data / "card.json")
+    main, level = p.unlearn.method, p.evaluate.level
+    numbers = {name: attack.numbers for name, attack in ATTACKS.items()}  # what each family declares
     all_unlearn_rows, attack_rows = io.load_csv(unlearn_details), io.load_csv(attack_details)
-    unlearn_rows = all_unlearn_rows[all_unlearn_rows["method"] == p.unlearn.method]
-    attack = io.load_json(attack_metrics)
-    head = summary.headline(io.load_json(train_metrics), unlearn_rows, attack, attack_rows, p.evaluate.level)
-    families = summary.families(attack, ATTACKS)
-    head.update({name: numbers for name, numbers in families.items() if name not in head})
-    method_rows = io.load_csv(attack_methods)
-    methods = summary.methods_table(all_unlearn_rows, method_rows, p.evaluate.level)
-    comparisons = summary.compare_methods(method_rows, p.unlearn.method, p.evaluate.level)
+    unlearn_rows = all_unlearn_rows[all_unlearn_rows["method"] == main]
+    attack, method_rows = io.load_json(attack_metrics), io.load_csv(attack_methods)
+    head = summary.headline(io.load_json(train_metrics), unlearn_rows, attack, attack_rows, numbers, level)
+    methods = summary.methods_table(all_unlearn_rows, method_rows, attack, main, numbers, level)
+    comparisons = summary.compare_methods(method_rows, main, numbers, level)
     head.update({key: {m: v for m, v in c.items() if v == v} for key, c in comparisons.items()})
-    leakage = summary.leakage_table(attack, p.unlearn.method)
-    head.update({f"leakage_{row.pop('method')}": {k: v for k, v in row.items() if isinstance(v, float) and v == v}
-                 for row in leakage.to_dict("records")})
-    defences = summary.defence_table(io.load_csv(defend_details))
+    head.update(summary.method_sections(methods))
+    defences = summary.defence_table(io.load_json(defend_metrics), io.load_csv(defend_details))
     access = summary.access_table(io.load_json(access_metrics)) if access_metrics else None
     if access is not None:
         head["access"] = summary.access_headline(access)
     io.save_json(metrics, head)
 
-    method_grids = {}  # method -> request -> its grid image, unlearn.method's at the top, the others under compare/
+    method_grids = {}  # method -> request -> the image its families rendered of it (grids/request_<i>.png)
     for name in method_rows["method"].unique():
-        folder = attack_out / "grids" if name == p.unlearn.method else attack_out / "compare" / name / "grids"
+        folder = io.method_folder(attack_out, name, main) / "grids"
         method_grids[name] = {int(r): io.load_png(folder / f"request_{int(r):03d}.png")
                               for r in attack_rows["request"] if (folder / f"request_{int(r):03d}.png").is_file()}
-    made = figures.report_figures(attack_rows, method_grids.get(p.unlearn.method, {}), defences, card["num_classes"],
-                                  io.load_csv(train_curve).to_dict("records"), method_rows, method_grids, access)
-    captions = {name: caption for name, (_, caption) in made.items()}
+    panels = {table: summary.declared({f: [n for n in ns if "figure" in n.tables] for f, ns in numbers.items()}, table)
+              for table in ("defence", "access")}
+    made = figures.report_figures(defences, access, panels, io.load_csv(train_curve).to_dict("records"), method_grids)
+    own = io.load_json(attack_out / "captions.json")  # the families' figures of unlearn.method's run
+    captions = {**{name: caption for name, (_, caption) in made.items()}, **own}
+    threats = {name: inspect.getmodule(attack.run).__doc__.split("\n\n")[0].replace("\n", " ").strip('" ')
+               for name, attack in ATTACKS.items()}
     with io.atomic_dir(reports) as tmp:
         for name, (figure, _) in made.items():
             io.save_figure(tmp / name, figure)
+        for name in own:
+            io.copy_file(attack_out / name, tmp / Path(name).name)
+        captions = {Path(name).name: caption for name, caption in captions.items()}
         setting = {"dataset": card["name"], "task": p.train.task, "model": p.train.model,
-                   "unlearning method": p.unlearn.method,
+                   "unlearning method": main,
                    "N = |D_u|": p.train.n, "requests": len(unlearn_rows), "selection": p.unlearn.selection,
                    "k (random requests)": p.unlearn.k, "seed": p.base.seed}
         grid_tables = {f.stem: io.load_csv(f) for f in sorted(grids.glob("*.csv"))} if grids and grids.is_dir() \
             else {}
-        doc = summary.build_report(setting, head, defences, captions, p.evaluate.small_sample, p.evaluate.level,
-                                   methods, comparisons, families, leakage, grid_tables, access)
+        doc = summary.build_report(setting, head, numbers, threats, captions, p.evaluate.small_sample, level,
+                                   defences, methods, comparisons, grid_tables, access)
         io.write_text(tmp / "report.md", report.markdown(doc))
         io.write_text(tmp / "report.html", report.to_html(doc, {n: io.read_bytes(tmp / n) for n in captions}))
     typer.echo(report.markdown(doc).split("## Defences")[0].split("## Headline results")[-1].strip())

@@ -59,7 +59,7 @@ def _unlearn(problem, spec, requests, u, configs, test_x, test_y, out: Path, ex)
     """Every method on every request, written to `out` at once: unlearn.method's models at the top, each
     compared method's under compare/<method>/."""
     with io.atomic_dir(out) as tmp, progress(len(requests), f"unlearn ({', '.join(u.methods)})") as bar:
-        folders = {name: tmp if name == u.method else tmp / "compare" / name for name in u.methods}
+        folders = {name: io.method_folder(tmp, name, u.method) for name in u.methods}
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         frame, states = unlearn_requests(

@@ -142,6 +142,6 @@ def run_all_stages(params: Path, t: Path) -> None:
            "--train-curve", str(t / "curve.csv"), "--unlearn-details", str(t / "unlearn.csv"),
            "--attack-metrics", str(t / "attack.json"), "--attack-details", str(t / "attack.csv"),
            "--attack-methods", str(t / "methods.csv"), "--attack-out", str(t / "attack"),
-           "--defend-details", str(t / "defend.csv"), "--access-metrics", str(t / "access.json"),
+           "--defend-metrics", str(t / "defend.json"), "--defend-details", str(t / "defend.csv"), "--access-metrics", str(t / "access.json"),
            "--metrics", str(t / "evaluate.json"),
            "--reports", str(t / "reports"))

@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from tests.conftest import invoke, run_until_unlearned, tiny_data
-from uia_pipe.attacks import access
+from uia_pipe.evaluation import access
 from uia_pipe.attacks.config import AccessParams, attack_params
 from uia_pipe.attacks.feature_recovery.objective import _Objective
 from uia_pipe.attacks.feature_recovery.update import observed_update
@@ -20,6 +20,7 @@ from uia_pipe.attacks.protocol import Context
 from uia_pipe.attacks.view import AttackerView
 from uia_pipe.config import OptimParams
 from uia_pipe.errors import UiaError
+from uia_pipe.evaluation.setting import Run
 from uia_pipe.models import clone, init_model
 from uia_pipe.training import fit
 from uia_pipe.unlearning import approx, exact
@@ -181,8 +182,8 @@ def test_drift_moves_the_release_by_steps_on_other_data(server):
 def _attacked(model, labels: str = "analytic", classes: int = 3) -> access.Attacked:
     fr_cfg = attack_params()().feature_recovery.model_copy(update={"labels": labels})
     setting = SimpleNamespace(theta_original=model, card={"num_classes": classes}, du_y=torch.zeros(16), ks=[1])
-    return access.Attacked(SimpleNamespace(setting=setting), {"feature_recovery": fr_cfg},
-                           Context(0, torch.zeros(1, 1, 28, 28)))
+    run = Run(setting, [model], torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long))
+    return access.Attacked(run, {"feature_recovery": fr_cfg}, Context(0, torch.zeros(1, 1, 28, 28)))
 
 
 @pytest.mark.parametrize("level, message", [
@@ -197,7 +198,7 @@ def test_a_level_hiding_what_an_attack_needs_names_the_level(level, message):
 
 def test_a_hidden_head_is_fine_with_labels_handed_over():
     out = access.at_level("layers:body.0", _attacked(_lenet(), labels="inferred"))
-    assert out.ctx.limits.visible == ("body.0.weight", "body.0.bias")
+    assert out.run.limits.visible == ("body.0.weight", "body.0.bias")
 
 
 @pytest.mark.parametrize("level, message", [
@@ -236,18 +237,19 @@ def test_the_access_stage_reruns_every_family_at_each_level(tmp_path, params_fil
         for entry in by_method.values():
             assert all(isinstance(v, float) for v in entry.values())
             if entry["served"]:
-                assert {"numeric_mae_std_mean", "label_accuracy", "membership_auc", "seconds_per_request",
-                        "queries_per_request", "paper_hours_per_request"} <= set(entry)
+                assert {"feature_recovery.numeric_mae_std", "label_inference.accuracy", "membership.never_auc",
+                        "seconds_per_request", "queries_per_request", "paper_hours_per_request"} <= set(entry)
     full = result["full"]["exact"]
     # 2 classes: queries:2 buys one probe per class, fewer than the full set (auxiliary probes that θ labels alike
     # with the confidence asked)
     assert result["queries:2"]["exact"]["queries_per_request"] <= 2 < full["queries_per_request"]
     # θ₀ withheld: exact unlearning is attacked as approx, a different Δ
-    assert result["knowledge:no_pretrained"]["exact"]["numeric_mae_std_mean"] != full["numeric_mae_std_mean"]
+    mae = "feature_recovery.numeric_mae_std"
+    assert result["knowledge:no_pretrained"]["exact"][mae] != full[mae]
     assert result["knowledge:no_pretrained"]["approx"] == {**result["full"]["approx"], **{
         k: v for k, v in result["knowledge:no_pretrained"]["approx"].items() if "second" in k or "hours" in k}}
-    assert result["layers:1"]["exact"]["numeric_mae_std_mean"] != full["numeric_mae_std_mean"]
-    assert result["precision:int8_channel"]["exact"]["numeric_mae_std_mean"] != full["numeric_mae_std_mean"]
+    assert result["layers:1"]["exact"][mae] != full[mae]
+    assert result["precision:int8_channel"]["exact"][mae] != full[mae]
     frame = __import__("pandas").read_csv(t / "access.csv")
     assert set(frame["level"]) == {"full", *levels} and set(frame["method"]) == {"exact", "approx"}
 
@@ -256,16 +258,17 @@ def test_the_access_table_figure_and_report_section():
     """metrics/access.json → the report's table (an unservable level said so) and one panel column a dimension."""
     from uia_pipe import figures, report, summary
 
-    entry = {"psnr_mean": 30.0, "label_accuracy": 1.0, "membership_auc": 0.9, "seconds_per_request": 2.0,
+    psnr = "feature_recovery.psnr_mean"
+    entry = {psnr: 30.0, "label_inference.accuracy": 1.0, "membership.never_auc": 0.9, "seconds_per_request": 2.0,
              "queries_per_request": 100.0, "served": 1.0}
     result = {"full": {"exact": entry, "approx": entry},
-              "layers:1": {"exact": {**entry, "psnr_mean": 9.0}, "approx": {**entry, "psnr_mean": 10.0}},
-              "staleness:4": {"exact": {**entry, "psnr_mean": 25.0}, "approx": {"served": 0.0}}}
+              "layers:1": {"exact": {**entry, psnr: 9.0}, "approx": {**entry, psnr: 10.0}},
+              "staleness:4": {"exact": {**entry, psnr: 25.0}, "approx": {"served": 0.0}}}
     table = summary.access_table(result)
     assert list(table["level"]) == ["full", "full", "layers:1", "layers:1", "staleness:4", "staleness:4"]
-    assert not table.iloc[-1]["served"] and table.iloc[2]["psnr_mean"] == 9.0
+    assert not table.iloc[-1]["served"] and table.iloc[2][psnr] == 9.0
     assert summary.access_headline(table)["staleness:4"]["approx"] == {}
-    fig = figures.access_curves(table, {"psnr_mean": "PSNR", "label_accuracy": "label accuracy"})
+    fig = figures.access_curves(table, {psnr: "PSNR", "label_inference.accuracy": "label accuracy"})
     assert len(fig.axes) == 2 * 2  # two metrics × two dimensions (full is each curve's first point)
     text = report.markdown(_access_report(table))
     assert "## What a weaker attacker gets" in text and "| staleness:4 | approx | not servable |" in text
@@ -276,7 +279,7 @@ def _access_report(table):
     from uia_pipe.summary import _access_section
 
     r = Report("t")
-    _access_section(r, table)
+    _access_section(r, table, {"feature_recovery.psnr_mean": "PSNR"})
     return r
 
 
@@ -294,4 +297,4 @@ def test_unknown_batch_norm_statistics_reset_the_attackers_copies_only():
         assert torch.equal(m.running_mean, torch.zeros_like(m.running_mean))
         assert torch.equal(m.running_var, torch.ones_like(m.running_var))
     assert not torch.equal(norms[0].running_mean, torch.zeros_like(norms[0].running_mean))  # the server's untouched
-    assert not access.at_level("knowledge:no_batch_norm_stats", _attacked(model)).ctx.limits.batch_norm_stats
+    assert not access.at_level("knowledge:no_batch_norm_stats", _attacked(model)).run.limits.batch_norm_stats

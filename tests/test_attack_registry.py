@@ -1,6 +1,7 @@
 """Adding an attack is one module, one registry entry and one params block: an
 attack family defined here, registered at run time, reaches attack.json,
-defend.json and the report with no edit under stages/."""
+defend.json, access.json, evaluate.json and every table and figure caption of the
+report that it declares a number for, with no edit anywhere else."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tests.conftest import run_all_stages
 from uia_pipe.attacks import ATTACKS
-from uia_pipe.attacks.protocol import Attack
-from uia_pipe.attacks.view import AttackerView
+from uia_pipe.attacks.protocol import TABLES, Attack, Number
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +31,9 @@ def _bias(model: torch.nn.Module) -> torch.Tensor:
     return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].bias.detach()
 
 
-def run(setting, thetas_u, cfg: BiasConfig, ctx) -> list[int]:
-    """The head's bias update names the removed class (white-box view, no samples)."""
-    out = []
-    for theta_u in thetas_u:
-        view = AttackerView(setting.theta_original, theta_u, None, "approx", tuple(setting.card["input_shape"]),
-                            setting.card["num_classes"], len(setting.du_y), 1)
-        out.append(int((cfg.sign * (_bias(view.theta_unlearned) - _bias(view.theta_original))).argmax()))
-    return out
+def run(grant, cfg: BiasConfig, ctx) -> list[int]:
+    """The head's bias update names the removed class (the released models alone, no samples)."""
+    return [int((cfg.sign * (_bias(theta_u) - _bias(grant.theta_original))).argmax()) for theta_u in grant.thetas_u]
 
 
 def score(setting, guesses: list[int]) -> pd.DataFrame:
@@ -49,16 +44,21 @@ def score(setting, guesses: list[int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarise(frame: pd.DataFrame, stats: dict) -> dict:
+def summarise(frame: pd.DataFrame, guesses: list[int], cfg: BiasConfig, stats: dict) -> dict:
     return {"hit_rate": float(frame["hit"].mean()), "requests": len(frame)}
 
 
-def test_a_registered_attack_reaches_attack_defend_and_the_report(tmp_path, params_file, monkeypatch):
-    monkeypatch.setitem(ATTACKS, "head_bias", Attack(config=BiasConfig, run=run, score=score, summarise=summarise))
+HEAD_BIAS = Attack(config=BiasConfig, run=run, score=score, summarise=summarise,
+                   numbers=(Number("hit_rate", "bias names the class", "hit", TABLES + ("figure",), "wilson"),))
+
+
+def test_a_registered_attack_reaches_every_table_it_declares(tmp_path, params_file, monkeypatch):
+    monkeypatch.setitem(ATTACKS, "head_bias", HEAD_BIAS)
     raw = yaml.safe_load(params_file.read_text())
-    raw["unlearn"].update(method="approx", compare=[])
+    raw["unlearn"].update(method="approx", compare=["exact"])
     raw["attack"]["head_bias"] = {"sign": 1.0}
     raw["defend"].update(defences=["noise", "prune"])
+    raw["attack"]["access"].update(levels=["layers:1"], methods=["approx"])
     params_file.write_text(yaml.safe_dump(raw))
     t = tmp_path
     run_all_stages(params_file, t)
@@ -66,12 +66,22 @@ def test_a_registered_attack_reaches_attack_defend_and_the_report(tmp_path, para
     attack = json.loads((t / "attack.json").read_text())
     rate = attack["head_bias"]["hit_rate"]
     # approximate unlearning raises the removed samples' output bias: the head names them
-    assert rate >= 2 / 3 and attack["head_bias"]["requests"] == 3
-    assert "head_bias_hit" in pd.read_csv(t / "attack.csv").columns
+    assert rate >= 2 / 3 and attack["head_bias"]["requests"] == 3 and "head_bias" in attack["compare"]["exact"]
+    assert "head_bias.hit" in pd.read_csv(t / "attack.csv").columns
     defend = json.loads((t / "defend.json").read_text())
-    assert defend["noise:0"]["head_bias.hit_mean"] == pytest.approx(rate)
-    assert {"prune:0.5", "noise:1"} <= set(defend) and "head_bias.hit_mean" in defend["prune:0.5"]
+    assert defend["noise:0"]["head_bias.hit_rate"] == pytest.approx(rate)
+    assert {"prune:0.5", "noise:1"} <= set(defend) and "head_bias.hit_rate" in defend["prune:0.5"]
     assert "head_bias.hit" in pd.read_csv(t / "defend.csv").columns
-    assert json.loads((t / "evaluate.json").read_text())["head_bias"]["hit_rate"] == pytest.approx(rate)
+    access = json.loads((t / "access.json").read_text())
+    assert "head_bias.hit_rate" in access["full"]["approx"] and "head_bias.hit_rate" in access["layers:1"]["approx"]
+    evaluated = json.loads((t / "evaluate.json").read_text())
+    assert evaluated["head_bias"]["hit_rate"] == pytest.approx(rate)
+    assert evaluated["head_bias"]["hit_rate_ci95_low"] < rate  # Wilson over the requests, as declared
+    assert "head_bias.hit_rate" in evaluated["method_exact"] and "head_bias.hit_rate" in evaluated["access"]["full"]["approx"]
     report = (t / "reports" / "report.md").read_text()
-    assert f"| head_bias | hit_rate | {rate:.3g} |" in report
+    name = "head bias: bias names the class"
+    sections = {h: report.split(h)[1].split("\n## ")[0] for h in
+                ("## Headline results", "## Unlearning methods side by side", "## Defences",
+                 "## What a weaker attacker gets", "## Figures")}
+    assert all(name in text for text in sections.values()), [h for h, text in sections.items() if name not in text]
+    assert f"| head bias | hit_rate | {rate:.3g} |" in report

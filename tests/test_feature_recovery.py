@@ -581,7 +581,8 @@ def test_campaign_grants_the_finetune_batch_size_to_the_exact_attack(tiny_proble
     AttackerView, so batch_weighted runs in the pipeline; without B it cannot."""
     from uia_pipe.attacks.families import feature_recovery as family
     from uia_pipe.attacks.protocol import Context
-    from uia_pipe.attacks.setting import Setting
+    from uia_pipe.evaluation import grants
+    from uia_pipe.evaluation.setting import Run, Setting
 
     x, y = tiny_problem.du_x, tiny_problem.du_y
     setting = Setting(
@@ -596,8 +597,12 @@ def test_campaign_grants_the_finetune_batch_size_to_the_exact_attack(tiny_proble
     thetas_u = [METHODS["exact"][0](tiny_problem, forget, METHODS["exact"][1]())]
     cfg = fr.Config(iterations=2, restarts=1, exact_update="batch_weighted")
     ctx = Context(seed=0, public_x=x)
-    recoveries = family.run(setting, thetas_u, cfg, ctx)
+
+    def attacked(setting):
+        return family.run(grants.grant(Run(setting, thetas_u, x, y), "feature_recovery", cfg, ctx), cfg, ctx)
+
+    recoveries = attacked(setting)
     assert len(family.score(setting, recoveries)) == 1
     assert recoveries[0].result.reconstruction.shape == (1, 1, 28, 28)
     with pytest.raises(ValueError, match="batch size"):
-        family.run(dataclasses.replace(setting, finetune_batch_size=None), thetas_u, cfg, ctx)
+        attacked(dataclasses.replace(setting, finetune_batch_size=None))

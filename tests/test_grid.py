@@ -99,15 +99,16 @@ def test_grid_command_queues_runs_and_tabulates_a_2x2_grid(tmp_path):
 
 def test_the_report_shows_each_grid_table(tmp_path):
     """evaluate reports grids/<name>.csv as `uia table` wrote it: a table per metric."""
-    from tests.test_evaluate import ATTACK, TRAIN, _attack_rows, _unlearn_rows
+    from tests.test_evaluate import ATTACK, NUMBERS, TRAIN, _attack_rows, _unlearn_rows
     from uia_pipe import io, summary
     from uia_pipe.report import markdown
 
     runs = [_run("g-000", 0, 8, "exact", 30.0), _run("g-001", 1, 8, "exact", 34.0), _run("g-002", 0, 32, "exact", 20.0)]
     frame = grid.table(runs, "train.n", "unlearn.method", "feature_recovery.psnr_mean")
     io.save_csv(tmp_path / "g.csv", frame.assign(metric="feature_recovery.psnr_mean"))
-    doc = summary.build_report({"dataset": "x"}, summary.headline(TRAIN, _unlearn_rows(), ATTACK, _attack_rows()),
-                               None, {}, grids={"g": io.load_csv(tmp_path / "g.csv")})
+    doc = summary.build_report({"dataset": "x"}, summary.headline(TRAIN, _unlearn_rows(), ATTACK, _attack_rows(),
+                                                                  NUMBERS), NUMBERS, {}, {},
+                               grids={"g": io.load_csv(tmp_path / "g.csv")})
     text = markdown(doc)
     assert "## Grids" in text and "### g: feature_recovery.psnr_mean" in text
     assert f"| 8 | {frame.loc[0, 'exact']} |" in text and "| 32 | 20 |" in text, text

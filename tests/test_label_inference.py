@@ -291,17 +291,20 @@ def test_cached_probes_are_reused_until_the_code_that_makes_them_changes(setting
     """The probe cache is keyed by θ, the probe settings, the seed and the text of the probe code."""
     from uia_pipe.attacks.families import label_inference as family
     from uia_pipe.attacks.protocol import Context
-    from uia_pipe.attacks.setting import Setting
+    from uia_pipe.evaluation import grants
+    from uia_pipe.evaluation.campaign import FileStore
+    from uia_pipe.evaluation.setting import Run, Setting
 
     problem, public = setting
     run_setting = Setting(problem.theta_pretrained, problem.theta_original, "approx",
                           {"input_shape": list(SHAPE), "num_classes": C}, problem.du_x, problem.du_y, [],
                           problem.du_x.mean(0), None, problem.du_x)
     cfg = li.Config(probes=P.ProbeConfig(strategy="auxiliary", per_class=2))
-    ctx = Context(seed=0, public_x=public, cache_dir=tmp_path)
-    first, stats = family.prepare(run_setting, cfg, ctx)
-    again, stats_again = family.prepare(run_setting, cfg, ctx)
+    ctx = Context(seed=0, public_x=public, store=FileStore(tmp_path))
+    grant = grants.grant(Run(run_setting, [], public, problem.du_y), "label_inference", cfg, ctx)
+    first, stats = family.prepare(grant, cfg, ctx)
+    again, stats_again = family.prepare(grant, cfg, ctx)
     assert not stats["cached"] and stats_again["cached"] and torch.equal(first.x, again.x)
     monkeypatch.setattr(family, "_code_hash", lambda: b"edited probe code")
-    _, after_edit = family.prepare(run_setting, cfg, ctx)
+    _, after_edit = family.prepare(grant, cfg, ctx)
     assert not after_edit["cached"] and len(list((tmp_path / "probes").glob("*.safetensors"))) == 2

@@ -17,7 +17,9 @@ from uia_pipe import roc
 from uia_pipe.attacks import membership as mi
 from uia_pipe.attacks.families import compound, membership
 from uia_pipe.attacks.protocol import Context
-from uia_pipe.attacks.setting import Setting
+from uia_pipe.evaluation import grants
+from uia_pipe.evaluation.server import server_of
+from uia_pipe.evaluation.setting import Run, Setting
 from uia_pipe.config import OptimParams
 from uia_pipe.data import load_german_credit
 from uia_pipe.errors import UiaError
@@ -64,11 +66,17 @@ def _setting(credit, method: str, config, requests: int = 6) -> tuple[Setting, l
     return setting, thetas_u
 
 
+def _run(setting, thetas_u, ds, release=None) -> Run:
+    return Run(setting, thetas_u, ds.x_test, ds.y_test, release=release)
+
+
 def _attack(setting, thetas_u, cfg, release=None, ds=None):
-    ctx = Context(seed=0, public_x=ds.x_test, public_y=ds.y_test, release=release)
-    ctx.prepared["membership"], ctx.stats["membership"] = membership.prepare(setting, cfg, ctx)
-    frame = membership.run(setting, thetas_u, cfg, ctx)
-    return ctx, frame, membership.pooled(setting, frame, cfg)
+    """membership's prepare and run on its grant, as the campaign gives them; its pooled numbers."""
+    ctx, run = Context(seed=0, public_x=ds.x_test, public_y=ds.y_test), _run(setting, thetas_u, ds, release)
+    grant = grants.grant(run, "membership", cfg, ctx)
+    ctx.prepared["membership"], ctx.stats["membership"] = membership.prepare(grant, cfg, ctx)
+    frame = membership.run(grant, cfg, ctx)
+    return ctx, frame, membership._pooled(frame, cfg)
 
 
 def test_a_large_ascent_step_gives_auc_near_one(credit):
@@ -118,7 +126,7 @@ def test_shadow_records_never_overlap_the_pool_or_du(credit, monkeypatch):
     monkeypatch.setattr(mi, "make_pairs", spy)
     ds = credit[0]
     _attack(setting, thetas_u, mi.Config(**SMALL), ds=ds)
-    shadow_x, audit_x = calls
+    audit_x, shadow_x = calls  # the evaluator's audit is asked before the attacker prepares
     assert shadow_x is ds.x_test
     pool = torch.cat([setting.du_x, setting.outside_x])
     assert torch.equal(audit_x, pool)
@@ -152,12 +160,12 @@ def test_reidentification_with_an_exact_reconstruction_is_one(credit):
                         covered=torch.tensor(r["forget"])) for r in setting.requests]
     ctx.earlier["label_inference"] = [SimpleNamespace(predicted=[int(setting.du_y[r["forget"][0]])])
                                       for r in setting.requests]
-    cfg = compound.Config(candidates=99)
-    compound.check(setting, cfg)
-    scored = compound.score(setting, compound.run(setting, thetas_u, cfg, ctx))
-    summary = compound.summarise(scored, {})
+    cfg, run = compound.Config(candidates=99), _run(setting, thetas_u, credit[0])
+    grants.check(run, ["compound"], {"compound": cfg})
+    results = compound.run(grants.grant(run, "compound", cfg, ctx), cfg, ctx)
+    summary = compound.summarise(compound.score(setting, results), results, cfg, {})
     assert summary["reid_top1"] == 1.0 and summary["feature_recovery_top1"] == 1.0
-    assert compound.chance(setting, [], cfg)["chance_top1"] == pytest.approx(1 / 100)
+    assert summary["chance_top1"] == pytest.approx(1 / 100)
     assert 0 < summary["label_top1"] < 1  # a uniform pick among the class's candidates
 
 
@@ -190,7 +198,7 @@ def test_bad_membership_params_are_one_clean_line(block, key, value, expected):
 def test_more_candidates_than_the_pool_holds_is_refused_before_any_attack(credit):
     setting, _ = _setting(credit, "approx", ApproxConfig(eta=1.0))
     with pytest.raises(UiaError, match=r"^attack.compound.candidates: at most 299 .*got 5000$"):
-        compound.check(setting, compound.Config(candidates=5000))
+        grants.check(_run(setting, [], credit[0]), ["compound"], {"compound": compound.Config(candidates=5000)})
 
 
 def test_committed_defaults_hold_the_issue_sizes():
@@ -211,7 +219,7 @@ def test_a_repeated_attack_gives_identical_numbers(credit):
 def test_every_lira_candidate_gets_both_sides(credit):
     """Groups never leave a candidate without a retained neighbour (9 candidates, groups of at least 8)."""
     setting, _ = _setting(credit, "approx", ApproxConfig(eta=1.0))
-    ds, server = credit[0], membership.server_of(setting)
+    ds, server = credit[0], server_of(setting)
     shadows = mi.make_pairs(server, ds.x_test, ds.y_test, 3, 0)
     lira = mi.lira_shadows(server, setting.outside_x[:9], setting.outside_y[:9], ds.x_test, ds.y_test, shadows,
                            mi.Config(lira_shadows=2, lira_group=8), 0)

@@ -71,7 +71,8 @@ def test_stages_write_the_contracted_metrics_and_artifacts(pipeline):
     assert 0 <= li["accuracy"] <= 1 and li["accuracy_ci95_low"] <= li["accuracy"] <= li["accuracy_ci95_high"]
     assert li["queries_per_request"] > 0 and li["probe_queries"] > 0
     rows = pd.read_csv(pipeline / "attack.csv")
-    assert len(rows) == 3 and {"numeric_mae_std", "li_correct", "li_queries"} <= set(rows.columns)
+    assert len(rows) == 3 and {"feature_recovery.numeric_mae_std", "label_inference.correct",
+                               "label_inference.queries"} <= set(rows.columns)
     assert (pipeline / "attack" / "label_confusion.png").is_file()
     # accuracy against queries: 1, 2, 3 probes per class (3 made); all of them give the stage's accuracy
     queries = pd.read_csv(pipeline / "plots" / "label_queries.csv")
@@ -82,7 +83,7 @@ def test_stages_write_the_contracted_metrics_and_artifacts(pipeline):
     pd.testing.assert_frame_equal(methods[methods["method"] == "exact"].drop(columns="method"), rows)
     assert 0 <= attack["compare"]["approx"]["label_inference"]["accuracy"] <= 1
     # label_inference.reference auto: θ₀'s outputs on the probes (counted, once) read for exact, not for approx
-    assert li["reference_queries"] > 0 and (rows["li_signal"] == "logit-referenced").all()
+    assert li["reference_queries"] > 0 and (rows["label_inference.signal"] == "logit-referenced").all()
     assert attack["compare"]["approx"]["label_inference"]["reference_queries"] == 0
 
 
@@ -175,9 +176,10 @@ def test_image_run_scores_reconstructions_on_the_unit_scale(tmp_path, params_fil
             "--details", str(tmp_path / "a.csv"), "--methods", str(tmp_path / "am.csv"), "--plots", str(tmp_path / "p"))
     fr = json.loads((tmp_path / "a.json").read_text())["feature_recovery"]
     rows = pd.read_csv(tmp_path / "a.csv")
-    assert rows["psnr"].between(5, 100).all() and rows["ssim"].between(-1, 1).all()
+    psnr, mse = rows["feature_recovery.psnr"], rows["feature_recovery.mse"]
+    assert psnr.between(5, 100).all() and rows["feature_recovery.ssim"].between(-1, 1).all()
     # PSNR and MSE agree on the [0,1] scale: PSNR = -10 log10(MSE)
-    assert (rows["psnr"] - (-10 * rows["mse"].map(math.log10))).abs().max() < 1e-3
+    assert (psnr - (-10 * mse.map(math.log10))).abs().max() < 1e-3
     # (attack quality is tested in test_feature_recovery; i.i.d. noise images are no target for it)
     assert 5 < fr["baseline_psnr"] < 30 and fr["class_baseline_psnr"] > 0
     assert sorted(p.name for p in (tmp_path / "a" / "grids").iterdir()) == ["request_000.png", "request_001.png"]
@@ -188,4 +190,4 @@ def test_image_run_scores_reconstructions_on_the_unit_scale(tmp_path, params_fil
         assert next(io.load_model(tmp_path / f"{name}.safetensors")[0].parameters()).dtype == dtype
     if precision == "float64":
         methods = pd.read_csv(tmp_path / "am.csv")
-        assert set(methods["method"]) == {"approx", "exact"} and methods["psnr"].between(5, 100).all()
+        assert set(methods["method"]) == {"approx", "exact"} and methods["feature_recovery.psnr"].between(5, 100).all()

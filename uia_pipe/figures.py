@@ -39,6 +39,24 @@ def reconstruction_grid(truth: torch.Tensor, recovered: torch.Tensor, captions: 
     return fig
 
 
+def reconstruction_pairs(panels: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Figure:
+    """Several requests side by side, each its removed samples (top) over its reconstructions (bottom),
+    titled above its first column: `panels` maps a title to (truth, recovered), [k, C, H, W] on [0,1]."""
+    widths = [len(truth) for truth, _ in panels.values()]
+    fig, axes = plt.subplots(2, sum(widths), figsize=(1.8 * sum(widths) + 0.6, 3.8), squeeze=False)
+    at = 0
+    for (title, (truth, recovered)), k in zip(panels.items(), widths):
+        for i in range(k):
+            _show(axes[0, at + i], truth[i])
+            _show(axes[1, at + i], recovered[i])
+        axes[0, at].set_title(title, fontsize=8, loc="left")
+        at += k
+    axes[0, 0].set_ylabel("removed")
+    axes[1, 0].set_ylabel("recovered")
+    fig.tight_layout()
+    return fig
+
+
 def confusion_matrix(truth: list[int], predicted: list[int], num_classes: int) -> Figure:
     """Counts of (true removed label, inferred label) over requests."""
     counts = torch.zeros(num_classes, num_classes, dtype=torch.long)
@@ -112,10 +130,10 @@ def access_curves(table, panels: dict[str, str]) -> Figure:
     for j, dimension in enumerate(dimensions):
         own = table[table["dimension"] == dimension]
         for method in dict.fromkeys(table["method"]):
-            rows = [*full[full["method"] == method].itertuples(), *own[own["method"] == method].itertuples()]
-            labels = [r.value for r in rows]
+            rows = [*full[full["method"] == method].to_dict("records"), *own[own["method"] == method].to_dict("records")]
+            labels = [r["value"] for r in rows]
             for i, column in enumerate(panels):
-                axes[i][j].plot(range(len(rows)), [getattr(r, column) for r in rows], marker="o", label=method)
+                axes[i][j].plot(range(len(rows)), [r[column] for r in rows], marker="o", label=method)
                 axes[i][j].set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=7)
         axes[0][j].set_title(dimension, fontsize=9)
     for i, label in enumerate(panels.values()):
@@ -158,48 +176,25 @@ def per_request_scores(requests: list[int], scores: list[float], baseline: list[
     return fig
 
 
-def report_figures(attack_rows, grids: dict, defences, num_classes: int, train_curve: list[dict],
-                   method_rows=None, method_grids: dict | None = None, access=None) -> dict[str, tuple[Figure, str]]:
-    """The report's figures, name -> (figure, caption): reconstructions (the best and worst requests' grids,
-    `grids` request -> image, or per-request decoded accuracy on tabular rows), every request of every
-    method (`method_grids` method -> request -> image, scored in `method_rows`), the defences' trade-off,
-    leakage against the attacker's access (`access`: summary.access_table's), label inference's confusion
-    matrix and the training curves."""
+def report_figures(defences, access, panels: dict[str, dict[str, str]], train_curve: list[dict],
+                   method_grids: dict | None = None) -> dict[str, tuple[Figure, str]]:
+    """The report's own figures, name -> (figure, caption): the defences' trade-off and leakage against the
+    attacker's access (`access`: summary.access_table's), one panel per column of `panels["defence"]` and
+    `panels["access"]` (column -> label); every request of every method (`method_grids` method -> request ->
+    its rendered image); the training curves. The families' own figures come from their artifacts."""
     out = {}
-    if method_grids and method_rows is not None and "psnr" in method_rows:
-        psnr = {(r.method, int(r.request)): r.psnr for r in method_rows.itertuples()}
-        rows = {m: [(f"request {i}, {psnr[(m, i)]:.3g} dB", img) for i, img in sorted(g.items()) if (m, i) in psnr]
-                for m, g in method_grids.items() if g}
+    if method_grids:
+        rows = {m: [(f"request {i}", img) for i, img in sorted(g.items())] for m, g in method_grids.items() if g}
         if rows:
-            out["reconstructions_all.png"] = (panel_rows(rows, size=2.4), "Feature recovery, every request of "
-                                              "every method: removed sample (top) and reconstruction (bottom)")
-    if "psnr" in attack_rows and grids:
-        ranked = attack_rows.sort_values("psnr")
-        panels = [(f"{which}: request {int(r.request)}, {r.psnr:.1f} dB", grids[int(r.request)])
-                  for which, r in (("best", ranked.iloc[-1]), ("worst", ranked.iloc[0]))]
-        out["reconstructions.png"] = (image_panels(panels), "Feature recovery: removed sample (top) and "
-                                      "reconstruction (bottom), best and worst requests")
-    else:  # tabular rows: the recovered rows' accuracy per request against the mode guess
-        out["reconstructions.png"] = (per_request_scores(
-            attack_rows["request"].tolist(), attack_rows["categorical_accuracy"].tolist(),
-            attack_rows["baseline_categorical_accuracy"].tolist(), "categorical accuracy"),
-            "Feature recovery: categorical features recovered per request, against the training mode")
-    leak = "psnr" if defences["psnr"].notna().any() else "numeric_mae_std"
-    panels = {c: label for c, label in {leak: leak, "value_mae_std": "value MAE (sd)",
-                                        "label_accuracy": "label-inference accuracy",
-                                        "membership_auc": "membership AUC (deleted vs never)"}.items()
-              if c in defences}
-    out["defences.png"] = (tradeoff_curves(dict(tuple(defences.groupby("defence", sort=False))), panels),
-                           "Defences: test accuracy against " + ", ".join(panels.values()))
-    if access is not None and len(access):
-        leak = "psnr_mean" if "psnr_mean" in access else "numeric_mae_std_mean"
-        panels = {c: label for c, label in {leak: leak.replace("_mean", ""), "label_accuracy": "label accuracy",
-                                            "membership_auc": "membership AUC"}.items() if c in access}
-        out["access.png"] = (access_curves(access, panels), "What a weaker attacker gets: "
-                             + ", ".join(panels.values()) + " against each access dimension's levels")
-    if "li_true_label" in attack_rows:  # label inference attacks classifiers only
-        out["label_confusion.png"] = (confusion_matrix(
-            attack_rows["li_true_label"].astype(int).tolist(), attack_rows["li_predicted"].astype(int).tolist(),
-            num_classes), "Label inference: removed label against inferred label")
+            out["reconstructions_all.png"] = (panel_rows(rows, size=2.4), "Every request of every method, as each "
+                                              "family rendered it: removed sample (top), what it recovered (bottom)")
+    shown = {c: label for c, label in panels.get("defence", {}).items() if c in defences}
+    if shown:
+        out["defences.png"] = (tradeoff_curves(dict(tuple(defences.groupby("defence", sort=False))), shown),
+                               "Defences: test accuracy against " + ", ".join(shown.values()))
+    shown = {} if access is None else {c: label for c, label in panels.get("access", {}).items() if c in access}
+    if shown:
+        out["access.png"] = (access_curves(access, shown), "What a weaker attacker gets: "
+                             + ", ".join(shown.values()) + " against each access dimension's levels")
     out["training_curves.png"] = (training_curves(train_curve), "Training: pretraining (θ₀) and fine-tuning on D_u (θ)")
     return out

@@ -150,6 +150,11 @@ def write_text(path: Path | str, text: str) -> None:
         tmp.write_text(text)
 
 
+def copy_file(source: Path | str, path: Path | str) -> None:
+    with atomic_path(path) as tmp:
+        shutil.copyfile(_existing(source), tmp)
+
+
 def save_json(path: Path | str, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
@@ -245,3 +250,9 @@ def load_png(path: Path | str):
 
     path = _existing(path)
     return matplotlib.image.imread(str(path), format="png")
+
+
+def method_folder(folder: Path | str, method: str, main: str) -> Path:
+    """Where a stage that runs several unlearning methods keeps `method`'s outputs: `folder` itself for
+    unlearn.method (`main`), compare/<method>/ under it for each compared method."""
+    return Path(folder) if method == main else Path(folder) / "compare" / method

@@ -9,21 +9,6 @@ import html
 import math
 from dataclasses import dataclass, field
 
-THREAT_MODELS = {
-    "feature recovery": "a white-box server (or anyone holding both releases) that knows θ and θ_u (and θ₀, the "
-                        "model before the fine-tune on D_u, for exact unlearning), the architecture, N and k; it "
-                        "never sees the removed samples and inverts the update by gradient matching.",
-    "label inference": "a black-box user of the service with query access to θ before and θ_u after the deletion "
-                       "(probabilities, top-k or labels only); it crafts probes on θ and reads which class "
-                       "lost confidence.",
-    "membership": "a user who knows θ₀, the fine-tune recipe, N, k and the unlearning method, holds labelled records "
-                  "of its own (the public test set, never the server's training data) and queries θ and θ_u on a "
-                  "candidate; it trains its classifier (or fits U-LiRA's Gaussians) on shadow pairs it makes itself.",
-    "compound": "all three at once: feature recovery's reconstruction picks the nearest of M + 1 candidate records the "
-                "attacker holds; label inference's class, then membership's score, decide between near ties.",
-}
-
-
 @dataclass
 class Report:
     """Blocks: ("h1"|"h2"|"p"|"li", text), ("table", header, rows), ("figure", name, caption)."""

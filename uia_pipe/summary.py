@@ -1,6 +1,7 @@
-"""The evaluate stage's algorithm: per-request results of every stage → the
-headline numbers with intervals, and the report's content. Pure: tables in,
-dicts and a `report.Report` out."""
+"""The evaluate stage's algorithm: per-request results of every stage → the headline numbers with
+intervals, and the report's content. Every family's numbers reach the tables through what it declares
+(`attacks.protocol.Number`, passed in as `numbers`: family -> its declarations, in registry order); nothing
+here names a family. Pure: tables in, dicts and a `report.Report` out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 
 import pandas as pd
 
-from .report import THREAT_MODELS, Report, interval
+from .report import Report, interval
 from .stats import mean_ci, sign_test, wilson_ci
 from .tasks import QUALITY
 
@@ -19,10 +20,33 @@ def _interval(values, level: float) -> dict[str, float]:
     return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half}
 
 
-def headline(train: dict, unlearn_rows: pd.DataFrame, attack: dict, attack_rows: pd.DataFrame,
+def _base(key: str) -> str:
+    """The stem of a key's interval keys: `<stem>_ci95_low/_high` (psnr_mean -> psnr)."""
+    return key.removesuffix("_mean")
+
+
+def _over_requests(n, values: pd.Series, level: float) -> dict[str, float]:
+    """The mean of a per-request column and its interval as `n` declares it, under `n.key`."""
+    stem = _base(n.key)
+    if n.interval == "wilson":
+        hits, count = int(values.astype(bool).sum()), len(values)
+        low, high = wilson_ci(hits, count, level)
+        return {n.key: hits / count, f"{stem}_ci95_low": low, f"{stem}_ci95_high": high}
+    ci = _interval(values, level)
+    return {n.key: ci["mean"], f"{stem}_ci95_low": ci["ci95_low"], f"{stem}_ci95_high": ci["ci95_high"]}
+
+
+def _numbers_only(section: dict) -> dict[str, float]:
+    """Numbers of a summary, NaNs, booleans and sub-sections left out (the JSON stays valid for DVC)."""
+    return {k: float(v) for k, v in section.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)}
+
+
+def headline(train: dict, unlearn_rows: pd.DataFrame, attack: dict, attack_rows: pd.DataFrame, numbers: dict,
              level: float = 0.95) -> dict[str, dict[str, float]]:
-    """One level of nesting, numbers only (NaN where undefined, e.g. an
-    interval over one request, is left out so the JSON stays valid for DVC)."""
+    """One level of nesting, numbers only: θ and θ_u's quality, the unlearning's cost, the attack stage's
+    seconds, and each family's numbers as attack.json holds them, those declared with a per-request column
+    and an interval recomputed over the requests at `level`, with the number of requests."""
     out: dict[str, dict[str, float]] = {
         "model": {"test_accuracy": train["test_accuracy"], "pretrain_test_accuracy": train["pretrain_test_accuracy"]},
         "unlearning": {
@@ -32,165 +56,149 @@ def headline(train: dict, unlearn_rows: pd.DataFrame, attack: dict, attack_rows:
             "forget_accuracy": float(unlearn_rows["forget_accuracy"].mean()),
             "retain_accuracy": float(unlearn_rows["retain_accuracy"].mean()),
         },
+        "attack": {"seconds": attack["seconds"]},
     }
-    fr: dict[str, float] = {"requests": len(attack_rows)}
-    metrics = ("psnr", "ssim", "mse") if "psnr" in attack_rows else ("numeric_mae_std", "categorical_accuracy")
-    for m in metrics:
-        ci = _interval(attack_rows[m], level)
-        fr.update({f"{m}_mean": ci["mean"], f"{m}_ci95_low": ci["ci95_low"], f"{m}_ci95_high": ci["ci95_high"]})
-    if "psnr" in attack_rows:
-        gain = _interval(attack_rows["psnr"] - attack_rows["baseline_psnr"], level)
-        fr.update({"baseline_psnr": float(attack_rows["baseline_psnr"].mean()), "psnr_gain_db": gain["mean"],
-                   "psnr_gain_ci95_low": gain["ci95_low"]})
-    if "label_accuracy" in attack_rows:  # classification: the labels feature recovery used
-        fr["label_accuracy"] = float(attack_rows["label_accuracy"].mean())
-    if "value_mae_std" in attack_rows:  # regression: the deleted records' target values
-        ci = _interval(attack_rows["value_mae_std"], level)
-        fr.update({"value_mae_std_mean": ci["mean"], "value_mae_std_ci95_low": ci["ci95_low"],
-                   "value_mae_std_ci95_high": ci["ci95_high"],
-                   "baseline_value_mae_std": float(attack_rows["baseline_value_mae_std"].mean())})
-    out["feature_recovery"] = fr
-    out["attack_cost"] = {"seconds": attack["seconds"],
-                          "feature_recovery_seconds_per_request": float(attack_rows["seconds"].mean())}
-    if "li_correct" in attack_rows:  # label inference attacks classifiers only
-        hits, n = int(attack_rows["li_correct"].astype(bool).sum()), len(attack_rows)
-        low, high = wilson_ci(hits, n, level)
-        out["label_inference"] = {"accuracy": hits / n, "accuracy_ci95_low": low, "accuracy_ci95_high": high,
-                                  "requests": n}
-        li = attack["label_inference"]
-        out["attack_cost"].update({
-            "label_queries_per_request": float(attack_rows["li_queries"].mean()),
-            "probe_queries": li["probe_queries"],
-            "reference_queries": li.get("reference_queries", 0),  # θ₀'s outputs on the probes, once
-            "label_inference_seconds": li["seconds"],
-        })
-    return {k: {m: float(v) for m, v in sec.items() if not (isinstance(v, float) and math.isnan(v))}
-            for k, sec in out.items()}
+    for family, declared in numbers.items():
+        if family not in attack:
+            continue
+        section = dict(attack[family])
+        for n in declared:
+            column = f"{family}.{n.column}"
+            if n.column and n.interval and column in attack_rows:
+                section.update(_over_requests(n, attack_rows[column].dropna(), level))
+        section.setdefault("requests", len(attack_rows))
+        out[family] = section
+    return {k: _numbers_only(sec) for k, sec in out.items()}
 
 
-def families(attack: dict, names) -> dict[str, dict[str, float]]:
-    """Each attack family's numbers of unlearn.method's run as attack.json holds them, for the families in
-    `names` (the registry's order); sub-sections and NaNs left out."""
-    return {name: {k: float(v) for k, v in attack[name].items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)}
-            for name in names if name in attack}
-
-
-# The leakage table's numbers: column -> (family, key in its summary).
-LEAKAGE = {
-    "membership_auc": ("membership", "never_auc"),
-    "membership_auc_ci95_low": ("membership", "never_auc_ci95_low"),
-    "membership_auc_ci95_high": ("membership", "never_auc_ci95_high"),
-    "tpr_at_1pct_fpr": ("membership", "never_tpr_at_1pct_fpr"),
-    "tpr_at_0.1pct_fpr": ("membership", "never_tpr_at_0.1pct_fpr"),
-    "retained_auc": ("membership", "retained_auc"),
-    "lira_auc": ("membership", "never_lira_auc"),
-    "best_chen_auc": ("membership", "never_auc_best_chen"),
-    "one_model_auc": ("membership", "never_auc_one_model"),
-    "reid_top1": ("compound", "reid_top1"),
-    "reid_top5": ("compound", "reid_top5"),
-    "chance_top1": ("compound", "chance_top1"),
-    "psnr": ("feature_recovery", "psnr_mean"),
-    "label_accuracy": ("label_inference", "accuracy"),
-    "label_inference_seconds": ("label_inference", "seconds"),
-    "label_queries_per_request": ("label_inference", "queries_per_request"),
-    "probe_queries": ("label_inference", "probe_queries"),
-    "membership_queries_per_candidate": ("membership", "queries_per_candidate"),
-    "compound_queries_per_request": ("compound", "queries_per_request"),
-    "feature_recovery_seconds": ("feature_recovery", "seconds"),
-    "membership_seconds": ("membership", "seconds"),
-    "membership_shadow_seconds": ("membership", "shadow_seconds"),
-    "compound_seconds": ("compound", "seconds"),
-}
-LINKS = {"membership": "membership", "label": "label inference", "feature_recovery": "feature recovery"}
-
-
-def leakage_table(attack: dict, main: str) -> pd.DataFrame:
-    """One row per unlearning method (unlearn.method first, then the compared ones): membership, compound
-    re-identification, PSNR, label accuracy and each family's seconds, as attack.json holds them; and the
-    link that carries the compound attack (the best top-1 of a link alone)."""
-    rows = []
-    for method, run in {main: attack, **attack.get("compare", {})}.items():
-        row = {"method": method}
-        row.update({col: run.get(family, {}).get(key, math.nan) for col, (family, key) in LEAKAGE.items()})
-        compound = run.get("compound", {})
-        alone = {link: compound.get(f"{link}_top1", math.nan) for link in LINKS}
-        row.update({f"{link}_top1": v for link, v in alone.items()})
-        known = {k: v for k, v in alone.items() if v == v}
-        best = max(known, key=known.get) if known else None
-        row["carried_by"] = LINKS[best] if best and known[best] > row["chance_top1"] else "none above chance"
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def leak_metric(rows: pd.DataFrame) -> str:
-    """The feature-recovery score where higher means more leaked: PSNR on
-    images, categorical accuracy of the decoded features on tabular rows."""
-    return "psnr" if "psnr" in rows else "categorical_accuracy"
+def by_method(attack: dict, main: str) -> dict[str, dict]:
+    """Each method's attack.json sections: unlearn.method's at the top, each compared one's under compare."""
+    return {main: attack, **attack.get("compare", {})}
 
 
 # What a certified method reports on each removal (unlearning.methods.REPORTS), averaged over the requests.
 CERTIFICATE = ("gradient_residual", "residual_bound", "removal_budget", "within_budget", "removals_in_budget")
 
 
-def methods_table(unlearn_rows: pd.DataFrame, method_rows: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """One row per unlearning method (in the order they ran): cost, efficacy
-    and both attacks' success with their intervals, over the same requests."""
-    leak, out = leak_metric(method_rows), []
+def methods_table(unlearn_rows: pd.DataFrame, method_rows: pd.DataFrame, attack: dict, main: str, numbers: dict,
+                  level: float = 0.95) -> pd.DataFrame:
+    """One row per unlearning method (in the order they ran): its cost and efficacy, and every family's
+    numbers declared for the methods table as "<family>.<key>" — over the same requests, with their
+    intervals (`<family>.<stem>_ci95_low/_high`)."""
+    runs, out = by_method(attack, main), []
     for name, attacked in method_rows.groupby("method", sort=False):
         un = unlearn_rows[unlearn_rows["method"] == name]
-        fr = _interval(attacked[leak], level)
-        n = len(attacked)
-        labels = {}
-        if "li_correct" in attacked:  # label inference attacks classifiers only
-            hits = int(attacked["li_correct"].astype(bool).sum())
-            low, high = wilson_ci(hits, n, level)
-            labels = {"label_accuracy": hits / n, "label_accuracy_ci95_low": low, "label_accuracy_ci95_high": high}
-        out.append({"method": name, "requests": n, "seconds_per_request": un["seconds"].mean(),
-                    "forget_accuracy": un["forget_accuracy"].mean(), "test_accuracy": un["test_accuracy"].mean(),
-                    "retrain_agreement_forget": un["retrain_agreement_forget"].mean(),
-                    f"{leak}_mean": fr["mean"], f"{leak}_ci95_low": fr["ci95_low"], f"{leak}_ci95_high": fr["ci95_high"],
-                    **labels, **{k: un[k].mean() for k in CERTIFICATE if k in un and un[k].notna().any()}})
+        row = {"method": name, "requests": len(attacked), "seconds_per_request": un["seconds"].mean(),
+               "forget_accuracy": un["forget_accuracy"].mean(), "test_accuracy": un["test_accuracy"].mean(),
+               "retrain_agreement_forget": un["retrain_agreement_forget"].mean()}
+        for family, declared in numbers.items():
+            summary = runs.get(name, {}).get(family, {})
+            for n in declared:
+                if "methods" not in n.tables:
+                    continue
+                column = f"{family}.{n.column}"
+                if n.column and n.interval and column in attacked:
+                    row.update({f"{family}.{k}": v for k, v in
+                                _over_requests(n, attacked[column].dropna(), level).items()})
+                elif n.key in summary:
+                    stem = _base(n.key)
+                    row.update({f"{family}.{k}": summary[k] for k in (n.key, f"{stem}_ci95_low", f"{stem}_ci95_high")
+                                if k in summary})
+        row.update({k: un[k].mean() for k in CERTIFICATE if k in un and un[k].notna().any()})
+        out.append(row)
     return pd.DataFrame(out)
 
 
-def compare_methods(method_rows: pd.DataFrame, main: str, level: float = 0.95) -> dict[str, dict[str, float]]:
-    """Did each compared method leak more than `main` on the same requests?
-    Paired over requests: the mean difference of the feature-recovery score
-    with its Student-t interval, and the label-inference hits that differ with
-    an exact sign test. `*_leaked_more`: 1 (significantly more at `level`),
-    -1 (significantly less) or 0 (no significant difference)."""
-    leak = leak_metric(method_rows)
+def compare_methods(method_rows: pd.DataFrame, main: str, numbers: dict,
+                    level: float = 0.95) -> dict[str, dict[str, float]]:
+    """Did each compared method leak more than `main` on the same requests? Paired over requests, for every
+    number a family declares for the methods table with a per-request column: a mean's difference with its
+    Student-t interval, or, for a proportion (Wilson), the hits that differ with an exact sign test.
+    `<family>.<key>_leaked_more`: 1 (significantly more leaked at `level`), -1 (less) or 0 (no significant
+    difference), read in the number's direction (`higher_leaks`)."""
     base = method_rows[method_rows["method"] == main].set_index("request")
     out = {}
     for name, rows in method_rows[method_rows["method"] != main].groupby("method", sort=False):
         rows = rows.set_index("request").loc[base.index]
-        diff = _interval(rows[leak] - base[leak], level)
-        labels = {}
-        if "li_correct" in rows:  # label inference attacks classifiers only
-            mine, theirs = rows["li_correct"].astype(bool), base["li_correct"].astype(bool)
-            more, less = int((mine & ~theirs).sum()), int((~mine & theirs).sum())
-            p = sign_test(more, less)
-            labels = {"label_accuracy_diff": float(mine.mean() - theirs.mean()), "label_hits_more": more,
-                      "label_hits_fewer": less, "label_sign_test_p": p,
-                      "labels_leaked_more": float((more > less) - (more < less)) if p < 1 - level else 0.0}
-        out[f"{name}_vs_{main}"] = {
-            f"{leak}_diff": diff["mean"], f"{leak}_diff_ci95_low": diff["ci95_low"],
-            f"{leak}_diff_ci95_high": diff["ci95_high"],
-            "features_leaked_more": float((diff["ci95_low"] > 0) - (diff["ci95_high"] < 0)),
-            **labels, "requests": len(rows),
-        }
+        entry: dict[str, float] = {}
+        for family, declared in numbers.items():
+            for n in declared:
+                column, key = f"{family}.{n.column}", f"{family}.{n.key}"
+                if "methods" not in n.tables or not (n.column and n.interval) or column not in rows:
+                    continue
+                sign = 1 if n.higher_leaks else -1
+                if n.interval == "wilson":
+                    mine, theirs = rows[column].astype(bool), base[column].astype(bool)
+                    more, less = int((mine & ~theirs).sum()), int((~mine & theirs).sum())
+                    p = sign_test(more, less)
+                    entry.update({f"{key}_diff": float(mine.mean() - theirs.mean()), f"{key}_hits_more": more,
+                                  f"{key}_hits_fewer": less, f"{key}_sign_test_p": p,
+                                  f"{key}_leaked_more": sign * float((more > less) - (more < less)) if p < 1 - level
+                                  else 0.0})
+                else:
+                    diff = _interval(rows[column] - base[column], level)
+                    if math.isnan(diff["mean"]):
+                        continue
+                    entry.update({f"{key}_diff": diff["mean"], f"{key}_diff_ci95_low": diff["ci95_low"],
+                                  f"{key}_diff_ci95_high": diff["ci95_high"],
+                                  f"{key}_leaked_more": sign * float((diff["ci95_low"] > 0) - (diff["ci95_high"] < 0))})
+        out[f"{name}_vs_{main}"] = {**entry, "requests": len(rows)}
+    return out
+
+
+def method_sections(methods: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """The methods table for evaluate.json: `method_<name>` -> its numbers (one level of nesting)."""
+    return {f"method_{row.pop('method')}": _numbers_only(row) for row in methods.to_dict("records")}
+
+
+def declared(numbers: dict, table: str) -> dict[str, str]:
+    """"<family>.<key>" -> display name of every number declared for `table` ("defence", "access", "figure")."""
+    return {f"{family}.{n.key}": f"{family.replace('_', ' ')}: {n.name}"
+            for family, ns in numbers.items() for n in ns if table in n.tables}
+
+
+def defence_table(defend: dict[str, dict[str, float]], defend_rows: pd.DataFrame) -> pd.DataFrame:
+    """defend.json as a table, one row per (defence, strength) in the order they ran, with the requests each
+    averages (defend.csv)."""
+    counts = defend_rows.groupby(["defence", "strength"], sort=False)["request"].count()
+    rows = []
+    for (name, strength), n in counts.items():
+        rows.append({"defence": name, "strength": strength, **defend.get(f"{name}:{strength:g}", {}), "requests": n})
+    return pd.DataFrame(rows)
+
+
+# The access stage's own numbers (its effort), beside the families' (metrics/access.json).
+ACCESS_EFFORT = {"seconds_per_request": "s / request", "queries_per_request": "queries / request",
+                 "probe_queries": "probe queries (once)", "paper_hours_per_request": "h / request at the paper's scale"}
+
+
+def access_table(access: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
+    """metrics/access.json as a table: level, dimension, value, method, served and every number of the
+    entry (NaN where a level was not servable or a family does not report the key), in the order the levels
+    ran."""
+    rows = []
+    for level, methods in access.items():
+        dimension, _, value = level.partition(":")
+        for method, entry in methods.items():
+            rows.append({"level": level, "dimension": dimension, "value": value or level, "method": method,
+                         "served": bool(entry.get("served", 1.0)), **{k: v for k, v in entry.items() if k != "served"}})
+    return pd.DataFrame(rows).dropna(axis=1, how="all")
+
+
+def access_headline(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """The access table's numbers for evaluate.json and the summary run: {level: {method: {column: value}}}."""
+    skip = {"level", "dimension", "value", "method", "served", "steps_per_request"}
+    out: dict = {}
+    for row in table.to_dict("records"):
+        out.setdefault(row["level"], {})[row["method"]] = {
+            c: float(v) for c, v in row.items() if c not in skip and isinstance(v, float) and v == v}
     return out
 
 
 SEED = "base.seed"
-HEADLINE = ("feature_recovery.psnr_mean", "feature_recovery.ssim_mean", "feature_recovery.categorical_accuracy_mean",
-            "label_inference.accuracy", "unlearning.test_accuracy", "unlearning.seconds_per_request")
-# What a grid's tables show by default (`uia grid`, `uia table`): the paper's two, and membership.
-GRID = ("feature_recovery.psnr_mean", "label_inference.accuracy", "membership.never_auc")
 
 
-def over_seeds(runs: list[dict], metrics: tuple[str, ...] = HEADLINE, level: float = 0.95) -> pd.DataFrame:
+def over_seeds(runs: list[dict], metrics: tuple[str, ...], level: float = 0.95) -> pd.DataFrame:
     """Intervals over seeds: summary runs whose params differ only in
     base.seed form one setting (the newest run per seed counts); per setting
     and metric, the mean over seeds with its Student-t interval. `setting`
@@ -215,118 +223,73 @@ def over_seeds(runs: list[dict], metrics: tuple[str, ...] = HEADLINE, level: flo
     return pd.DataFrame(rows, columns=["setting", "metric", "seeds", "mean", "ci_low", "ci_high", "seed_list"])
 
 
-def defence_table(defend_rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean over requests per (defence, strength), in the order they ran."""
-    agg = {"test_accuracy": "mean", "forget_accuracy": "mean", "psnr": "mean", "ssim": "mean",
-           "label_correct": "mean", "request": "count"}
-    agg = {c: how for c, how in agg.items() if c in defend_rows}  # label_correct: classifiers only
-    for c in ("numeric_mae_std", "value_mae_std"):
-        if c in defend_rows:
-            agg[c] = "mean"
-    agg.update({c: "first" for c in MEMBERSHIP_COLUMNS if c in defend_rows})  # pooled: one value a strength
-    table = defend_rows.groupby(["defence", "strength"], sort=False).agg(agg).reset_index()
-    return table.rename(columns={"label_correct": "label_accuracy", "request": "requests", **MEMBERSHIP_COLUMNS})
-
-
-# The access table's columns (metrics/access.json keys, one row per level and method), in order.
-ACCESS_COLUMNS = ("psnr_mean", "numeric_mae_std_mean", "value_mae_std_mean", "label_accuracy", "membership_auc",
-                  "reid_top1",
-                  "seconds_per_request", "queries_per_request", "probe_queries", "paper_hours_per_request")
-
-
-def access_table(access: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
-    """metrics/access.json as a table: level, dimension, value, method, served and ACCESS_COLUMNS
-    (NaN where a level was not servable or a family does not report the key), in the order the levels ran."""
-    rows = []
-    for level, by_method in access.items():
-        dimension, _, value = level.partition(":")
-        for method, entry in by_method.items():
-            rows.append({"level": level, "dimension": dimension, "value": value or level, "method": method,
-                         "served": bool(entry.get("served", 1.0)),
-                         **{c: entry.get(c, float("nan")) for c in ACCESS_COLUMNS}})
-    return pd.DataFrame(rows).dropna(axis=1, how="all")
-
-
-def access_headline(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
-    """The access table's numbers for evaluate.json and the summary run: {level: {method: {column: value}}}."""
-    out: dict = {}
-    for row in table.to_dict("records"):
-        out.setdefault(row["level"], {})[row["method"]] = {
-            c: float(row[c]) for c in ACCESS_COLUMNS if c in row and row[c] == row[c]}
-    return out
-
-
-# Membership's pooled numbers under a defence (defend.csv) -> the defence table's columns.
-MEMBERSHIP_COLUMNS = {"membership.never_auc": "membership_auc",
-                      "membership.never_tpr_at_1pct_fpr": "membership_tpr_at_1pct_fpr",
-                      "membership.retained_auc": "membership_retained_auc"}
 
 
 STRENGTH = {"noise": "σ (× ‖θ_u − θ‖)", "prune": "rate", "finetune": "epochs on D_u \\ X",
             "noisy_unlearning": "σ (× C)"}
 
 
-def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figures: dict[str, str],
-                 small_sample: int = 30, level: float = 0.95, methods: pd.DataFrame | None = None,
-                 comparisons: dict[str, dict[str, float]] | None = None,
-                 families: dict[str, dict[str, float]] | None = None,
-                 leakage: pd.DataFrame | None = None, grids: dict[str, pd.DataFrame] | None = None,
-                 access: pd.DataFrame | None = None) -> Report:
-    """The report: setting, headline table, defences, figures, threat models, caveats.
-    `families` holds each attack family's own numbers (see `families`), tabulated as they are.
-    `setting` holds the run's description (dataset, model, method, N, k, requests, ...);
-    `figures` maps a figure's file name to its caption; `grids` each grid's tables as `uia table` wrote
-    them (grids/<name>.csv: a column "metric", the row param's, one per column value); `access` the access
-    stage's table (`access_table`)."""
+def _label(family: str) -> str:
+    return family.replace("_", " ")
+
+
+def _interval_of(section: dict, key: str) -> str:
+    stem = _base(key)
+    low, high = section.get(f"{stem}_ci95_low", math.nan), section.get(f"{stem}_ci95_high", math.nan)
+    return "" if low != low or high != high else interval(low, high)
+
+
+def _with_interval(section: dict, key: str) -> str:
+    value = section.get(key, math.nan)
+    if value != value:
+        return ""
+    folded = _interval_of(section, key)
+    return f"{value:.3g}" + (f" {folded}" if folded else "")
+
+
+def build_report(setting: dict, head: dict, numbers: dict, threats: dict[str, str], figures: dict[str, str],
+                 small_sample: int = 30, level: float = 0.95, defences: pd.DataFrame | None = None,
+                 methods: pd.DataFrame | None = None, comparisons: dict[str, dict[str, float]] | None = None,
+                 grids: dict[str, pd.DataFrame] | None = None, access: pd.DataFrame | None = None) -> Report:
+    """The report: setting, headline table, methods side by side, defences, access levels, grids, figures,
+    threat models, caveats and every family's numbers. `setting` holds the run's description (dataset,
+    model, method, N, k, requests, ...); `head` evaluate.json's sections (`headline`); `numbers` each family's
+    declarations; `threats` each family's threat model; `figures` maps a figure's file name to its caption;
+    `grids` each grid's tables as `uia table` wrote them (grids/<name>.csv: a column "metric", the row
+    param's, one per column value); `access` the access stage's table (`access_table`)."""
     r = Report("Unlearning inversion: what the deletion leaked")
     pct = f"{level:.0%}"
+    families = [f for f in numbers if f in head]
     r.heading("Setting")
     r.bullets([f"{k}: {v}" for k, v in setting.items()])
     r.heading("Headline results")
-    fr, li, un, cost = head["feature_recovery"], head.get("label_inference"), head["unlearning"], head["attack_cost"]
+    un = head["unlearning"]
     quality = QUALITY.get(setting.get("task", "classification"), "accuracy")
-    rows = [[f"θ test {quality}", head["model"]["test_accuracy"], ""],
-            [f"θ_u test {quality} (mean)", un["test_accuracy"], ""],
-            [f"θ_u forget {quality} (mean)", un.get("forget_accuracy", math.nan), ""],
-            ["unlearning seconds / request", un["seconds_per_request"], ""]]
-    if "psnr_mean" in fr:
-        rows += [["feature recovery PSNR (dB)", fr["psnr_mean"], _ci(fr, "psnr")],
-                 ["feature recovery SSIM", fr["ssim_mean"], _ci(fr, "ssim")],
-                 ["mean-image baseline PSNR (dB)", fr["baseline_psnr"], ""]]
-    else:
-        rows += [["feature recovery numeric MAE (sd)", fr["numeric_mae_std_mean"], _ci(fr, "numeric_mae_std")],
-                 ["feature recovery categorical accuracy", fr["categorical_accuracy_mean"],
-                  _ci(fr, "categorical_accuracy")]]
-    if "value_mae_std_mean" in fr:
-        rows += [["value inference MAE (sd)", fr["value_mae_std_mean"], _ci(fr, "value_mae_std")],
-                 ["training-mean baseline MAE (sd)", fr["baseline_value_mae_std"], ""]]
-    rows += [["attack seconds (every family)", cost["seconds"], ""]]
-    if li is not None:
-        rows += [["label inference accuracy", li["accuracy"],
-                  f"{interval(li['accuracy_ci95_low'], li['accuracy_ci95_high'])} (Wilson)"],
-                 ["label queries / request (+ probe queries)", cost["label_queries_per_request"],
-                  f"+ {cost['probe_queries']:.0f} once"]]
-    r.table(["quantity", "value", f"{pct} interval"], rows)
+    rows = [[f"θ test {quality}", head["model"]["test_accuracy"], "", ""],
+            [f"θ_u test {quality} (mean)", un["test_accuracy"], "", ""],
+            [f"θ_u forget {quality} (mean)", un.get("forget_accuracy", math.nan), "", ""],
+            ["unlearning seconds / request", un["seconds_per_request"], "", ""]]
+    for family in families:
+        section = head[family]
+        rows += [[f"{_label(family)}: {n.name}", section[n.key], _interval_of(section, n.key),
+                  section.get(n.baseline, "") if n.baseline else ""]
+                 for n in numbers[family] if "headline" in n.tables and n.key in section]
+    rows += [["attack seconds (every family)", head["attack"]["seconds"], "", ""]]
+    r.table(["quantity", "value", f"{pct} interval", "baseline guess"], rows)
     if methods is not None and len(methods) > 1:
-        _methods_section(r, methods, comparisons or {}, pct)
-    if leakage is not None and len(leakage) and leakage["membership_auc"].notna().any():
-        _leakage_section(r, leakage, pct)
+        _methods_section(r, methods, comparisons or {}, numbers, pct, quality)
     if defences is not None and len(defences):
         r.heading("Defences")
-        r.para("Each defence at each strength on the first requests' θ_u, then every attack again; means over "
-               "requests. Strength: " + "; ".join(f"{k}: {v}" for k, v in STRENGTH.items()) + "."
-               + (" Membership: the population attack over these requests and up to 20 deleted records a question "
-                  "of audit pairs released through the same defence, by an attacker whose shadows know nothing "
-                  "of it." if "membership_auc" in defences else ""))
-        shown = {"psnr": "PSNR (dB)", "ssim": "SSIM", "value_mae_std": "value MAE (sd)", "label_accuracy": "label acc.",
-                 **{c: c.replace("_", " ") for c in MEMBERSHIP_COLUMNS.values()}}
-        extra = [c for c in shown if c in defences]
-        r.table(["defence", "strength", f"test {quality}", f"forget {quality}", *(shown[c] for c in extra), "requests"],
+        r.para("Each defence at each strength on the first requests' θ_u, then every attack family again (each "
+               "with its sweep settings); means over requests, pooled numbers over the family's own candidates, "
+               "which are released through the same defence. Strength: "
+               + "; ".join(f"{k}: {v}" for k, v in STRENGTH.items()) + ".")
+        shown = {c: name for c, name in declared(numbers, "defence").items() if c in defences}
+        r.table(["defence", "strength", f"test {quality}", f"forget {quality}", *shown.values(), "requests"],
                 [[row["defence"], row["strength"], row["test_accuracy"], row["forget_accuracy"],
-                  *(row[c] for c in extra), int(row["requests"])]
-                 for _, row in defences.iterrows()])
+                  *(row[c] for c in shown), int(row["requests"])] for _, row in defences.iterrows()])
     if access is not None and len(access):
-        _access_section(r, access)
+        _access_section(r, access, declared(numbers, "access"))
     if grids:
         r.heading("Grids")
         r.para("Experiments run by `uia grid`, tabulated from their MLflow summary runs by `uia table`: the mean "
@@ -341,36 +304,49 @@ def build_report(setting: dict, head: dict, defences: pd.DataFrame | None, figur
     for name, caption in figures.items():
         r.figure(name, caption)
     r.heading("Threat models")
-    r.bullets([f"{name}: {text}" for name, text in THREAT_MODELS.items()])
+    r.bullets([f"{_label(name)}: {text}" for name, text in threats.items() if name in families])
     r.heading("Caveats")
-    caveats = []
-    n = int(fr["requests"])
-    if n < small_sample and "psnr_ci95_high" in fr:
-        caveats.append(f"Feature recovery rests on {n} requests: the {pct} interval of the mean PSNR is "
-                       f"{fr['psnr_ci95_high'] - fr['psnr_ci95_low']:.3g} dB wide.")
-    elif n < 2:
-        caveats.append(f"Feature recovery rests on {n} request: no interval.")
-    if li is not None and li["requests"] < small_sample:
-        caveats.append(f"Label inference rests on {int(li['requests'])} requests: the {pct} Wilson interval is "
-                       f"{li['accuracy_ci95_high'] - li['accuracy_ci95_low']:.3g} wide.")
-    if defences is not None and len(defences) and defences["requests"].max() < small_sample:
-        caveats.append(f"Each defence point averages {int(defences['requests'].max())} requests; differences "
-                       "between nearby strengths are within noise.")
-    if defences is not None and "baseline_psnr" in fr and (defences["psnr"] < fr["baseline_psnr"]).any():
-        caveats.append("Some defended models score below the mean-image baseline PSNR: the attack failed there "
-                       "(the defence moved θ_u by far more than the unlearning update, which drowns it), and "
-                       "an attacker who models the defence may do better.")
-    if methods is None or len(methods) < 2:
-        caveats.append("One unlearning method only: list others in unlearn.compare to attack them on the same "
-                       "requests, or compare the summary runs of two experiments in MLflow (see the README).")
-    r.bullets(caveats)
-    if families:  # long: last, as an appendix
-        r.heading("Every attack family")
-        r.para("Each family of the attack registry on unlearn.method's requests, its numbers as the attack stage "
-               f"wrote them (metrics/attack.json), a quantity's {pct} interval beside it where the stage gave one.")
-        r.table(["family", "quantity", "value", f"{pct} interval"],
-                [[name, *row] for name, numbers in families.items() for row in _with_intervals(numbers)])
+    r.bullets(_caveats(head, numbers, families, defences, methods, small_sample, pct))
+    r.heading("Every attack family")
+    r.para("Each family of the attack registry on unlearn.method's requests, its numbers as the attack stage "
+           f"wrote them (metrics/attack.json), a quantity's {pct} interval beside it where there is one.")
+    r.table(["family", "quantity", "value", f"{pct} interval"],
+            [[_label(name), *row] for name in families for row in _with_intervals(head[name])])
     return r
+
+
+def _caveats(head: dict, numbers: dict, families: list[str], defences, methods, small_sample: int,
+             pct: str) -> list[str]:
+    out = []
+    for family in families:
+        section = head[family]
+        n_requests = int(section.get("requests", 0))
+        for n in numbers[family]:
+            stem = _base(n.key)
+            if "headline" not in n.tables or n.interval is None or f"{stem}_ci95_high" not in section:
+                continue
+            if n_requests < small_sample:
+                out.append(f"{_label(family)}'s {n.name} rests on {n_requests} requests: its {pct} interval is "
+                           f"{section[f'{stem}_ci95_high'] - section[f'{stem}_ci95_low']:.3g} wide.")
+            break  # a family's lead number speaks for its sample
+    if defences is not None and len(defences) and defences["requests"].max() < small_sample:
+        out.append(f"Each defence point averages {int(defences['requests'].max())} requests; differences "
+                   "between nearby strengths are within noise.")
+    for family in families:
+        for n in numbers[family]:
+            column, guess = f"{family}.{n.key}", head[family].get(n.baseline) if n.baseline else None
+            if defences is None or guess is None or column not in defences or "defence" not in n.tables:
+                continue
+            worse = defences[column] < guess if n.higher_leaks else defences[column] > guess
+            if worse.any():
+                out.append(f"Some defended models leave {_label(family)}'s {n.name} worse than its baseline guess "
+                           f"({guess:.3g}): the attack failed there (the defence moved θ_u by far more than the "
+                           "unlearning update, which drowns it), and an attacker who models the defence may do "
+                           "better.")
+    if methods is None or len(methods) < 2:
+        out.append("One unlearning method only: list others in unlearn.compare to attack them on the same "
+                   "requests, or compare the summary runs of two experiments in MLflow (see the README).")
+    return out
 
 
 def _with_intervals(numbers: dict[str, float]) -> list[list]:
@@ -386,92 +362,54 @@ def _with_intervals(numbers: dict[str, float]) -> list[list]:
     return [[key, f"{value:.3g}", intervals.get(key, "")] for key, value in numbers.items() if key not in folded]
 
 
-def _methods_section(r: Report, methods: pd.DataFrame, comparisons: dict, pct: str) -> None:
-    leak = "psnr" if "psnr_mean" in methods else "categorical_accuracy"
-    label = "PSNR (dB)" if leak == "psnr" else "categorical acc."
+def _methods_section(r: Report, methods: pd.DataFrame, comparisons: dict, numbers: dict, pct: str,
+                     quality: str) -> None:
     r.heading("Unlearning methods side by side")
-    r.para("Every method unlearns the same requests from the same θ and both attacks run against each alike "
-           "(`unlearn.compare`). Agreement: θ_u's predictions on the forgotten samples against retraining without them.")
-    labels = "label_accuracy" in methods  # label inference attacks classifiers only
-    r.table(["method", "s / request", "forget acc.", "test acc.", "agreement with retrain", label,
-             f"{pct} interval", *(["label acc.", f"{pct} interval"] if labels else [])],
+    r.para("Every method unlearns the same requests from the same θ and every attack family runs against each "
+           "alike (`unlearn.compare`); a number's interval in brackets. Agreement: θ_u's predictions on the "
+           "forgotten samples against retraining without them.")
+    shown = {c: name for c, name in declared(numbers, "methods").items() if c in methods}
+    r.table(["method", "s / request", f"forget {quality}", f"test {quality}", "agreement with retrain",
+             *shown.values()],
             [[row["method"], row["seconds_per_request"], row["forget_accuracy"], row["test_accuracy"],
-              row["retrain_agreement_forget"], row[f"{leak}_mean"],
-              interval(row[f'{leak}_ci95_low'], row[f'{leak}_ci95_high']),
-              *([row["label_accuracy"], interval(row['label_accuracy_ci95_low'], row['label_accuracy_ci95_high'])]
-                if labels else [])]
-             for _, row in methods.iterrows()])
+              row["retrain_agreement_forget"], *(_with_interval(row, c) for c in shown)]
+             for row in methods.to_dict("records")])
     verdict = {1.0: "more", -1.0: "less", 0.0: "no significant difference"}
     lines = [f"{row['method']}: removal certificate — gradient residual {row['gradient_residual']:.3g}, Guo et al.'s "
              f"bound {row['residual_bound']:.3g} against the budget σε/c = {row['removal_budget']:.3g}; "
              f"{row['within_budget']:.0%} of removals within it, each covering {row['removals_in_budget']:.3g} such "
              "removals before retraining is due"
              for _, row in methods.iterrows() if pd.notna(row.get("residual_bound", math.nan))]
+    names = declared(numbers, "methods")
     for key, c in comparisons.items():
         other, main = key.split("_vs_")
-        line = (f"Did {other} leak more than {main}? Features: {verdict[c['features_leaked_more']]} "
-                f"({label} {c[f'{leak}_diff']:+.3g}, paired {pct} interval "
-                f"{interval(c.get(f'{leak}_diff_ci95_low', math.nan), c.get(f'{leak}_diff_ci95_high', math.nan))} "
-                f"over {int(c['requests'])} requests).")
-        if "labels_leaked_more" in c:
-            line += (f" Labels: {verdict[c['labels_leaked_more']]} (found in {int(c['label_hits_more'])} requests "
-                     f"where {main} was not, missed in {int(c['label_hits_fewer'])} where {main} found it; sign "
-                     f"test p = {c['label_sign_test_p']:.3g}).")
-        lines.append(line)
+        parts = []
+        for number, name in names.items():
+            if f"{number}_leaked_more" not in c:
+                continue
+            if f"{number}_sign_test_p" in c:
+                parts.append(f"{name}: {verdict[c[f'{number}_leaked_more']]} (found in {int(c[f'{number}_hits_more'])} "
+                             f"requests where {main} was not, missed in {int(c[f'{number}_hits_fewer'])} where {main} "
+                             f"found it; sign test p = {c[f'{number}_sign_test_p']:.3g})")
+            else:
+                parts.append(f"{name}: {verdict[c[f'{number}_leaked_more']]} ({c[f'{number}_diff']:+.3g}, paired "
+                             f"{pct} interval {interval(c[f'{number}_diff_ci95_low'], c[f'{number}_diff_ci95_high'])})")
+        lines.append(f"Did {other} leak more than {main} over {int(c['requests'])} requests? " + "; ".join(parts) + ".")
     r.bullets(lines)
 
 
-def _leakage_section(r: Report, t: pd.DataFrame, pct: str) -> None:
-    r.heading("Membership and re-identification, method by method")
-    r.para("Membership: was the candidate deleted or never a member? Chen et al.'s population attack with the "
-           "primary feature (AUC with its bootstrap interval, TPR at 1% and 0.1% FPR), the same for deleted vs "
-           "retained in D_u, U-LiRA, Chen et al.'s best feature and their one-model baseline. Re-identification: "
-           "membership, label inference and feature recovery chained to find the deleted record among the "
-           "candidates (top-1, against chance); the link that carries it is the best link alone.")
-    r.table(["method", "AUC", f"{pct} interval", "TPR@1%", "TPR@0.1%", "AUC retained", "U-LiRA AUC",
-             "Chen best", "one model", "re-id top-1", "chance", "carried by", "PSNR (dB)", "label acc."],
-            [[row["method"], row["membership_auc"],
-              interval(row['membership_auc_ci95_low'], row['membership_auc_ci95_high']),
-              row["tpr_at_1pct_fpr"], row["tpr_at_0.1pct_fpr"], row["retained_auc"], row["lira_auc"],
-              row["best_chen_auc"], row["one_model_auc"], row["reid_top1"], row["chance_top1"], row["carried_by"],
-              row["psnr"], row["label_accuracy"]] for _, row in t.iterrows()])
-    r.para("Attacker cost: seconds of each family on all requests (membership: with its shadow pairs' "
-           "seconds; feature recovery queries nothing, it holds both models) and queries of the served models.")
-    r.table(["method", "label inference s", "queries / request (+ probes)", "feature recovery s",
-             "membership s (shadows)", "queries / candidate", "compound s", "queries / request"],
-            [[row["method"], row["label_inference_seconds"],
-              f"{row['label_queries_per_request']:.3g} (+ {row['probe_queries']:.0f})"
-              if pd.notna(row["label_queries_per_request"]) else math.nan, row["feature_recovery_seconds"],
-              f"{row['membership_seconds']:.3g} ({row['membership_shadow_seconds']:.3g})",
-              row["membership_queries_per_candidate"], row["compound_seconds"], row["compound_queries_per_request"]]
-             for _, row in t.iterrows()])
-
-
-def _ci(section: dict, m: str) -> str:
-    low, high = section.get(f"{m}_ci95_low"), section.get(f"{m}_ci95_high")
-    return "" if low is None else interval(low, high)
-
-
-_ACCESS_HEADERS = {"psnr_mean": "PSNR (dB)", "numeric_mae_std_mean": "numeric MAE (sd)",
-                   "label_accuracy": "label acc.", "membership_auc": "membership AUC", "reid_top1": "re-id top-1",
-                   "seconds_per_request": "s / request", "queries_per_request": "queries / request",
-                   "probe_queries": "probe queries (once)",
-                   "paper_hours_per_request": "h / request at the paper's scale"}
-
-
-def _access_section(r: Report, t: pd.DataFrame) -> None:
+def _access_section(r: Report, t: pd.DataFrame, names: dict[str, str]) -> None:
     r.heading("What a weaker attacker gets")
     r.para("Every attack family again with less than the paper's attacker holds, one access level at a time "
            "(attack.access), on the first requests of each method; means over those requests. layers: only the "
            "last L layers' update; precision: the released models rounded; staleness: θ_u published after R "
            "further deletions (or T fine-tuning steps); knowledge: N guessed, θ₀ unknown, labels only as "
-           "inferred; queries: label-inference queries per request; output: top-k or label-only outputs. "
-           "Membership: the population attack on the same requests and audit pairs released alike. The last "
-           "column prices the reference's feature recovery (10,000 steps × 5 restarts a request) at the step "
-           "cost measured here, on this run's device. Not servable: the server could not release at that level "
-           "(its weights diverged, or its method cannot serve further requests there; metrics/access.csv says "
-           "which).")
-    columns = [c for c in _ACCESS_HEADERS if c in t]
-    r.table(["level", "method", *(_ACCESS_HEADERS[c] for c in columns)],
+           "inferred; queries: label-inference queries per request; output: top-k or label-only outputs. The "
+           "last column prices the reference's feature recovery (10,000 steps × 5 restarts a request) at the "
+           "step cost measured here, on this run's device. Not servable: the server could not release at that "
+           "level (its weights diverged, or its method cannot serve further requests there; metrics/access.csv "
+           "says which).")
+    headers = {**{c: n for c, n in names.items() if c in t}, **{c: n for c, n in ACCESS_EFFORT.items() if c in t}}
+    r.table(["level", "method", *headers.values()],
             [[row["level"], row["method"], *(row[c] if row["served"] else "not servable" if i == 0 else ""
-                                             for i, c in enumerate(columns))] for _, row in t.iterrows()])
+                                             for i, c in enumerate(headers))] for _, row in t.iterrows()])

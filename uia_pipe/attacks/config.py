@@ -83,13 +83,3 @@ def attack_params() -> type[AttackSettings]:
 def family_configs(section: AttackSettings) -> dict:
     """Family name -> its validated config, in registry order."""
     return {name: getattr(section, name) for name in ATTACKS}
-
-
-def sweep_configs(section: AttackSettings, iterations: int) -> dict:
-    """The families' configs for a sweep that re-runs them many times (defences, access levels): `iterations`
-    for families that have them (0 = the section's), and each family's own cheaper `defended_config`."""
-    configs = {name: cfg.model_copy(update={"iterations": iterations})
-               if iterations and "iterations" in type(cfg).model_fields else cfg
-               for name, cfg in family_configs(section).items()}
-    return {name: ATTACKS[name].defended_config(cfg) if ATTACKS[name].defended_config else cfg
-            for name, cfg in configs.items()}

@@ -44,10 +44,6 @@ from torch import nn
 
 from .. import tasks
 from ..executor import LOCAL, Executor
-from ..models import clone
-from ..training import fit
-from ..unlearning.methods import resolve, served_model
-from ..unlearning.problem import UnlearningProblem
 
 CHEN = ("direct_diff", "sorted_diff", "l2_distance", "direct_concat", "sorted_concat")
 BASELINE = "one_model"
@@ -56,8 +52,6 @@ FEATURES = (*CHEN, BASELINE, OURS)
 QUESTIONS = ("never", "retained")  # deleted vs never a member; deleted vs retained in D_u
 Feature = Literal["direct_diff", "sorted_diff", "l2_distance", "direct_concat", "sorted_concat", "one_model",
                   "logit_diff"]
-# Made pairs of a method that retrains from scratch use exact's: X lies only in D_u, so they are equal bit for bit.
-SAME_AS = {"retrain": "exact"}
 
 
 class Config(BaseModel):
@@ -80,6 +74,12 @@ class Config(BaseModel):
             raise ValueError(f"primary {self.primary!r} must be one of the features {list(self.features)}")
         return self
 
+    def for_sweep(self) -> "Config":
+        """Under each defence and access level, which re-run every family: the population attack alone (no
+        U-LiRA shadows, no bootstrap intervals) on at most 20 deleted records a question, since each defence
+        is applied to every audit pair."""
+        return self.model_copy(update={"lira_shadows": 0, "bootstrap": 0, "targets": min(self.targets, 20)})
+
 
 @dataclass
 class Pair:
@@ -95,42 +95,7 @@ class Pair:
     release: tuple | None = None  # (forget_x, forget_y, retain_x, retain_y)
 
 
-@dataclass(frozen=True)
-class Server:
-    """How the server made θ and θ_u: what shadow and made pairs repeat."""
-
-    theta_pretrained: nn.Module
-    finetune: object  # OptimSettings
-    finetune_seed: int
-    method: str
-    method_config: BaseModel
-    n: int
-    k: int
-
-    def problem(self, x: torch.Tensor, y: torch.Tensor) -> UnlearningProblem:
-        """The server's problem after fine-tuning θ₀ on (x, y)."""
-        theta = clone(self.theta_pretrained)
-        fit(theta, x, y, self.finetune, self.finetune_seed, batchnorm_eval=True)
-        return UnlearningProblem(self.theta_pretrained, theta, x, y, self.finetune, self.finetune_seed)
-
-    @property
-    def made_as(self) -> str:
-        """The method that makes this server's pairs (SAME_AS)."""
-        return SAME_AS.get(self.method, self.method)
-
-    def served(self, problem: UnlearningProblem) -> nn.Module:
-        return served_model(self.made_as, problem, self.method_config)
-
-    def unlearn(self, problem: UnlearningProblem, forget: torch.Tensor) -> nn.Module:
-        return resolve(self.made_as)[0](problem, forget, self.method_config)
-
-    def pair(self, x: torch.Tensor, y: torch.Tensor, forget: torch.Tensor) -> tuple[nn.Module, nn.Module]:
-        """θ = θ₀ fine-tuned on (x, y) as served, and θ_u = θ with `forget` (a mask over x) unlearned."""
-        problem = self.problem(x, y)
-        return self.served(problem), self.unlearn(problem, forget)
-
-
-def make_pairs(server: Server, x: torch.Tensor, y: torch.Tensor, count: int, seed: int,
+def make_pairs(server, x: torch.Tensor, y: torch.Tensor, count: int, seed: int,
                executor: Executor = LOCAL, what: str = "pair") -> list[Pair]:
     """`count` pairs on records of (x, y): each fine-tunes on N of them, unlearns k, and keeps as candidates
     the k deleted, k never drawn and k retained records. The pairs are made independently through
@@ -151,7 +116,7 @@ def make_pairs(server: Server, x: torch.Tensor, y: torch.Tensor, count: int, see
     return pairs
 
 
-def _pair(server: Server, forget: torch.Tensor, records: tuple[torch.Tensor, torch.Tensor]):
+def _pair(server, forget: torch.Tensor, records: tuple[torch.Tensor, torch.Tensor]):
     return server.pair(*records, forget)
 
 
@@ -276,7 +241,7 @@ class Lira:
         return loglik("deleted") - loglik(question)
 
 
-def lira_shadows(server: Server, x: torch.Tensor, y: torch.Tensor, own_x: torch.Tensor, own_y: torch.Tensor,
+def lira_shadows(server, x: torch.Tensor, y: torch.Tensor, own_x: torch.Tensor, own_y: torch.Tensor,
                  never: list[Pair], cfg: Config, seed: int, executor: Executor = LOCAL) -> Lira:
     """Shadow statistics for candidates (x, y). Each is planted, `lira_group` at a time, in the fine-tune
     set of `lira_shadows` shadow pairs per group (the other records the attacker's own), which delete
@@ -312,7 +277,7 @@ def lira_shadows(server: Server, x: torch.Tensor, y: torch.Tensor, own_x: torch.
     return Lira(means, std)
 
 
-def _lira_unit(server: Server, unit) -> list[np.ndarray]:
+def _lira_unit(server, unit) -> list[np.ndarray]:
     """One U-LiRA shadow of one group: θ fine-tuned on the group and its fill, then each candidate's
     deletion (with its k − 1 neighbours in `order`) in turn; every candidate's drop under each."""
     _, gx, gy, fill_x, fill_y, order = unit

@@ -8,7 +8,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-# Each strength costs both attacks on every defended request: 64 make a fine sweep, not a runaway one.
+# Each strength costs every attack family on every defended request: 64 make a fine sweep, not a runaway one.
 MAX_STRENGTHS = 64
 
 

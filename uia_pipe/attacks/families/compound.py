@@ -1,6 +1,7 @@
-"""The compound attack: membership, label inference and feature recovery
-chained to re-identify a deleted record among M + 1 candidates the attacker
-holds (the record and M others from the server's pool, seeded per request).
+"""The compound attack: all three at once — feature recovery's reconstruction picks the nearest of M + 1
+candidate records the attacker holds; label inference's class, then membership's score, decide between near
+ties. The candidates are the evaluator's line-up: the deleted record and M others from the server's pool,
+seeded per request.
 
 (iii) feature recovery's reconstruction (with the labels its own `labels`
 setting gives it) ranks the candidates by distance, nearest first; among the
@@ -20,16 +21,14 @@ import math
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
-from ...errors import UiaError
 from ...stats import wilson_ci
 from .. import membership as mi
-from ..protocol import Attack, Context
-from ..setting import Setting
+from ..protocol import Attack, Context, Grant, Number
 
 NEEDS = ("label_inference", "feature_recovery", "membership")
-LINKS = ("membership", "label", "feature_recovery", "compound")
+LINKS = {"membership": "membership", "label": "label inference", "feature_recovery": "feature recovery",
+         "compound": "the chain"}
 
 
 class Config(BaseModel):
@@ -38,17 +37,6 @@ class Config(BaseModel):
     candidates: int = Field(99, ge=1, le=100_000, description="M: candidates besides the deleted record")
     tolerance: float = Field(0.25, ge=0, le=100, description="relative distance margin within which the label, "
                              "then membership, order the candidates nearest the reconstruction")
-
-
-def candidate_set(setting: Setting, removed: torch.Tensor, m: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The deleted record's rivals: m records of the pool other than the request's removed ones (D_u's
-    retained and never-member records alike), seeded."""
-    kept = torch.ones(len(setting.du_y), dtype=torch.bool)
-    kept[removed] = False
-    x = torch.cat([setting.du_x[kept], setting.outside_x])
-    y = torch.cat([setting.du_y[kept], setting.outside_y])
-    pick = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:m]
-    return x[pick], y[pick]
 
 
 def ranks(membership: torch.Tensor, label_ok: torch.Tensor, distance: torch.Tensor, tolerance: float) -> dict:
@@ -69,35 +57,19 @@ def ranks(membership: torch.Tensor, label_ok: torch.Tensor, distance: torch.Tens
             "label_top5": float(label_ok[0]) * min(5, kept) / kept if kept else 0.0}
 
 
-def check(setting: Setting, cfg: Config) -> None:
-    """Enough pool records for M rivals of every request."""
-    if setting.outside_y is None:
-        raise UiaError("attack.compound: the run lacks the pool's records (rerun train and unlearn)")
-    room = len(setting.du_y) + len(setting.outside_y) - max(setting.ks, default=0)
-    if cfg.candidates > room:
-        raise UiaError(f"attack.compound.candidates: at most {room} (the pool less a request's k); "
-                       f"got {cfg.candidates}")
-
-
-def run(setting: Setting, thetas_u: list[nn.Module], cfg: Config, ctx: Context) -> list[list[dict]]:
-    """Per request, per removed sample that feature recovery covered: each link's rank of it."""
-    missing = [name for name in NEEDS if name not in ctx.earlier]
-    if missing:
-        raise UiaError(f"attack.compound: needs the {', '.join(missing)} attack families to run before it")
+def run(grant: Grant, cfg: Config, ctx: Context) -> list[list[dict]]:
+    """Per request, per removed sample that feature recovery covered: each link's rank of it among its
+    line-up (`grant.question`, the evaluator's: the sample first, then M rivals from the server's pool)."""
     prepared = ctx.prepared["membership"]
     classifiers, mcfg = prepared["classifiers"], prepared["config"]
     out = []
-    for j, (req, theta_u) in enumerate(zip(setting.requests, thetas_u)):
+    for j, (index, theta_u, lineups) in enumerate(zip(grant.requests, grant.thetas_u, grant.question)):
         recovery, inferred = ctx.earlier["feature_recovery"][j], ctx.earlier["label_inference"][j]
         labels = set(inferred.predicted)
         recon = recovery.result.reconstruction.detach().double().flatten(1)
         rows = []
-        for i in recovery.covered.tolist():
-            others_x, others_y = candidate_set(setting, torch.tensor(req["forget"]), cfg.candidates,
-                                               ctx.seed + 104_729 * (req["index"] + 1) + i)
-            x = torch.cat([setting.du_x[i: i + 1], others_x])
-            y = torch.cat([setting.du_y[i: i + 1], others_y])
-            lp, lp_u = mi.log_posteriors(setting.theta_original, x, y), mi.log_posteriors(theta_u, x, y)
+        for i, (x, y) in lineups:
+            lp, lp_u = mi.log_posteriors(grant.theta_original, x, y), mi.log_posteriors(theta_u, x, y)
             member = sum(torch.from_numpy(mi.classifier_scores(classifiers, [mcfg.primary], q, y, lp, lp_u)[mcfg.primary])
                          for q in mi.QUESTIONS) / len(mi.QUESTIONS)
             distance = torch.cdist(x.double().flatten(1), recon).min(1).values
@@ -106,11 +78,11 @@ def run(setting: Setting, thetas_u: list[nn.Module], cfg: Config, ctx: Context) 
                          "label_right": bool(label_ok[0])})
         out.append(rows)
         if ctx.on_request is not None:
-            ctx.on_request("compound", req["index"])
+            ctx.on_request("compound", index)
     return out
 
 
-def score(setting: Setting, results: list[list[dict]]) -> pd.DataFrame:
+def score(setting, results: list[list[dict]]) -> pd.DataFrame:
     """One row per request: each link's top-1 and top-5 re-identification, averaged over its covered samples."""
     rows = []
     for req, samples in zip(setting.requests, results):
@@ -126,8 +98,10 @@ def score(setting: Setting, results: list[list[dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarise(frame: pd.DataFrame, stats: dict) -> dict:
-    """Each link's top-1 / top-5 over the requests, the chain's top-1 with its Wilson interval, and chance."""
+def summarise(frame: pd.DataFrame, results: list[list[dict]], cfg: Config, stats: dict) -> dict:
+    """Each link's top-1 / top-5 over the requests, the chain's top-1 with its Wilson interval; chance, a
+    uniform guess among the M + 1 candidates; the queries a request costs (each candidate on θ and θ_u,
+    beside those of the three links)."""
     out = {}
     for link in LINKS:
         for top in (1, 5):
@@ -136,20 +110,17 @@ def summarise(frame: pd.DataFrame, stats: dict) -> dict:
     low, high = wilson_ci(int(round(scored.sum())), len(scored))
     out.update({"reid_top1": out["compound_top1"], "reid_top1_ci95_low": low, "reid_top1_ci95_high": high,
                 "reid_top5": out["compound_top5"], "requests": len(scored)})
-    return out
-
-
-def chance(setting: Setting, results: list[list[dict]], cfg: Config) -> dict:
-    """A uniform guess among the M + 1 candidates; the queries a request costs (each candidate on θ and θ_u,
-    beside those of the three links)."""
     n = cfg.candidates + 1
-    return {"chance_top1": 1 / n, "chance_top5": min(5, n) / n, "candidates": n, "queries_per_request": 2 * n}
+    return {**out, "chance_top1": 1 / n, "chance_top5": min(5, n) / n, "candidates": n, "queries_per_request": 2 * n}
 
 
-def defended(frame: pd.DataFrame) -> pd.DataFrame:
-    """Under a defence: the chain's top-1 (defend.json: compound.reid_top1_mean)."""
-    return pd.DataFrame({"compound.reid_top1": frame["compound_top1"]})
+NUMBERS = (
+    Number("reid_top1", "re-identification top-1", "compound_top1", ("headline", "methods", "defence", "access"),
+           baseline="chance_top1"),
+    Number("reid_top5", "re-identification top-5", "compound_top5", ("headline",)),
+    Number("chance_top1", "chance top-1", tables=("headline", "methods")),
+    *(Number(f"{link}_top1", f"{LINKS[link]} alone, top-1", f"{link}_top1", ("headline",)) for link in LINKS
+      if link != "compound"),
+)
 
-
-ATTACK = Attack(config=Config, run=run, score=score, summarise=summarise, prefix="cmp_", pooled=chance,
-                check=check, defended=defended)
+ATTACK = Attack(config=Config, run=run, score=score, summarise=summarise, numbers=NUMBERS)

@@ -28,7 +28,8 @@ def _backfit(
     inverts better, on a well-trained model, than k dummies fitted at once. c are least-squares weights of
     the dummies' own gradients against Δ, free per sample, so a sample recovered poorly gets a small weight
     instead of corrupting the others' residuals. Samples are first peeled off in the order of their label's
-    output-bias change (most negative first: the largest 1 − p_y, so the largest gradient), each against
+    output-bias change (most negative first: the largest 1 − p_y, so the largest gradient; a regressor's largest
+    residual first), each against
     what those before it leave unexplained, then each is solved again `cfg.backfit_rounds` times.
     Returns the k estimates [k, *input_shape] in the order of y, the steps taken, and the weights c."""
     device = next(point.parameters()).device
@@ -38,8 +39,11 @@ def _backfit(
     target = torch.cat([delta[n].double().reshape(-1) for n in names]).to(device)
     target = target / target.norm()
     sizes = [delta[n].numel() for n in names]
-    scores = _label_scores(delta, view.num_classes)
-    order = sorted(range(k), key=lambda i: float(scores[y[i]]))
+    if y.is_floating_point():  # a regressor's residuals (largest first), an autoencoder's zeros: no class
+        order = sorted(range(k), key=lambda i: -abs(float(y[i])))
+    else:
+        scores = _label_scores(delta, view.num_classes)
+        order = sorted(range(k), key=lambda i: float(scores[y[i]]))
     xs: list[torch.Tensor | None] = [None] * k
     grads: list[torch.Tensor | None] = [None] * k
 

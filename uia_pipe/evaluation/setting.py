@@ -1,11 +1,12 @@
 """The evaluator's side of a run: the models, D_u and the deletion requests, as
-the unlearn stage left them. Attack families take their views from it; only
-the scoring reads the removed samples."""
+the unlearn stage left them. Attack families get grants built from it
+(`grants`); only the scoring reads the removed samples."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from pydantic import BaseModel
@@ -17,6 +18,7 @@ from ..data import as_inputs
 from ..metrics import class_mean_images, mean_image
 from ..unlearning import plugins
 from ..unlearning.config import METHOD_CONFIGS
+from ..attacks.view import Limits
 from ..unlearning.sisa import unflatten
 
 
@@ -88,13 +90,22 @@ class Setting:
 
 @dataclass(frozen=True)
 class Run:
-    """One unlearning method's run: its setting and one θ_u per request."""
+    """One unlearning method's run as the evaluator attacks it: its setting, one θ_u per request as
+    released, how the server releases a model the evaluator makes alike (`release`: a defence or later
+    requests, applied to membership's audit pairs; None: as made) and what the attacker is denied (`limits`:
+    an access level)."""
 
     setting: Setting
     thetas_u: list[nn.Module]
     test_x: torch.Tensor  # the public test set: auxiliary probes' source, utility of defended models
     test_y: torch.Tensor
     compare: tuple[str, ...] = ()  # the methods compared with it (unlearn.method's folder only)
+    # release(θ, θ_u, forget_x, forget_y, retain_x, retain_y, seed) -> the released θ_u
+    release: Callable[..., nn.Module] | None = None
+    limits: Limits = Limits()
+    sisa_view: str = "ensemble"  # under sisa: "shard" when the attacker holds the server's checkpoint store
+    asked: dict[str, Any] = field(default_factory=dict)  # questions made once per served θ (membership's audit)
+
 
 
 def load_run(data: Path, trained: Path, unlearned: Path, device, max_requests: int = 0) -> Run:

@@ -28,21 +28,20 @@ from pydantic import BaseModel
 from torch import nn
 
 from .. import tasks
+from ..attacks import label_inference as li
+from ..attacks.protocol import Attack, Context
+from ..attacks.view import Limits, restricted
 from ..config import OptimParams
 from ..errors import UiaError
 from ..models import clone
 from ..unlearning.methods import METHODS, SERVER_STATE
 from ..unlearning.problem import UnlearningProblem
-from . import label_inference as li
-from .protocol import Attack, Context, attack_run, defended_rows, defended_summary, prepare
+from .campaign import Outcome, prepare
 from .setting import Run, Setting
-from .view import Limits, restricted
+from .sweep import Unservable, Variant, means
 
 FULL = "full"  # the level with nothing withheld, run first as every curve's reference
 PAPER_STEPS = 10_000 * 5  # the reference's feature recovery: 10,000 iterations × 5 restarts, always in full
-# Each family's keys under a level (defended_summary's) that the access table reads, by the table's name.
-HEADLINE = {"psnr_mean": "psnr_mean", "label_accuracy": "label_accuracy",
-            "membership_auc": "membership.never_auc", "reid_top1": "compound.reid_top1_mean"}
 
 
 def parametrised_layers(model: nn.Module) -> list[tuple[str, list[str]]]:
@@ -160,11 +159,6 @@ class RestrictedOutputs(nn.Module):
         return probs.clamp_min(1e-30).log()
 
 
-class Unservable(Exception):
-    """The server cannot release at this level (its weights diverged, or its method cannot serve the later
-    requests here): recorded with the reason, not attacked."""
-
-
 def _finite(model: nn.Module, what: str) -> nn.Module:
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise Unservable(what)
@@ -187,21 +181,22 @@ def _layers(value: str, a: Attacked) -> Attacked:
     if labels == "analytic" and not set(head) <= set(visible):
         raise UiaError(f"attack.access: layers:{value} hides the output layer, which "
                        "attack.feature_recovery.labels: analytic reads (use inferred or oracle labels)")
-    return dataclasses.replace(a, ctx=dataclasses.replace(a.ctx, limits=Limits(visible=visible)))
+    return dataclasses.replace(a, run=dataclasses.replace(a.run, limits=Limits(visible=visible)))
 
 
 def _precision(value: str, a: Attacked) -> Attacked:
     setting, round_ = a.run.setting, lambda m: rounded(m, value)
     setting = dataclasses.replace(setting, theta_original=round_(setting.theta_original),
                                   theta_pretrained=round_(setting.theta_pretrained))
-    run = dataclasses.replace(a.run, setting=setting, thetas_u=[round_(m) for m in a.run.thetas_u])
+    run = dataclasses.replace(a.run, setting=setting, thetas_u=[round_(m) for m in a.run.thetas_u],
+                              limits=Limits(observe=round_))
     prepared = dict(a.ctx.prepared)
     if "label_inference" in prepared:  # the probes' outputs as the attacker reads them off the rounded θ (and θ₀)
         probes, cfg = prepared["label_inference"], a.configs["label_inference"]
         reference = None if probes.reference is None else li.oracle(setting.theta_pretrained, cfg)(probes.x)
         prepared["label_inference"] = dataclasses.replace(
             probes, before=li.oracle(setting.theta_original, cfg)(probes.x), reference=reference)
-    return Attacked(run, a.configs, dataclasses.replace(a.ctx, prepared=prepared, limits=Limits(observe=round_)))
+    return Attacked(run, a.configs, dataclasses.replace(a.ctx, prepared=prepared))
 
 
 def _staleness(value: str, a: Attacked) -> Attacked:
@@ -234,8 +229,7 @@ def _staleness(value: str, a: Attacked) -> Attacked:
     def release(theta, theta_u, forget_x, forget_y, retain_x, retain_y, seed):  # membership's made pairs alike
         return later(theta_u, retain_x, retain_y, len(forget_y), seed)
 
-    return Attacked(dataclasses.replace(a.run, thetas_u=thetas_u), a.configs,
-                    dataclasses.replace(a.ctx, release=release))
+    return dataclasses.replace(a, run=dataclasses.replace(a.run, thetas_u=thetas_u, release=release))
 
 
 def _knowledge(value: str, a: Attacked) -> Attacked:
@@ -249,7 +243,7 @@ def _knowledge(value: str, a: Attacked) -> Attacked:
         raise UiaError("attack.access: knowledge:no_batch_norm_stats: the model has no batch norm")
     if value == "inferred_labels":
         configs = {**configs, "feature_recovery": configs["feature_recovery"].model_copy(update={"labels": "inferred"})}
-    return Attacked(a.run, configs, dataclasses.replace(a.ctx, limits=limits))
+    return Attacked(dataclasses.replace(a.run, limits=limits), configs, a.ctx)
 
 
 def _queries(value: str, a: Attacked) -> Attacked:
@@ -268,8 +262,8 @@ def _output(value: str, a: Attacked) -> Attacked:
     prepared = {k: v for k, v in a.ctx.prepared.items() if k != "label_inference"}
     stats = {k: v for k, v in a.ctx.stats.items() if k != "label_inference"}
     observe = lambda m: RestrictedOutputs(m, value, cfg.topk)  # noqa: E731
-    return Attacked(a.run, {**a.configs, "label_inference": cfg},
-                    dataclasses.replace(a.ctx, prepared=prepared, stats=stats, limits=Limits(observe=observe)))
+    return Attacked(dataclasses.replace(a.run, limits=Limits(observe=observe)), {**a.configs, "label_inference": cfg},
+                    dataclasses.replace(a.ctx, prepared=prepared, stats=stats))
 
 
 # Dimension -> (its level's value, the full-access run) -> that level's run; raises UiaError for a level the
@@ -301,78 +295,54 @@ def at_level(level: str, full: Attacked) -> Attacked:
     return DIMENSIONS[dimension](value, full)
 
 
-def sweep(runs: dict[str, Run], levels: tuple[str, ...], attacks: dict[str, Attack], configs: dict[str, BaseModel],
-          context: Callable[[Run], Context], on_step: Callable[[str, str], None] | None = None) -> pd.DataFrame:
-    """One row per (method, level, request): each family's scores under a defence's columns
-    (`defended_rows`), and the effort: seconds, optimiser steps and queries per request, and the queries that
-    made the level's probes (of θ, once; made anew under an output level); a level the server
-    cannot release at (`Unservable`: its weights diverged) is one row, request −1, saying why. Every level of every
-    method is built first (a level a run cannot take fails before any attack); each method's families are
+def variants(runs: dict[str, Run], levels: tuple[str, ...], attacks: dict[str, Attack],
+             configs: dict[str, BaseModel], context: Callable[[Run], Context]) -> list[Variant]:
+    """Each (method, level) as a sweep variant (`sweep.sweep`), FULL first. Every level of every method is
+    built here, before any attack (a level a run cannot take fails first); each method's families are
     prepared once at full access and that work is shared by its levels (probes, shadows, audit pairs)."""
-    built = {}
+    out = []
     for method, run in runs.items():
         ctx = context(run)
-        prepare(run.setting, attacks, configs, ctx)
+        prepare(run, attacks, configs, ctx)
         full = Attacked(run, configs, ctx)
-        built[method] = [(level, _built(level, full)) for level in (FULL, *levels)]
-    rows = []
-    for method, attacked in built.items():
-        for level, a in attacked:
+        for level in (FULL, *levels):
             dimension, _, value = level.partition(":")
             key = {"method": method, "level": level, "dimension": dimension, "value": value or FULL}
             try:
-                if isinstance(a, Unservable):
-                    raise a
-                outcome = attack_run(a.run, attacks, a.configs, dataclasses.replace(a.ctx, earlier={}))
-            except Unservable as why:  # a made pair's release diverged too: the level as a whole
-                rows.append({**key, "request": -1, "unservable": str(why)})
-                if on_step is not None:
-                    on_step(method, level)
+                a = at_level(level, full)
+            except Unservable as why:
+                out.append(Variant(key, unservable=str(why)))
                 continue
-            scores = defended_rows(attacks, outcome)
-            effort = _effort(outcome.scored)
-            probe_queries = sum(float(s.get("probe_queries", 0)) for s in outcome.summaries.values())
-            requests = a.run.setting.requests
-            for j, req in enumerate(requests):
-                rows.append({**key, "request": int(req["index"]), "unservable": "",
-                             "seconds": outcome.seconds / len(requests), "probe_queries": probe_queries,
-                             **{k: float(v.iloc[j]) for k, v in effort.items()},
-                             **scores.drop(columns="request").iloc[j].to_dict()})
-            if on_step is not None:
-                on_step(method, level)
-    return pd.DataFrame(rows)
+            out.append(Variant(key, a.run, a.configs, a.ctx, _effort))
+    return out
 
 
-def _built(level: str, full: Attacked) -> Attacked | Unservable:
-    try:
-        return at_level(level, full)
-    except Unservable as why:
-        return why
-
-
-def _effort(scored: dict[str, pd.DataFrame]) -> dict[str, pd.Series]:
-    """Per request, over the families that count them: optimiser steps with their seconds, and queries."""
-    frames = [f.reset_index(drop=True) for f in scored.values()]
+def _effort(run: Run, outcome: Outcome) -> list[dict]:
+    """Per request, over the families that count them: optimiser steps with their seconds, and queries; the
+    level's seconds a request and the queries that made its probes (of θ, once; anew under an output level)."""
+    frames = [f.reset_index(drop=True) for f in outcome.scored.values()]
     zero = pd.Series(0.0, index=frames[0].index)
     stepped = [f for f in frames if "steps" in f and "seconds" in f]
-    return {"steps": sum((f["steps"].astype(float) for f in stepped), zero),
-            "step_seconds": sum((f["seconds"].astype(float) for f in stepped), zero),
-            "queries": sum((f["queries"].astype(float) for f in frames if "queries" in f), zero)}
+    effort = {"steps": sum((f["steps"].astype(float) for f in stepped), zero),
+              "step_seconds": sum((f["seconds"].astype(float) for f in stepped), zero),
+              "queries": sum((f["queries"].astype(float) for f in frames if "queries" in f), zero)}
+    probe_queries = sum(float(s.get("probe_queries", 0)) for s in outcome.summaries.values())
+    n = len(run.setting.requests)
+    return [{"unservable": "", "seconds": outcome.seconds / n, "probe_queries": probe_queries,
+             **{k: float(v.iloc[j]) for k, v in effort.items()}} for j in range(n)]
 
 
 def summarise(frame: pd.DataFrame, attacks: dict[str, Attack]) -> dict[str, dict[str, dict[str, float]]]:
-    """`{level: {method: {...}}}` (`{"served": 0}` where the server could not release): the headline scores
-    (psnr_mean, label_accuracy, membership_auc, reid_top1), each family's means under the level, and the effort:
-    per request (seconds, queries, steps), the probes' queries once, and the hours the reference's scale
-    (PAPER_STEPS optimiser steps a request) would take at the measured step cost."""
+    """`{level: {method: {...}}}` (`{"served": 0}` where the server could not release): each family's numbers
+    declared for the access table under their one name ("<family>.<key>"), and the effort: per request
+    (seconds, queries, steps), the probes' queries once, and the hours the reference's scale (PAPER_STEPS
+    optimiser steps a request) would take at the measured step cost."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for (level, method), group in frame.groupby(["level", "method"], sort=False):
         if (group["request"] < 0).all():
             out.setdefault(level, {})[method] = {"served": 0.0}
             continue
-        family = defended_summary(attacks, group)
-        entry = {name: family[key] for name, key in HEADLINE.items() if key in family}
-        entry.update(family)
+        entry = means(frame, attacks, "access", group)
         steps = group["steps"].sum()
         entry.update(served=1.0, seconds_per_request=group["seconds"].mean(),
                      queries_per_request=group["queries"].mean(), steps_per_request=group["steps"].mean(),

@@ -1,0 +1,69 @@
+"""The threat model is a wall in the layout: the attacker's side (uia_pipe/attacks/) never imports the
+evaluator's side (uia_pipe/evaluation/), the unlearning methods, the data, file I/O, defences or tracking —
+read from the code (every import, those inside functions too) — and a family's run receives a Grant, which
+has no field for D_u or what a request removed."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from uia_pipe.attacks import ATTACKS
+from uia_pipe.attacks.protocol import Grant
+
+ATTACKER = ROOT / "uia_pipe" / "attacks"
+FORBIDDEN = ("uia_pipe.evaluation", "uia_pipe.unlearning", "uia_pipe.data", "uia_pipe.io", "uia_pipe.defenses",
+             "uia_pipe.tracking", "stages")
+
+
+def imports(path: Path) -> set[str]:
+    """Every module `path` imports, absolute (relative imports resolved against its package)."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    if path.name != "__init__.py":
+        package = package.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            out |= {base} | {f"{base}.{a.name}" for a in node.names}
+    return out
+
+
+def reaches(module: str, forbidden: str) -> bool:
+    return module == forbidden or module.startswith(forbidden + ".")
+
+
+@pytest.mark.parametrize("path", sorted(ATTACKER.rglob("*.py")), ids=lambda p: str(p.relative_to(ATTACKER)))
+def test_the_attackers_side_imports_nothing_of_the_evaluators(path):
+    crossing = sorted(m for m in imports(path) for f in FORBIDDEN if reaches(m, f))
+    assert not crossing, f"{path.relative_to(ROOT)} imports {crossing}"
+
+
+def test_the_check_itself_sees_a_crossing(tmp_path):
+    bad = ATTACKER / "families" / "_probe_of_the_wall_test.py"
+    try:
+        bad.write_text("def run(grant, cfg, ctx):\n    from ...evaluation.setting import Setting\n    return Setting\n")
+        assert any(reaches(m, "uia_pipe.evaluation") for m in imports(bad))
+    finally:
+        bad.unlink()
+
+
+def test_a_grant_holds_no_field_for_the_removed_records():
+    fields = {f.name for f in dataclasses.fields(Grant)}
+    assert not fields & {"du_x", "du_y", "forget", "truth", "setting", "outside_x", "outside_y"}
+
+
+def test_each_familys_run_takes_a_grant_not_the_setting():
+    for name, attack in ATTACKS.items():
+        first = next(iter(inspect.signature(attack.run).parameters))
+        assert first == "grant", f"{name}.run's first parameter is {first!r}"

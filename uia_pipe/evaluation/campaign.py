@@ -1,0 +1,95 @@
+"""The campaign: every family of the registry on every (θ, θ_u) pair of a run, each given its grant
+(`grants`), then scored against the truth and summarised here, on the evaluator's side. The attack stage,
+the sweeps (defences, access levels) and evaluate iterate the registry and never name a family."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from pydantic import BaseModel
+
+from .. import io
+from ..attacks.protocol import Attack, Context, for_task
+from . import grants
+from .setting import Run
+
+
+@dataclass
+class Outcome:
+    """Every family's results on one run."""
+
+    frame: pd.DataFrame  # one row per request: "request", then each family's scores as "<family>.<column>"
+    scored: dict[str, pd.DataFrame]  # family -> its own scores, one row per request
+    results: dict[str, Any]
+    summaries: dict[str, dict]
+    seconds: float
+
+
+class FileStore:
+    """Reusable work under a folder: key -> <folder>/<key>.safetensors (`protocol.Store`)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def load(self, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+        path = self.folder / f"{key}.safetensors"
+        return io.load_tensors(path) if path.is_file() else None
+
+    def save(self, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        io.save_tensors(self.folder / f"{key}.safetensors", tensors, meta)
+
+
+def check(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseModel]) -> None:
+    """Every question the families of `run`'s task will be asked can be posed on it, before any attack runs."""
+    grants.check(run, for_task(attacks, run.setting.task), configs)
+
+
+def prepare(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseModel], ctx: Context) -> None:
+    """Each family's reusable work for the served θ of `run` (label inference's probes, membership's shadows),
+    into ctx; what ctx already holds is kept."""
+    for name, attack in for_task(attacks, run.setting.task).items():
+        if attack.prepare is not None and name not in ctx.prepared:
+            grant = grants.grant(run, name, configs[name], ctx)
+            ctx.prepared[name], ctx.stats[name] = attack.prepare(grant, configs[name], ctx)
+
+
+def attack_run(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseModel], ctx: Context,
+               outputs: bool = False) -> Outcome | tuple[Outcome, dict[str, Any]]:
+    """Every family in registry order on every request of `run`, each on its grant; what ctx.prepared
+    already holds (the same served θ, attacked again after a defence) is not prepared again. Families that
+    cannot attack the run's task (`Attack.tasks`) are left out. With `outputs`, also each family's
+    artifacts and plot data ({relative path or plot name: Figure | {name: tensor} | DataFrame})."""
+    started = time.perf_counter()
+    frame, scored, results, summaries, made = None, {}, {}, {}, {}
+    for name, attack in for_task(attacks, run.setting.task).items():
+        cfg, family_started = configs[name], time.perf_counter()
+        prepare(run, {name: attack}, configs, ctx)
+        grant = grants.grant(run, name, cfg, ctx)
+        results[name] = attack.run(grant, cfg, ctx)
+        ctx.earlier[name] = results[name]
+        scored[name] = attack.score(run.setting, results[name])
+        summaries[name] = {**attack.summarise(scored[name], results[name], cfg, ctx.stats.get(name, {})),
+                           "seconds": time.perf_counter() - family_started}
+        if outputs and attack.outputs is not None:
+            made.update(attack.outputs(run.setting, grant, results[name], cfg, ctx))
+        own = scored[name].rename(columns={c: f"{name}.{c}" for c in scored[name].columns if c != "request"})
+        frame = own if frame is None else frame.merge(own, on="request")
+    outcome = Outcome(frame, scored, results, summaries, time.perf_counter() - started)
+    return (outcome, made) if outputs else outcome
+
+
+def sweep_configs(configs: dict[str, BaseModel], iterations: int) -> dict[str, BaseModel]:
+    """The families' configs for a sweep that re-runs them many times (defences, access levels): `iterations`
+    for families that have them (0 = as configured), and each config's own cheaper `for_sweep()` where it
+    defines one."""
+    out = {}
+    for name, cfg in configs.items():
+        if iterations and "iterations" in type(cfg).model_fields:
+            cfg = cfg.model_copy(update={"iterations": iterations})
+        out[name] = cfg.for_sweep() if hasattr(cfg, "for_sweep") else cfg
+    return out

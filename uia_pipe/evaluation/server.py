@@ -1,0 +1,63 @@
+"""The server's recipe as a replay: θ₀ fine-tuned on N records as the server did, then k of them unlearned by
+the run's method. The attacker is granted it as a black box it feeds its own records (membership's shadow
+pairs: the paper's threat model knows the recipe); the evaluator feeds it the pool (audit pairs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from ..models import clone
+from ..training import fit
+from ..unlearning.methods import resolve, served_model
+from ..unlearning.problem import UnlearningProblem
+
+# Made pairs of a method that retrains from scratch use exact's: X lies only in D_u, so they are equal bit for bit.
+SAME_AS = {"retrain": "exact"}
+
+
+@dataclass(frozen=True)
+class Server:
+    """How the server made θ and θ_u: what shadow and made pairs repeat."""
+
+    theta_pretrained: nn.Module
+    finetune: object  # OptimParams
+    finetune_seed: int
+    method: str
+    method_config: BaseModel
+    n: int
+    k: int
+
+    def problem(self, x: torch.Tensor, y: torch.Tensor) -> UnlearningProblem:
+        """The server's problem after fine-tuning θ₀ on (x, y)."""
+        theta = clone(self.theta_pretrained)
+        fit(theta, x, y, self.finetune, self.finetune_seed, batchnorm_eval=True)
+        return UnlearningProblem(self.theta_pretrained, theta, x, y, self.finetune, self.finetune_seed)
+
+    @property
+    def made_as(self) -> str:
+        """The method that makes this server's pairs (SAME_AS)."""
+        return SAME_AS.get(self.method, self.method)
+
+    def served(self, problem: UnlearningProblem) -> nn.Module:
+        return served_model(self.made_as, problem, self.method_config)
+
+    def unlearn(self, problem: UnlearningProblem, forget: torch.Tensor) -> nn.Module:
+        return resolve(self.made_as)[0](problem, forget, self.method_config)
+
+    def pair(self, x: torch.Tensor, y: torch.Tensor, forget: torch.Tensor) -> tuple[nn.Module, nn.Module]:
+        """θ = θ₀ fine-tuned on (x, y) as served, and θ_u = θ with `forget` (a mask over x) unlearned."""
+        problem = self.problem(x, y)
+        return self.served(problem), self.unlearn(problem, forget)
+
+
+
+def server_of(setting) -> Server | None:
+    """The replay of the server of `setting` (None where an older unlearn stage did not record its recipe)."""
+    if setting.finetune is None or setting.method_config is None:
+        return None
+    return Server(setting.theta_pretrained, setting.finetune, setting.finetune_seed, setting.method,
+                  setting.method_config, len(setting.du_y), setting.ks[0])
