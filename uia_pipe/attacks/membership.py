@@ -30,12 +30,11 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -48,37 +47,12 @@ from ..models import clone
 from ..training import fit
 from ..unlearning.methods import resolve, served_model
 from ..unlearning.problem import UnlearningProblem
+# The settings and the feature names live in the schema leaf; re-exported here.
+from .schema.membership import BASELINE, CHEN, FEATURES, OURS, Config, Feature  # noqa: F401
 
-CHEN = ("direct_diff", "sorted_diff", "l2_distance", "direct_concat", "sorted_concat")
-BASELINE = "one_model"
-OURS = "logit_diff"
-FEATURES = (*CHEN, BASELINE, OURS)
 QUESTIONS = ("never", "retained")  # deleted vs never a member; deleted vs retained in D_u
-Feature = Literal["direct_diff", "sorted_diff", "l2_distance", "direct_concat", "sorted_concat", "one_model",
-                  "logit_diff"]
 # Made pairs of a method that retrains from scratch use exact's: X lies only in D_u, so they are equal bit for bit.
 SAME_AS = {"retrain": "exact"}
-
-
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    shadows: int = Field(100, ge=1, le=100_000, description="S shadow (θ_s, θ_s,u) pairs of the population attack")
-    targets: int = Field(100, ge=1, le=100_000, description="deleted records scored per question (the run's "
-                         "requests' first, then pairs the evaluator makes alike from the pool), as many negatives")
-    features: tuple[Feature, ...] = Field(FEATURES, min_length=1, description="feature constructions scored")
-    primary: Feature = Field(OURS, description="the feature whose classifier is the headline and the compound's")
-    classifier: Literal["random_forest", "logistic"] = "random_forest"
-    trees: int = Field(100, ge=1, le=10_000, description="random forest size")
-    lira_shadows: int = Field(2, ge=0, le=10_000, description="U-LiRA shadow pairs per candidate and side; 0 = off")
-    lira_group: int = Field(8, ge=1, le=1024, description="candidates planted in each U-LiRA shadow fine-tune set")
-    bootstrap: int = Field(1000, ge=0, le=100_000, description="resamples of each interval; 0 = none")
-
-    @model_validator(mode="after")
-    def _primary_is_scored(self) -> "Config":
-        if self.primary not in self.features:
-            raise ValueError(f"primary {self.primary!r} must be one of the features {list(self.features)}")
-        return self
 
 
 @dataclass

@@ -19,25 +19,17 @@ import math
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ...errors import UiaError
 from ...stats import wilson_ci
 from .. import membership as mi
 from ..protocol import Attack, Context
+from ..schema.compound import Config  # the settings, in the schema leaf
 from ..setting import Setting
 
 NEEDS = ("label_inference", "feature_recovery", "membership")
 LINKS = ("membership", "label", "feature_recovery", "compound")
-
-
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    candidates: int = Field(99, ge=1, le=100_000, description="M: candidates besides the deleted record")
-    tolerance: float = Field(0.25, ge=0, le=100, description="relative distance margin within which the label, "
-                             "then membership, order the candidates nearest the reconstruction")
 
 
 def candidate_set(setting: Setting, removed: torch.Tensor, m: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
