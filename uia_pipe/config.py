@@ -4,10 +4,12 @@ Unknown keys, wrong types, out-of-range values and unknown registry names all
 become a `UiaError` whose one-line message names the key. This module holds
 the machinery and the sections every stage may read (base, train, evaluate);
 the sections of the algorithm families sit beside them as leaf schemas
-(`uia_pipe.data.DownloadParams`, `uia_pipe.unlearning.config.UnlearnParams`,
+(`uia_pipe.data_config.DownloadParams`, `uia_pipe.unlearning.config.UnlearnParams`,
 `uia_pipe.attacks.config.attack_params`, `uia_pipe.defenses.config.DefendParams`),
 so that validating the train section imports no attack, defence or unlearning
 code. `uia_pipe.params` puts all of them together for the whole file (`uia check`).
+Every schema imports pydantic and other schemas only (the models' settings and the
+task names: `uia_pipe.model_config`), never torch, pandas or scikit-learn.
 """
 
 from __future__ import annotations
@@ -21,9 +23,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from .errors import UiaError
-from .models import MODELS
+from .model_config import MODEL_CONFIGS, TASKS
 from .registry import one_of
-from .tasks import TASKS
 
 # Every section params.yaml may hold, in the order of the pipeline.
 SECTIONS = ("base", "download", "train", "unlearn", "attack", "defend", "evaluate")
@@ -103,7 +104,7 @@ class PretrainParams(OptimParams):
     max_samples: int = Field(0, ge=0, le=MAX_SAMPLES)
 
 
-_ModelSettings = registry_settings("ModelSettings", {name: cfg for name, (_, cfg) in MODELS.items()})
+_ModelSettings = registry_settings("ModelSettings", MODEL_CONFIGS)
 
 
 class TrainParams(_ModelSettings):
@@ -123,7 +124,7 @@ class TrainParams(_ModelSettings):
     @field_validator("model")
     @classmethod
     def _known(cls, v: str) -> str:
-        return one_of("model", v, MODELS)
+        return one_of("model", v, MODEL_CONFIGS)
 
 
 class EvaluateParams(Section):

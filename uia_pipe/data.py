@@ -23,16 +23,16 @@ import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 import torchvision
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from uia_pipe.atomic import atomic_path
+# The download section's schema, re-exported: data.DownloadParams, ...
+from uia_pipe.data_config import DATASET_NAMES, CsvParams, DownloadParams, ImageFolderParams  # noqa: F401
 from uia_pipe.errors import UiaError
-from uia_pipe.io import atomic_path
-from uia_pipe.registry import one_of
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian package ``dataset-fashion-mnist`` installs the gzipped IDX files."""
@@ -858,70 +858,4 @@ DATASETS: dict[str, Loader] = {
     "csv": load_csv,
 }
 """Registry used by `load_dataset`; each loader takes (cache_dir, settings)."""
-
-_MAX_SEED = 2**32 - 1  # config.MAX_SEED; this schema stays a leaf (imports no config, so no model code)
-_Side = Annotated[int, Field(ge=1, le=4096)]
-
-
-def _printable_path(value: str | None) -> str | None:
-    if value is not None and not (value and value.isprintable()):
-        raise ValueError(f"expected null or a path of printable characters, got {value!r}")
-    return value
-
-
-_Fraction = Annotated[float, Field(gt=0, lt=1, description="share of each class (of the rows) held out for test")]
-_Seed = Annotated[int, Field(ge=0, le=_MAX_SEED)]
-
-
-class _UserData(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    _path = field_validator("path", check_fields=False)(_printable_path)
-
-
-class ImageFolderParams(_UserData):
-    """download.image_folder, read by dataset image_folder."""
-
-    path: str | None = Field(None, description="a folder of class subfolders of images (ImageFolder's layout)")
-    size: tuple[_Side, _Side] = Field((28, 28), description="[height, width] every image is resized to")
-    channels: Literal[1, 3] = Field(1, description="1: greyscale (L), 3: RGB")
-    test_fraction: _Fraction = 0.2
-    split_seed: _Seed = 0
-
-
-class CsvParams(_UserData):
-    """download.csv, read by dataset csv."""
-
-    path: str | None = Field(None, description="a CSV file with a header row")
-    target: str | None = Field(None, min_length=1, description="the column to predict")
-    categorical: tuple[str, ...] = Field((), description="feature columns one-hot encoded; all others numeric")
-    task: Literal["classification", "regression"] = "classification"
-    test_fraction: _Fraction = 0.2
-    split_seed: _Seed = 0
-
-    @field_validator("categorical")
-    @classmethod
-    def _features_only(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        target = info.data.get("target")
-        if target is not None and target in value:
-            raise ValueError(f"lists the target column {target!r}; list feature columns only")
-        if len(set(value)) != len(value):
-            raise ValueError(f"a column listed twice: {list(value)}")
-        return value
-
-
-class DownloadParams(BaseModel):
-    """The download section: which dataset, where downloads and staged raw files
-    go, and the user's own files (image_folder, csv)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    dataset: str = "fashion_mnist"
-    cache_dir: str = Field("~/.cache/uia-pipe", min_length=1, description="outside the repository")
-    image_folder: ImageFolderParams = ImageFolderParams()
-    csv: CsvParams = CsvParams()
-
-    @field_validator("dataset")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        return one_of("dataset", v, DATASETS)
+assert tuple(DATASETS) == DATASET_NAMES, "data.DATASETS and data_config.DATASET_NAMES disagree"

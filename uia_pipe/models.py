@@ -9,64 +9,27 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Annotated, Callable, Literal
+from typing import Callable
 
 import torch
 import torchvision
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from torch import nn
 
-
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-# Widths up to 16x the reference ConvNet's 64: at 1,024 its 4w-channel convs already hold ~0.7 billion weights.
-MAX_WIDTH = 1024
-# Hidden layers of an MLP: at most 16 of at most 8,192 units (~1 billion weights in all).
-HiddenWidth = Annotated[int, Field(ge=1, le=8192)]
-
-
-class ConvNetConfig(_Config):
-    width: int = Field(64, ge=1, le=MAX_WIDTH, description="channels of the first conv (reference: 64)")
-
-
-class MLPConfig(_Config):
-    hidden: list[HiddenWidth] = Field([256, 128], min_length=1, max_length=16, description="hidden layer widths")
-
-
-class TabularMLPConfig(_Config):
-    hidden: list[HiddenWidth] = Field([64, 32], min_length=1, max_length=16, description="hidden layer widths")
-
-
-class ResNet18Config(_Config):
-    pass
-
-
-class LinearConfig(_Config):
-    pass
-
-
-class LeNetConfig(_Config):
-    width: int = Field(12, ge=1, le=MAX_WIDTH, description="channels of each conv (DLG's LeNet: 12)")
-    activation: Literal["relu", "sigmoid"] = Field("relu", description="DLG used sigmoid")
-
-
-# A ViT block holds (4 + 2·mlp_ratio)·dim² weights: at dim 1,024, mlp_ratio 8 and depth 48, ~1 billion in all.
-class ViTConfig(_Config):
-    patch: int = Field(4, ge=1, le=256, description="side of the square patches, each one token (ViT-B: 16)")
-    dim: int = Field(64, ge=1, le=MAX_WIDTH, description="token width (ViT-B: 768)")
-    depth: int = Field(2, ge=1, le=48, description="transformer blocks (ViT-B: 12)")
-    heads: int = Field(4, ge=1, le=MAX_WIDTH, description="attention heads, dividing dim (ViT-B: 12)")
-    mlp_ratio: int = Field(2, ge=1, le=8, description="MLP hidden width over dim (ViT-B: 4)")
-
-    @field_validator("heads")
-    @classmethod
-    def _divides_dim(cls, v: int, info: ValidationInfo) -> int:
-        dim = info.data.get("dim")
-        if dim is not None and dim % v:
-            raise ValueError(f"heads must divide dim (got heads {v}, dim {dim})")
-        return v
+# The config types live in the schema leaf model_config (validating params imports no torch); re-exported here.
+from .model_config import (  # noqa: F401
+    MAX_WIDTH,
+    MODEL_CONFIGS,
+    TASKS,
+    ConvNetConfig,
+    HiddenWidth,
+    LeNetConfig,
+    LinearConfig,
+    MLPConfig,
+    ResNet18Config,
+    TabularMLPConfig,
+    ViTConfig,
+    _Config,
+)
 
 
 class Classifier(nn.Module):
@@ -107,6 +70,7 @@ class Reconstructor(Classifier):
 
 WRAPPERS: dict[str, type[Classifier]] = {"classification": Classifier, "regression": Regressor,
                                          "autoencoder": Reconstructor}
+assert tuple(WRAPPERS) == TASKS, "models.WRAPPERS and model_config.TASKS disagree"
 
 
 def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
@@ -260,6 +224,8 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], type[_Config]]] = {
     "linear": (linear, LinearConfig),
     "vit": (vit, ViTConfig),
 }
+assert {name: cfg for name, (_, cfg) in MODELS.items()} == MODEL_CONFIGS and list(MODELS) == list(MODEL_CONFIGS), \
+    "models.MODELS and model_config.MODEL_CONFIGS disagree"
 
 
 def build_model(

@@ -1,16 +1,17 @@
 """The attack section: settings shared by the families, and one block per
-family of the registry, built from it when params are read (so a family
-registered at run time gets its block too)."""
+family, built when params are read: from the live registry in the stages (so a
+family registered at run time gets its block too), from the built-in families'
+schema leaves (`attacks.schema.FAMILY_CONFIGS`) where params are only validated
+(`uia check`), which imports no attack."""
 
 from __future__ import annotations
 
 import re
 from typing import Literal
 
-from pydantic import Field, create_model, field_validator
+from pydantic import BaseModel, Field, create_model, field_validator
 
 from ..config import MAX_REQUESTS, MAX_STEPS, Section
-from . import ATTACKS
 
 # What each access dimension's levels may be (attack.access.levels: "<dimension>:<level>").
 PRECISIONS = ("float16", "bfloat16", "int8_tensor", "int8_channel")
@@ -74,12 +75,20 @@ class AttackSettings(Section):
     access: AccessParams = AccessParams()
 
 
-def attack_params() -> type[AttackSettings]:
-    """The attack section's type: the shared settings and `<family>: <its config>` for each registered family."""
+def attack_params(configs: dict[str, type[BaseModel]] | None = None) -> type[AttackSettings]:
+    """The attack section's type: the shared settings and `<family>: <its config>` for each family of
+    `configs` (name -> config type; None: the live registry's, `uia_pipe.attacks.ATTACKS`, which imports
+    every family; `attacks.schema.FAMILY_CONFIGS`: the built-in families', which imports none)."""
+    if configs is None:
+        from . import ATTACKS
+
+        configs = {name: attack.config for name, attack in ATTACKS.items()}
     return create_model("AttackParams", __base__=AttackSettings,
-                        **{name: (attack.config, attack.config()) for name, attack in ATTACKS.items()})
+                        **{name: (config, config()) for name, config in configs.items()})
 
 
 def family_configs(section: AttackSettings) -> dict:
     """Family name -> its validated config, in registry order."""
+    from . import ATTACKS
+
     return {name: getattr(section, name) for name in ATTACKS}

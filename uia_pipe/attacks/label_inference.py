@@ -53,11 +53,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable, Literal, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from torch import nn
 
-from ..registry import one_of
-from .probes import STRATEGIES, ProbeConfig, Probes, to_boundary
+from .probes import STRATEGIES, Probes, to_boundary
+from .schema.label_inference import STATISTIC_NAMES, Config  # the settings, in the schema leaf
 from .view import BlackBoxView, QueryOracle
 
 __all__ = [
@@ -65,44 +64,6 @@ __all__ = [
     "oracle", "make_probes", "infer", "infer_many", "class_scores",
     "with_reference", "reference_weight", "uses_reference",
 ]
-
-
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    probes: ProbeConfig = Field(ProbeConfig(), description="how probing samples are made (probes.py)")
-    statistic: str = Field(
-        "logit",
-        description="per-class drop under probability/top-k access: logit | logit_median | probability "
-        "(reference: probability, the mean drop of p_c)",
-    )
-    access: Literal["probabilities", "topk", "label"] = Field(
-        "probabilities", description="what each query returns (reference: probabilities)"
-    )
-    topk: int = Field(1, ge=1, le=1000, description="entries visible under topk access (no reference)")
-    calibration: Literal["none", "leave_one_out"] = Field(
-        "none",
-        description="infer_many only: subtract per class the median score of the other requests on the same θ; "
-        "use for exact unlearning, whose θ_u carries a common drift (reference: none)",
-    )
-    reference: Literal["none", "pretrained", "auto"] = Field(
-        "auto",
-        description="read the drop against θ₀ too (N·f(θ) − (N−k)·f(θ_u) − k·f(θ₀) for one step; θ₀'s "
-        "outputs on the probes cost one query each, once): none | pretrained (always) | auto (only when θ_u "
-        "is a retrained fine-tune from θ₀: exact, retrain); not under label access (reference: none)",
-    )
-
-    @field_validator("statistic")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        return one_of("statistic", v, STATISTICS)
-
-    @field_validator("reference")
-    @classmethod
-    def _reference_needs_scores(cls, v: str, info: ValidationInfo) -> str:
-        if v == "pretrained" and info.data.get("access") == "label":
-            raise ValueError("pretrained needs probabilities or topk access (label access counts flips)")
-        return v
 
 
 @dataclass(frozen=True)
@@ -222,6 +183,7 @@ STATISTICS: dict[str, tuple[Value, Literal["mean", "median"]]] = {
     "logit_median": (_log_odds, "median"),
     "probability": (_probability, "mean"),
 }
+assert tuple(STATISTICS) == STATISTIC_NAMES, "label_inference.STATISTICS and schema.label_inference.STATISTIC_NAMES disagree"
 
 
 def _drops(name: str, before, after, label, num_classes, reference=None, weight: float = 0.0) -> torch.Tensor:

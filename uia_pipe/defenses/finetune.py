@@ -5,29 +5,13 @@ ordinary training steps, at a cost in compute."""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
 from torch import nn
 
-from ..config import MAX_BATCH, MAX_EPOCHS, OptimParams
+from ..config import OptimParams
 from ..training import fit
 from ..models import clone
-from .base import DefenceConfig, DefenceInput
-
-
-class Config(DefenceConfig):
-    strengths: tuple[float, ...] = (0.0, 1.0, 5.0, 20.0)
-    lr: float = Field(0.01, gt=0, description="SGD step size")
-    momentum: float = Field(0.0, ge=0, lt=1)
-    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
-
-    @field_validator("strengths")
-    @classmethod
-    def _whole(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if any(not float(s).is_integer() for s in v):
-            raise ValueError(f"fine-tune strengths are epochs, whole numbers (got {list(v)})")
-        if any(s > MAX_EPOCHS for s in v):  # as many as training allows (OptimParams.epochs)
-            raise ValueError(f"fine-tune strengths are epochs, each <= {MAX_EPOCHS} (got {list(v)})")
-        return v
+from .base import DefenceInput
+from .config import FinetuneConfig as Config  # the settings, in the schema leaf
 
 
 def defend(inp: DefenceInput, strength: float, cfg: Config, seed: int) -> nn.Module:

@@ -14,11 +14,8 @@ import torch
 from torch import nn
 
 from ..models import clone
-from .base import DefenceConfig, DefenceInput, parameters_of
-
-
-class Config(DefenceConfig):
-    strengths: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0)
+from .base import DefenceInput, parameters_of
+from .config import NoiseConfig as Config  # the settings, in the schema leaf
 
 
 def defend(inp: DefenceInput, strength: float, cfg: Config, seed: int) -> nn.Module:

@@ -9,19 +9,13 @@ approx method's step; σ = 0 with a finite C is clipping alone."""
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from .. import tasks
 from ..models import clone
-from .base import DefenceConfig, DefenceInput
-
-
-class Config(DefenceConfig):
-    strengths: tuple[float, ...] = (0.0, 0.001, 0.01, 0.1)
-    clip: float = Field(10.0, gt=0, description="per-sample gradient L2 bound C")
-    eta: float = Field(1.0, gt=0, description="ascent step η (as unlearn.approx.eta)")
+from .base import DefenceInput
+from .config import NoisyUnlearningConfig as Config  # the settings, in the schema leaf
 
 
 def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

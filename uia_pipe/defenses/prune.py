@@ -6,25 +6,14 @@ Biases and batch-norm parameters are kept."""
 from __future__ import annotations
 
 import torch
-from pydantic import field_validator
 from torch import nn
 from torch.nn.utils import prune
 
 from ..models import clone
-from .base import DefenceConfig, DefenceInput
+from .base import DefenceInput
+from .config import PruneConfig as Config  # the settings, in the schema leaf
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-class Config(DefenceConfig):
-    strengths: tuple[float, ...] = (0.0, 0.3, 0.6, 0.9)
-
-    @field_validator("strengths")
-    @classmethod
-    def _rate(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if any(not 0 <= s < 1 for s in v):
-            raise ValueError(f"pruning rates must be in [0, 1) (got {list(v)})")
-        return v
 
 
 def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:

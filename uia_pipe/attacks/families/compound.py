@@ -20,23 +20,14 @@ import math
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from ...stats import wilson_ci
 from .. import membership as mi
 from ..protocol import Attack, Context, Grant, Number
+from ..schema.compound import Config  # the settings, in the schema leaf
 
-NEEDS = ("label_inference", "feature_recovery", "membership")
 LINKS = {"membership": "membership", "label": "label inference", "feature_recovery": "feature recovery",
          "compound": "the chain"}
-
-
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    candidates: int = Field(99, ge=1, le=100_000, description="M: candidates besides the deleted record")
-    tolerance: float = Field(0.25, ge=0, le=100, description="relative distance margin within which the label, "
-                             "then membership, order the candidates nearest the reconstruction")
 
 
 def ranks(membership: torch.Tensor, label_ok: torch.Tensor, distance: torch.Tensor, tolerance: float) -> dict:
