@@ -65,6 +65,27 @@ def check(params: ParamsOption = Path("params.yaml")) -> None:
     typer.echo(f"{params}: valid")
 
 
+@app.command("readme")
+@clean_errors
+def readme_results(
+    path: Annotated[Path, typer.Option("--readme", help="the README whose results block is rewritten",
+                                       exists=True, dir_okay=False)] = Path("README.md"),
+    metrics: Annotated[Path, typer.Option(help="folder of the pipeline's metrics JSON files",
+                                          exists=True, file_okay=False)] = Path("metrics"),
+) -> None:
+    """Rewrite the README's results table (between <!-- results:begin --> and <!-- results:end -->) from the
+    metrics files of the last run; run it after `make run` or `dvc exp run`. Nothing else in the README changes."""
+    from uia_pipe import io, readme
+
+    files = {name: metrics / f"{name}.json" for name in readme.FILES}
+    found = {name: io.load_json(file) for name, file in files.items() if file.is_file()}  # a missing file: no columns
+    text = path.read_text()
+    new = readme.replace_block(text, readme.results_table(found))
+    if new != text:
+        io.write_text(path, new)  # atomic: a temporary beside it, renamed into place
+    typer.echo(f"{path}: results table {'rewritten' if new != text else 'already up to date'} from {metrics}/")
+
+
 @app.command()
 @clean_errors
 def seeds(
