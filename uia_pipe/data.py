@@ -32,6 +32,7 @@ import torchvision
 from uia_pipe.atomic import atomic_path
 # The download section's schema, re-exported: data.DownloadParams, ...
 from uia_pipe.data_config import DATASET_NAMES, CsvParams, DownloadParams, ImageFolderParams  # noqa: F401
+from uia_pipe.encoding import decode_tabular  # noqa: F401  (a card's encoding inverted, for scoring)
 from uia_pipe.errors import UiaError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -814,34 +815,6 @@ def load_csv(cache_dir: Path, settings: DownloadParams | None = None) -> Dataset
     train_idx, test_idx = _stratified_split(y, cfg.test_fraction, cfg.split_seed)
     return _tabular_dataset(columns=columns, y=y, train_idx=train_idx, test_idx=test_idx,
                             split_seed=cfg.split_seed, class_names=class_names, **card)
-
-
-def decode_tabular(x: torch.Tensor, encoding: dict) -> dict[str, torch.Tensor]:
-    """Invert a card's `encoding` for a [B, D] batch (or one [D] row).
-
-    Returns {"numeric": float [B, n_num] on the original scale, in column order,
-    "categorical": long [B, n_cat] index into each column's `categories` (argmax
-    of its one-hot block, so soft or reconstructed vectors decode too)}."""
-    if x.dim() == 1:
-        x = x.unsqueeze(0)
-    if x.dim() != 2 or x.shape[1] != encoding["dim"]:
-        raise ValueError(f"decode_tabular expects [B, {encoding['dim']}], got {list(x.shape)}")
-    x = x if x.is_floating_point() else x.to(torch.float32)
-    numeric: list[torch.Tensor] = []
-    categorical: list[torch.Tensor] = []
-    for col in encoding["columns"]:
-        if col["type"] == "numeric":
-            numeric.append(x[:, col["index"]] * col["std"] + col["mean"])
-        else:
-            start = col["start"]
-            categorical.append(x[:, start : start + len(col["categories"])].argmax(dim=1))
-    b = x.shape[0]
-    return {
-        "numeric": torch.stack(numeric, dim=1) if numeric else x.new_zeros(b, 0),
-        "categorical": torch.stack(categorical, dim=1)
-        if categorical
-        else torch.zeros(b, 0, dtype=torch.int64, device=x.device),
-    }
 
 
 DATASETS: dict[str, Loader] = {

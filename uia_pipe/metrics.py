@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from .data import decode_tabular
+from .encoding import decode_tabular
 
 
 def _pair(recon: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
