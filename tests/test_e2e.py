@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -14,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, small_params
+from tests.conftest import repo_copy, small_params
 from uia_pipe.config import section_hash
 
 pytestmark = pytest.mark.slow
@@ -28,27 +25,8 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> str:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> tuple[Path, dict]:
-    repo = tmp_path_factory.mktemp("repo")
-    # tracked files and new ones not yet committed (ignored ones stay out)
-    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for rel in tracked:
-        if rel == "dvc.lock" or rel.startswith(("metrics/", "reports/")) or not (ROOT / rel).is_file():
-            continue
-        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, repo / rel)
-    (repo / "params.yaml").write_text(yaml.safe_dump(small_params(), sort_keys=False))
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "GIT_AUTHOR_NAME": "uia", "GIT_AUTHOR_EMAIL": "uia@localhost",
-        "GIT_COMMITTER_NAME": "uia", "GIT_COMMITTER_EMAIL": "uia@localhost",
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
-    }
-    _run(["git", "init", "-q"], repo, env)
-    _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "init"], repo, env)
-    return repo, env
+    """The repository (as git sees it, less a run's outputs) on the shrunken params, committed."""
+    return repo_copy(tmp_path_factory.mktemp("e2e"), params=small_params())
 
 
 def test_repro_then_noop_then_experiment_skips_download_and_train(repo):
