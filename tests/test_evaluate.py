@@ -152,6 +152,7 @@ def inputs(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_evaluate_stage_writes_metrics_figures_and_a_self_contained_report(inputs):
     t = inputs
     result = CliRunner().invoke(app, [
