@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -105,6 +108,82 @@ def tiny_problem() -> UnlearningProblem:
     return UnlearningProblem(theta0, theta, x[256:], y[256:], finetune, 1, record)
 
 
+MLP_SPEC = {"model": "mlp", "config": {"hidden": [64]}, "input_shape": [1, 28, 28], "num_classes": 3,
+            "mean": [0.5], "std": [0.3], "dtype": "float64"}
+
+
+@pytest.fixture(scope="session")
+def mlp_problem() -> UnlearningProblem:
+    """tiny_problem's protocol and data in float64 on an MLP (one hidden layer of 64, no batch norm).
+
+    Where a test's verdict rests on what the trained toy ends up doing (which samples a method flips, how far
+    it moves them), tiny_problem is the wrong toy: its float32 width-2 ConvNet trains to a visibly different
+    model from one CPU to the next (last-bit rounding differs between CPUs and the narrow network amplifies
+    it). This one is the same model on every CPU: float64 keeps rounding differences near 1e-16, and the toy
+    is tame (a relative 1e-6 perturbation of its initial weights moves the numbers the tests read in the
+    sixth digit and changes no verdict, nor does 1e-4). θ₀ pretrained on 256 images, θ fine-tuned from it on
+    D_u of 24; θ is right on 23 of D_u (on its first six, the forget set the tests use) and on 97.5% of 200
+    fresh images."""
+    x, y = tiny_data(280, seed=0)
+    x = x.double()
+    pretrain = OptimParams(epochs=5, lr=0.05, momentum=0.9, batch_size=64)
+    model = init_model(MLP_SPEC, seed=0)
+    fit(model, x[:256], y[:256], pretrain, seed=0)
+    theta0 = clone(model)
+    finetune = OptimParams(epochs=1, lr=1e-3, batch_size=8)
+    theta = clone(theta0)
+    fit(theta, x[256:], y[256:], finetune, seed=1, batchnorm_eval=True)
+    record = Pretraining(init=lambda: init_model(MLP_SPEC, seed=0), x=x[:256], y=y[:256], settings=pretrain, seed=0)
+    return UnlearningProblem(theta0, theta, x[256:], y[256:], finetune, 1, record)
+
+
+def feature_problem(features: torch.Tensor, labels: torch.Tensor, seed: int = 1) -> UnlearningProblem:
+    """An unlearning problem whose θ₀ (and θ) is a float64 linear classifier, so its penultimate features are
+    `features` themselves (the (n, d) inputs, float64): D_u = (features, labels), finetune_seed `seed`."""
+    d = features.shape[1]
+    spec = {"model": "linear", "config": {}, "input_shape": [d], "num_classes": int(labels.max()) + 1,
+            "mean": [0.0] * d, "std": [1.0] * d, "dtype": "float64"}
+    model = init_model(spec, seed=0)
+    return UnlearningProblem(model, model, features.to(torch.float64), labels, OptimParams(), seed)
+
+
+def _outputs_of_a_run(rel: str) -> bool:
+    """What a run writes (dvc.lock, metrics/, reports/): a copy starts without them."""
+    return rel == "dvc.lock" or rel.startswith(("metrics/", "reports/"))
+
+
+def repo_copy(tmp_path: Path, *, keep: Callable[[str], bool] = lambda rel: not _outputs_of_a_run(rel),
+              params: dict | None = None, commit: bool = True,
+              mlflow_uri: str | None = None) -> tuple[Path, dict[str, str]]:
+    """The repository's files as git sees them (tracked, and new ones not ignored) for which `keep(path)`
+    holds, copied into a fresh git repository at tmp_path / "repo"; `params` (if given) written as its
+    params.yaml; committed unless `commit` is false. Returns the copy and the environment to run git, dvc
+    and the stages in there: this interpreter's bin first on PATH, a git identity, no DVC analytics and
+    the MLflow store `mlflow_uri` (the session's by default)."""
+    repo = tmp_path / "repo"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    for rel in filter(None, listed.split("\0")):
+        if (ROOT / rel).is_file() and keep(rel):
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, repo / rel)
+    if params is not None:
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "uia", "GIT_AUTHOR_EMAIL": "uia@localhost",
+        "GIT_COMMITTER_NAME": "uia", "GIT_COMMITTER_EMAIL": "uia@localhost",
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_TRACKING_URI": mlflow_uri or os.environ["MLFLOW_TRACKING_URI"],
+    }
+    commands = [["git", "init", "-q"]] + ([["git", "add", "-A"], ["git", "commit", "-qm", "repo copy"]] if commit else [])
+    for cmd in commands:
+        done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    return repo, env
+
+
 def invoke(*args: str, code: int = 0):
     """A stage through the CLI, in process; asserts its exit code (with the output and traceback if not)."""
     import traceback
@@ -145,3 +224,10 @@ def run_all_stages(params: Path, t: Path) -> None:
            "--defend-metrics", str(t / "defend.json"), "--defend-details", str(t / "defend.csv"), "--access-metrics", str(t / "access.json"),
            "--metrics", str(t / "evaluate.json"),
            "--reports", str(t / "reports"))
+
+
+def run_ok(cmd: list[str], cwd: Path, env: dict, timeout: int = 1200) -> str:
+    """A command in a repository copy (`repo_copy`); its output, or a failure showing the output's end."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout + proc.stderr

@@ -224,6 +224,7 @@ def test_a_bad_level_is_one_line_before_any_work(tmp_path, params_file):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_the_access_stage_reruns_every_family_at_each_level(tmp_path, params_file):
     """German Credit, exact and approx, the conftest's six levels (one per dimension) on one request."""
     t = tmp_path

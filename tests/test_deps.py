@@ -5,16 +5,12 @@ the stages it affects; train imports no attack, defence or unlearning code."""
 from __future__ import annotations
 
 import ast
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, repo_copy
 
 PACKAGES = ("stages", "uia_pipe")
 
@@ -93,10 +89,10 @@ def test_no_library_module_imports_stages():
                 assert not any(n.split(".")[0] == "stages" for n in names), f"{path} imports stages"
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "uia", "GIT_AUTHOR_EMAIL": "uia@localhost",
-           "GIT_COMMITTER_NAME": "uia", "GIT_COMMITTER_EMAIL": "uia@localhost"}
-    return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
+def _pipeline_file(rel: str) -> bool:
+    """The code and the pipeline's definition, what `dvc status` hashes: every .py file, dvc.yaml,
+    params.yaml, .dvcignore and grids/ (a folder evaluate depends on)."""
+    return rel.endswith(".py") or rel in ("dvc.yaml", "params.yaml", ".dvcignore") or rel.startswith("grids/")
 
 
 @pytest.mark.slow
@@ -104,20 +100,11 @@ def test_editing_an_imported_file_makes_dvc_status_list_the_stage(tmp_path):
     """A locked pipeline whose outputs are stand-ins: after editing one file a stage
     imports, `dvc status` lists that stage (and only the stages that import it, plus
     those downstream of them, never train for an attack file)."""
-    repo = tmp_path / "repo"
-    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout.split()
-    for rel in tracked:
-        if (ROOT / rel).is_file() and (rel.endswith(".py") or rel in ("dvc.yaml", "params.yaml", ".dvcignore")
-                                       or rel.startswith("grids/")):  # a folder evaluate depends on
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
+    repo, env = repo_copy(tmp_path, keep=_pipeline_file, commit=False)
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     for stage in stages.values():  # every stage a no-op that makes its outputs
         stage["cmd"] = "python -c pass"
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    _git(repo, "init", "-q")
     subprocess.run(["dvc", "init", "-q"], cwd=repo, env=env, check=True)
     for name, stage in stages.items():
         for out in stage.get("outs", []) + [m for key in ("metrics", "plots") for m in stage.get(key, [])]:

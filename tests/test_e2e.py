@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -14,46 +10,21 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, small_params
+from tests.conftest import repo_copy, run_ok, small_params
 from uia_pipe.config import section_hash
 
 pytestmark = pytest.mark.slow
 
 
-def _run(cmd: list[str], cwd: Path, env: dict) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> tuple[Path, dict]:
-    repo = tmp_path_factory.mktemp("repo")
-    # tracked files and new ones not yet committed (ignored ones stay out)
-    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for rel in tracked:
-        if rel == "dvc.lock" or rel.startswith(("metrics/", "reports/")) or not (ROOT / rel).is_file():
-            continue
-        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, repo / rel)
-    (repo / "params.yaml").write_text(yaml.safe_dump(small_params(), sort_keys=False))
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "GIT_AUTHOR_NAME": "uia", "GIT_AUTHOR_EMAIL": "uia@localhost",
-        "GIT_COMMITTER_NAME": "uia", "GIT_COMMITTER_EMAIL": "uia@localhost",
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
-    }
-    _run(["git", "init", "-q"], repo, env)
-    _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "init"], repo, env)
-    return repo, env
+    """The repository (as git sees it, less a run's outputs) on the shrunken params, committed."""
+    return repo_copy(tmp_path_factory.mktemp("e2e"), params=small_params())
 
 
 def test_repro_then_noop_then_experiment_skips_download_and_train(repo):
     path, env = repo
-    first = _run(["dvc", "repro"], path, env)
+    first = run_ok(["dvc", "repro"], path, env)
     for stage in ("download", "train", "unlearn", "attack", "defend", "access", "evaluate"):
         assert f"Running stage '{stage}'" in first
     access = json.loads((path / "metrics" / "access.json").read_text())
@@ -75,12 +46,12 @@ def test_repro_then_noop_then_experiment_skips_download_and_train(repo):
     assert set(roc["question"]) == {"never", "retained"} and roc["fpr"].between(0, 1).all()
     assert (path / "reports" / "report.html").is_file() and (path / "reports" / "defences.png").is_file()
 
-    second = _run(["dvc", "repro"], path, env)
+    second = run_ok(["dvc", "repro"], path, env)
     assert "Running stage" not in second
 
-    _run(["git", "add", "-A"], path, env)
-    _run(["git", "commit", "-qm", "baseline"], path, env)
-    exp = _run(["dvc", "exp", "run", "-S", "unlearn.method=approx"], path, env)
+    run_ok(["git", "add", "-A"], path, env)
+    run_ok(["git", "commit", "-qm", "baseline"], path, env)
+    exp = run_ok(["dvc", "exp", "run", "-S", "unlearn.method=approx"], path, env)
     assert "Running stage 'unlearn'" in exp
     assert "Running stage 'download'" not in exp and "Running stage 'train'" not in exp
     assert yaml.safe_load((path / "params.yaml").read_text())["unlearn"]["method"] == "approx"
@@ -89,7 +60,7 @@ def test_repro_then_noop_then_experiment_skips_download_and_train(repo):
 def test_the_tracking_store_holds_one_summary_run_per_experiment(repo):
     path, env = repo
     if not (path / "metrics" / "evaluate.json").is_file():
-        _run(["dvc", "repro"], path, env)
+        run_ok(["dvc", "repro"], path, env)
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("uia-pipe")
     digest = section_hash(small_params())  # evaluate logs params.yaml as written: every key of every section

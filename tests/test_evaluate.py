@@ -181,6 +181,7 @@ def inputs(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_evaluate_stage_writes_metrics_figures_and_a_self_contained_report(inputs):
     t = inputs
     result = CliRunner().invoke(app, [
@@ -252,7 +253,7 @@ def test_a_familys_declared_numbers_reach_the_methods_table_without_naming_it():
     table = summary.methods_table(pd.concat([_unlearn_rows(), _unlearn_rows("approx")]), _method_rows(), ATTACK,
                                   "exact", NUMBERS)
     auc = "membership.never_auc"
-    assert table[auc].tolist() == [0.8, 0.95] and table[f"membership.never_auc_ci95_low"][0] == 0.7
+    assert table[auc].tolist() == [0.8, 0.95] and table["membership.never_auc_ci95_low"][0] == 0.7
     head = summary.headline(TRAIN, _unlearn_rows(), ATTACK, _attack_rows(), NUMBERS)
     doc = summary.build_report({"dataset": "x"}, head, NUMBERS, {"membership": "a user"}, {}, methods=table)
     from uia_pipe.report import markdown

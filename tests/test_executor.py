@@ -141,6 +141,7 @@ def _load(path):
     return _without_seconds(json.loads(path.read_text()))
 
 
+@pytest.mark.slow
 def test_unlearn_and_attack_on_ray_equal_local(trained, ray_cluster, tmp_path):
     t = trained
     local, on_ray = _params(tmp_path), _params(tmp_path, executor="ray")
@@ -160,6 +161,7 @@ def test_unlearn_and_attack_on_ray_equal_local(trained, ray_cluster, tmp_path):
         assert (t / "attack_ray" / path.relative_to(t / "attack_local")).read_bytes() == path.read_bytes()
 
 
+@pytest.mark.slow
 def test_a_failing_task_fails_the_stage_in_one_line_leaving_no_output(trained, ray_cluster, plugin_dir, tmp_path,
                                                                       monkeypatch):
     from uia_pipe.requests import draw_requests
@@ -179,6 +181,7 @@ def test_a_failing_task_fails_the_stage_in_one_line_leaving_no_output(trained, r
     assert not (trained / "unlearn_failing").exists() and not (trained / "unlearn_failing.json").exists()
 
 
+@pytest.mark.slow
 def test_stage_with_an_unreachable_cluster_fails_before_any_work(trained, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, committed_params, small_params
+from tests.conftest import committed_params, repo_copy, small_params
 from uia_pipe import grid, stats
 from uia_pipe.errors import UiaError
 
@@ -65,24 +62,12 @@ def test_table_pivots_means_and_intervals_over_seeds():
 def test_grid_command_queues_runs_and_tabulates_a_2x2_grid(tmp_path):
     """A real 2×2 grid (unlearn.method × train.n, one seed) on the tiny German Credit setting, through DVC's
     queue in a copy of the repository, to a table from MLflow."""
-    repo = tmp_path / "repo"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if (ROOT / rel).is_file() and not rel.startswith(("metrics/", "reports/")) and rel != "dvc.lock":
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
     raw = small_params()
     raw["download"]["cache_dir"] = str(tmp_path / "cache")
     raw["unlearn"].update(compare=[], requests=2)
     raw["attack"]["membership"].update(shadows=10, targets=4, lira_shadows=0, bootstrap=20, trees=10)
     raw["defend"].update(defences=["noise"], max_requests=1)
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "grid test"]):
-        subprocess.run(cmd, cwd=repo, env=env, check=True)
+    repo, env = repo_copy(tmp_path, params=raw, mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     done = subprocess.run([sys.executable, "-m", "stages.cli", "grid", "tiny", "-S", "unlearn.method=exact,approx",
                            "-S", "train.n=16,32", "--jobs", "2", "--metric", "label_inference.accuracy",
                            "--metric", "unlearning.test_accuracy"],

@@ -41,6 +41,7 @@ def _write(root, package: str, source: str) -> None:
     (root / package / "method.py").write_text(source)
 
 
+@pytest.mark.slow
 def test_a_plugin_written_here_runs_unlearn_attack_defend_and_evaluate(tmp_path, params_file, monkeypatch):
     _write(tmp_path / "code", "ascent_plugin", PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path / "code"))

@@ -37,6 +37,7 @@ def pipeline(tmp_path, params_file) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_stages_write_the_contracted_metrics_and_artifacts(pipeline):
     card = json.loads((pipeline / "dataset" / "card.json").read_text())
     assert card["name"] == "german_credit" and card["n_train"] == 800
@@ -87,6 +88,7 @@ def test_stages_write_the_contracted_metrics_and_artifacts(pipeline):
     assert attack["compare"]["approx"]["label_inference"]["reference_queries"] == 0
 
 
+@pytest.mark.slow
 def test_repeating_a_run_gives_identical_metrics(pipeline, params_file, tmp_path):
     """Also from a process whose torch thread count differs: the stages pin base.threads."""
     first = (pipeline / "train.json").read_text(), (pipeline / "requests.csv").read_text()
@@ -111,6 +113,7 @@ def test_repeating_a_run_gives_identical_metrics(pipeline, params_file, tmp_path
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow
 def test_stages_are_tracked_in_mlflow(pipeline, mlflow_store):
     import mlflow
 
@@ -126,6 +129,7 @@ def test_stages_are_tracked_in_mlflow(pipeline, mlflow_store):
     assert len(unlearn.data.tags["params_hash"]) == 12 and unlearn.data.tags["git_commit"]
 
 
+@pytest.mark.slow
 def test_tracking_failure_is_a_warning_and_files_survive(tmp_path, params_file, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "unknownscheme://nowhere")
     with pytest.warns(UserWarning, match="MLflow tracking failed for stage download"):
@@ -143,6 +147,7 @@ def test_missing_upstream_artifact_is_one_line(tmp_path, params_file):
     assert not (tmp_path / "t").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 def test_image_run_scores_reconstructions_on_the_unit_scale(tmp_path, params_file, precision):
     """A tiny synthetic image dataset through train, unlearn (approx; exact beside it in float64) and attack:

@@ -186,6 +186,7 @@ def test_regression_runs_every_stage_on_german_credit_amount(tmp_path):
     assert not (tmp_path / "oracle.json").exists()
 
 
+@pytest.mark.slow
 def test_classification_only_methods_and_datasets_refused_in_one_line(tmp_path):
     params = _params(tmp_path, task="regression")
     raw = yaml.safe_load(params.read_text())

@@ -153,6 +153,7 @@ def _download(tmp_path: Path, params_file: Path, uri: str, out: str) -> tuple[fl
     return time.monotonic() - start, done
 
 
+@pytest.mark.slow
 def test_a_stage_with_a_dead_tracking_server_takes_seconds_and_warns_once(closed_port_uri, tmp_path, params_file,
                                                                           mlflow_store):
     normal, done = _download(tmp_path, params_file, mlflow_store, "normal")

@@ -101,40 +101,45 @@ RETRAINING = {"exact", "retrain", "influence", "finetune", "sisa", "amnesiac", "
 # test accuracy). test_scrub_max_steps_push_the_student_away_on_the_forget_set
 # checks what it does here.
 DISTILLING = {"scrub"}
-# neggrad's default step (lr 0.01) sits at the edge of moving this width-2 toy at all: on an AMD EPYC it left
-# the forget set's accuracy where it was (drop 0.0 against 0.005 on fresh data), at 0.02 it takes 0.5 against
-# 0.245; the trained toy differs from CPU to CPU.
+# neggrad's default step (lr 0.01) flips one of the six samples on this toy (a drop of 1/6 against 0.005 on
+# fresh data), at 0.02 it takes three (0.5 against 0.02).
 TOY_SETTINGS = {"neggrad": {"lr": 0.02}}
 
 
-def test_each_method_hurts_the_forget_set_more_than_unseen_data(tiny_problem):
+def test_each_method_hurts_the_forget_set_more_than_unseen_data(mlp_problem):
     """Forgetting six samples of D_u from a model that is right on all of them.
 
     The methods that act on X itself (ascent, random labels, SalUn) must lower
-    the forget set's accuracy more than the accuracy on fresh data. The methods
-    that only approximate retraining without X (exact, retrain, influence,
-    finetune, sisa, amnesiac's subtraction, certified removal's Newton step,
-    Fisher noise shaped by the retained data) cannot: this toy distribution is
-    learnt, not memorised, so a model retrained without X still classifies X
-    like unseen data. For them the
-    test checks exactly that: forget and test accuracy move together. So does
-    SCRUB here (see DISTILLING)."""
+    the forget set's accuracy more than the accuracy on fresh data, by more
+    than one sample of the six: they take 0.5 to 1 of it against 0.02 to 0.48
+    of fresh data's. The methods that only approximate retraining without X
+    (exact, retrain, influence, finetune, sisa, amnesiac's subtraction,
+    certified removal's Newton step, Fisher noise shaped by the retained data)
+    cannot: this toy distribution is learnt, not memorised, so a model
+    retrained without X still classifies X like unseen data. For them the
+    test checks exactly that: forget and test accuracy move together (each
+    within 0.005 here, where one flipped forget sample is 1/6). So does SCRUB
+    here (see DISTILLING). The toy is mlp_problem: which samples a method
+    flips is a property of the trained model, and that one is the same model
+    on every CPU (the float32 ConvNet of tiny_problem is not)."""
     x_test, y_test = tiny_data(200, seed=5)
-    forget = torch.zeros(len(tiny_problem.du_y), dtype=torch.bool)
+    x_test = x_test.double()
+    problem = mlp_problem
+    forget = torch.zeros(len(problem.du_y), dtype=torch.bool)
     forget[:6] = True
-    theta = tiny_problem.theta_original
-    xf, yf = tiny_problem.du_x[forget], tiny_problem.du_y[forget]
+    theta = problem.theta_original
+    xf, yf = problem.du_x[forget], problem.du_y[forget]
     before_f, before_t = evaluate(theta, xf, yf)["accuracy"], evaluate(theta, x_test, y_test)["accuracy"]
     assert before_f == 1.0 and before_t > 0.95
     assert set(METHODS) == TARGETED | RETRAINING | DISTILLING
     for name, (fn, cfg_type) in METHODS.items():
-        theta = served_model(name, tiny_problem, cfg_type())
+        theta = served_model(name, problem, cfg_type())
         before_f, before_t = evaluate(theta, xf, yf)["accuracy"], evaluate(theta, x_test, y_test)["accuracy"]
-        theta_u = fn(tiny_problem, forget, cfg_type(**TOY_SETTINGS.get(name, {})))
+        theta_u = fn(problem, forget, cfg_type(**TOY_SETTINGS.get(name, {})))
         drop_f = before_f - evaluate(theta_u, xf, yf)["accuracy"]
         drop_t = before_t - evaluate(theta_u, x_test, y_test)["accuracy"]
         if name in TARGETED:
-            assert drop_f > drop_t, (name, drop_f, drop_t)
+            assert drop_f > drop_t + 1 / 6, (name, drop_f, drop_t)
         else:
             assert abs(drop_f - drop_t) <= 0.05, (name, drop_f, drop_t)
 
@@ -193,24 +198,23 @@ def _kl(teacher, student, x) -> float:
         return float(scrub.distillation_kl(student(x), teacher(x), 1.0))
 
 
-def test_scrub_max_steps_push_the_student_away_on_the_forget_set(tiny_problem):
-    """SCRUB's max-steps are what moves the student on X: with them its
-    disagreement with the teacher on X is orders of magnitude above the same
-    run without them (min-steps only), and the teacher is left as it was.
-    Small steps: at the defaults' size the width-2 toy's min-steps alone
-    already sharpen its outputs on every input, hiding the effect."""
-    forget = torch.zeros(len(tiny_problem.du_y), dtype=torch.bool)
+def test_scrub_max_steps_push_the_student_away_on_the_forget_set(mlp_problem):
+    """SCRUB's max-steps are what moves the student on X: with them (at the
+    defaults) its disagreement with the teacher on X is orders of magnitude
+    above the same run without them (min-steps only): 0.023 against 5.6e-5 on
+    this toy, asserted above 100x; and the teacher is left as it was.
+    mlp_problem, not tiny_problem: on the float32 width-2 ConvNet the ratio
+    depends on the CPU that trained it (at lr 0.02 it was above 10x on one
+    CPU, 5.5e-5 against 1.9e-3, the wrong way round, on an AMD EPYC)."""
+    forget = torch.zeros(len(mlp_problem.du_y), dtype=torch.bool)
     forget[:6] = True
-    xf = tiny_problem.du_x[forget]
-    theta = tiny_problem.theta_original
+    xf = mlp_problem.du_x[forget]
+    theta = mlp_problem.theta_original
     before = _flat(theta).clone()
-    with_max = scrub.unlearn(tiny_problem, forget, scrub.Config(lr=0.02, max_grad_norm=1.0))
-    without = scrub.unlearn(tiny_problem, forget, scrub.Config(lr=0.02, max_grad_norm=1.0, max_steps=0))
+    with_max = scrub.unlearn(mlp_problem, forget, scrub.Config())
+    without = scrub.unlearn(mlp_problem, forget, scrub.Config(max_steps=0))
     assert torch.equal(_flat(theta), before)
-    # Where this was written the max-steps put the student's KL to the teacher on X above 10x the run
-    # without them; on an AMD EPYC the same toy gives 5.5e-5 against 1.9e-3 (the trained toy differs from CPU
-    # to CPU, and its first max-step starts where ∇KL is zero). What holds on both: the max-steps act.
-    assert not torch.equal(_flat(with_max), _flat(without)) and _kl(theta, with_max, xf) > 0
+    assert _kl(theta, with_max, xf) > 100 * _kl(theta, without, xf) > 0
 
 
 def test_scrub_is_deterministic_and_minibatch_order_follows_its_seed(tiny_problem):

@@ -10,6 +10,7 @@ Weights are safetensors with the model's spec in the file's metadata.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 

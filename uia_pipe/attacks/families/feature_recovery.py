@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 
 from ...figures import per_request_scores, reconstruction_grid, reconstruction_pairs
 from ...metrics import baseline_scores, image_scores, match, tabular_metrics
