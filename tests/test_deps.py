@@ -119,7 +119,7 @@ def test_editing_an_imported_file_makes_dvc_status_list_the_stage(tmp_path):
         subprocess.run(["dvc", "commit", "-f", "-q", name], cwd=repo, env=env, check=True)
     closures = {name: import_closure(entry) for name, entry in stage_entries().items()}
     for edited in ("uia_pipe/io.py", "uia_pipe/attacks/protocol.py", "uia_pipe/unlearning/config.py",
-                   "uia_pipe/defenses/sweep.py", "uia_pipe/summary.py"):
+                   "uia_pipe/evaluation/sweep.py", "uia_pipe/summary.py"):
         original = (repo / edited).read_text()
         (repo / edited).write_text(original + "\n# edited\n")
         status = subprocess.run(["dvc", "status"], cwd=repo, env=env, capture_output=True, text=True).stdout

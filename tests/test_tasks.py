@@ -170,10 +170,11 @@ def test_regression_runs_every_stage_on_german_credit_amount(tmp_path):
         assert 0 <= run["membership"]["never_auc"] <= 1
         assert "label_inference" not in run and "compound" not in run
     head = json.loads((tmp_path / "evaluate.json").read_text())
-    assert "value_mae_std_mean" in head["feature_recovery"] and "label_inference" not in head
+    fr = head["feature_recovery"]  # attack.json's one name, its interval over the requests beside it
+    assert {"value_mae_std", "value_mae_std_ci95_low"} <= set(fr) and "label_inference" not in head
     access = json.loads((tmp_path / "access.json").read_text())
     assert "output:label" not in access and "queries:2" not in access and "layers:1" in access
-    assert "value inference MAE" in (tmp_path / "reports" / "report.md").read_text()
+    assert "feature recovery: value MAE (sd)" in (tmp_path / "reports" / "report.md").read_text()
     # labels handed over need classes: one line before any attack
     raw["attack"]["feature_recovery"]["labels"] = "oracle"
     (tmp_path / "oracle.yaml").write_text(yaml.safe_dump(raw))

@@ -163,7 +163,8 @@ def defence_table(defend: dict[str, dict[str, float]], defend_rows: pd.DataFrame
     counts = defend_rows.groupby(["defence", "strength"], sort=False)["request"].count()
     rows = []
     for (name, strength), n in counts.items():
-        rows.append({"defence": name, "strength": strength, **defend.get(f"{name}:{strength:g}", {}), "requests": n})
+        rows.append({"defence": name, "strength": strength, "test_accuracy": math.nan, "forget_accuracy": math.nan,
+                     **defend.get(f"{name}:{strength:g}", {}), "requests": n})  # NaN: left out of defend.json
     return pd.DataFrame(rows)
 
 
