@@ -93,20 +93,21 @@ def headline_metrics(train: dict, unlearning: dict, attack: dict, numbers: dict,
     and for each compared method (attack.json's compare.<method>). Named as in evaluate.json (`model.`,
     `unlearning.`, `attack.`, `<family>.<key>`, `method_<name>.<family>.<key>`): one level of nesting, numbers
     only. At most `limit` numbers: compared methods beyond it are left out (evaluate.json holds them all)."""
-    out: dict[str, dict[str, float]] = {
-        "model": {"test_accuracy": train["test_accuracy"]},
-        "unlearning": {k: unlearning[k] for k in ("seconds_per_request", "test_accuracy", "forget_accuracy")},
-        "attack": {"seconds": attack["seconds"]},
-    }
+    # the leads first: `dvc exp show` collapses the columns that do not fit its terminal from the right
+    out: dict[str, dict[str, float]] = {}
     leads = {family: lead(attack.get(family, {}), declared) for family, declared in numbers.items()}
     for family, key in leads.items():
         if key is not None:
             out[family] = {key: attack[family][key]}
+    rest = {"model": {"test_accuracy": train["test_accuracy"]},
+            "unlearning": {k: unlearning[k] for k in ("seconds_per_request", "test_accuracy", "forget_accuracy")},
+            "attack": {"seconds": attack["seconds"]}}
     for method, sections in attack.get("compare", {}).items():
         row = {f"{family}.{key}": sections[family][key] for family, key in leads.items()
                if key is not None and _number(sections.get(family, {}).get(key))}
-        if row and sum(map(len, out.values())) + len(row) <= limit:
+        if row and sum(map(len, [*out.values(), *rest.values()])) + len(row) <= limit:
             out[f"method_{method}"] = row
+    out.update(rest)
     out = {name: {k: float(v) for k, v in section.items() if _number(v)} for name, section in out.items()}
     assert sum(map(len, out.values())) <= limit, f"headline: more than {limit} numbers"
     return out
