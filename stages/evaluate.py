@@ -32,12 +32,14 @@ def main(
     attack_out: _in("attack stage output folder (reconstruction grids)", folder=True),
     defend_metrics: _in("defend stage metrics JSON"),
     defend_details: _in("defend stage tidy CSV"),
-    metrics: Annotated[Path, typer.Option(help="headline metrics JSON to write")],
+    metrics: Annotated[Path, typer.Option(help="evaluate's metrics JSON to write (every number of the report)")],
     reports: Annotated[Path, typer.Option(help="folder for report.md, report.html and the figures")],
     grids: Annotated[Path | None, typer.Option(help="folder of `uia table`'s grid tables (<name>.csv), reported "
                                                "where present", file_okay=False)] = None,
     access_metrics: Annotated[Path | None, typer.Option(help="access stage metrics JSON, reported where given",
                                                         exists=True, dir_okay=False)] = None,
+    headline: Annotated[Path | None, typer.Option(help="the few headline numbers to write (what dvc.yaml declares "
+                                                  "as metrics, for `dvc exp show`)", dir_okay=False)] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Summarise the run with intervals; write the figures, the report and the MLflow summary run."""
@@ -58,6 +60,9 @@ def main(
     if access is not None:
         head["access"] = summary.access_headline(access)
     io.save_json(metrics, head)
+    if headline is not None:
+        io.save_json(headline, summary.headline_metrics(io.load_json(train_metrics), head["unlearning"], attack,
+                                                        numbers))
 
     method_grids = {}  # method -> request -> the image its families rendered of it (grids/request_<i>.png)
     for name in method_rows["method"].unique():
@@ -91,7 +96,7 @@ def main(
 
     every_param = read_params(params)  # the summary run holds every param, so that runs compare side by side
     tracking.log_summary(every_param, head, section_hash(every_param),
-                         artifacts=[metrics, *(reports / n for n in ["report.md", "report.html", *captions])])
+                         artifacts=[metrics, *([headline] if headline else []), *(reports / n for n in ["report.md", "report.html", *captions])])
 
 
 app = single_command(main)

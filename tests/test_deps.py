@@ -128,3 +128,16 @@ def test_editing_an_imported_file_makes_dvc_status_list_the_stage(tmp_path):
         assert expected and expected <= listed, f"edit of {edited}: dvc status lists {listed}, expected {expected}"
         assert "train" not in listed or "train" in expected
         (repo / edited).write_text(original)
+
+
+def test_dvc_yaml_declares_one_metrics_file_the_headline():
+    """`dvc exp show` stays readable: the pipeline's only metrics file is evaluate's headline; the detailed
+    JSON files are plain outputs kept in git (cache: false)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    declared = [m for stage in stages.values() for m in stage.get("metrics", [])]
+    assert [next(iter(m)) if isinstance(m, dict) else m for m in declared] == ["metrics/headline.json"]
+    assert "--headline metrics/headline.json" in " ".join(stages["evaluate"]["cmd"].split())
+    outs = {next(iter(o)): o[next(iter(o))] for stage in stages.values() for o in stage.get("outs", [])
+            if isinstance(o, dict)}
+    for name in ("train", "unlearn", "attack", "defend", "access", "evaluate"):
+        assert outs[f"metrics/{name}.json"] == {"cache": False}

@@ -36,6 +36,8 @@ def test_repro_then_noop_then_experiment_skips_download_and_train(repo):
     assert len(pd.read_csv(path / "metrics" / "defend.csv")) == 8 * 2
     assert 0 <= defend["noise:1"]["membership.never_auc"] <= 1 and "membership.retained_auc" in defend["prune:0.5"]
     evaluated = json.loads((path / "metrics" / "evaluate.json").read_text())
+    headline = json.loads((path / "metrics" / "headline.json").read_text())  # dvc.yaml's one metrics file
+    assert 0 < sum(map(len, headline.values())) <= 25 and "method_approx" in headline
     assert {"feature_recovery", "label_inference", "unlearning", "attack", "approx_vs_exact", "membership",
             "compound", "method_exact", "method_approx"} <= set(evaluated)
     assert evaluated["membership"]["never_candidates"] >= 40 and "compound.reid_top1" in evaluated["method_approx"]

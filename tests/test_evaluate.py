@@ -191,9 +191,12 @@ def test_evaluate_stage_writes_metrics_figures_and_a_self_contained_report(input
         "--attack-details", str(t / "attack.csv"), "--attack-methods", str(t / "methods.csv"),
         "--attack-out", str(t / "attack"), "--defend-metrics", str(t / "defend.json"),
         "--defend-details", str(t / "defend.csv"), "--metrics", str(t / "evaluate.json"),
-        "--reports", str(t / "reports")])
+        "--headline", str(t / "headline.json"), "--reports", str(t / "reports")])
     assert result.exit_code == 0, result.output
     head = json.loads((t / "evaluate.json").read_text())
+    few = json.loads((t / "headline.json").read_text())
+    assert few["feature_recovery"] == {"psnr_mean": head["feature_recovery"]["psnr_mean"]}
+    assert all(head[s][k] == v for s, section in few.items() for k, v in section.items())
     assert head["feature_recovery"]["psnr_mean"] == pytest.approx(sum(PSNR) / len(PSNR))
     assert head["unlearning"]["requests"] == 5  # unlearn.method's rows only
     assert head["approx_vs_exact"][FR + "psnr_mean_leaked_more"] == 1.0
@@ -260,3 +263,42 @@ def test_a_familys_declared_numbers_reach_the_methods_table_without_naming_it():
     text = markdown(doc)
     assert "## Unlearning methods side by side" in text and "| 0.95 |" in text and "0.8 [0.7, 0.9]" in text
     assert "membership: a user" in text
+
+
+def test_the_headline_file_holds_each_familys_declared_lead_for_every_method_in_at_most_25_numbers():
+    """metrics/headline.json (what `dvc exp show` compares): built from the registry's declarations, so a
+    family registered with its own Number adds its lead for every method; the names are evaluate.json's."""
+    from uia_pipe.attacks.protocol import Number
+
+    unlearning = {"seconds_per_request": 0.1, "test_accuracy": 0.8, "forget_accuracy": 0.6, "requests": 5}
+    attack = {**ATTACK, "compare": {"approx": {f: dict(ATTACK[f]) for f in NUMBERS if f in ATTACK}}}
+    head = summary.headline_metrics(TRAIN, unlearning, attack, NUMBERS)
+    count = sum(map(len, head.values()))
+    assert count <= summary.HEADLINE_LIMIT == 25
+    assert all(isinstance(v, float) for section in head.values() for v in section.values())
+    leads = {f: ns[0].key for f, ns in NUMBERS.items() if f in ATTACK}  # each family's first declared
+    assert {f: list(head[f]) for f in leads} == {f: [k] for f, k in leads.items()}
+    assert set(head["method_approx"]) == {f"{f}.{k}" for f, k in leads.items()}
+    assert head["model"] == {"test_accuracy": TRAIN["test_accuracy"]} and head["attack"] == {"seconds": ATTACK["seconds"]}
+    assert set(head["unlearning"]) == {"seconds_per_request", "test_accuracy", "forget_accuracy"}
+
+    toy = {**NUMBERS, "toy": (Number("leak", "toy leak"), Number("other", "not the lead"))}
+    attack["toy"] = {"leak": 0.7, "other": 0.1}
+    attack["compare"]["approx"]["toy"] = {"leak": 0.9}
+    more = summary.headline_metrics(TRAIN, unlearning, attack, toy)
+    assert more["toy"] == {"leak": 0.7} and more["method_approx"]["toy.leak"] == 0.9
+    assert sum(map(len, more.values())) == count + 2
+    many = {**attack, "compare": {f"m{i}": attack["compare"]["approx"] for i in range(10)}}
+    assert sum(map(len, summary.headline_metrics(TRAIN, unlearning, many, toy).values())) <= 25
+
+
+def test_the_committed_headline_file_is_evaluate_json_s_numbers_under_their_names():
+    root = Path(__file__).resolve().parents[1] / "metrics"
+    head = json.loads((root / "headline.json").read_text())
+    evaluated = json.loads((root / "evaluate.json").read_text())
+    assert 0 < sum(map(len, head.values())) <= 25
+    assert all(evaluated[s][k] == v for s, section in head.items() for k, v in section.items())
+    attack = json.loads((root / "attack.json").read_text())
+    again = summary.headline_metrics(json.loads((root / "train.json").read_text()), evaluated["unlearning"], attack,
+                                     NUMBERS)
+    assert again == head

@@ -71,6 +71,48 @@ def headline(train: dict, unlearn_rows: pd.DataFrame, attack: dict, attack_rows:
     return {k: _numbers_only(sec) for k, sec in out.items()}
 
 
+# The most numbers `dvc exp show` gets (metrics/headline.json, the one file dvc.yaml declares as metrics).
+HEADLINE_LIMIT = 25
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def lead(section: dict, declared) -> str | None:
+    """A family's lead: the first number it declares that its summary (`section`) reports (the first
+    declared, unless the run's task leaves it out, e.g. PSNR on a tabular record)."""
+    return next((n.key for n in declared if _number(section.get(n.key))), None)
+
+
+def headline_metrics(train: dict, unlearning: dict, attack: dict, numbers: dict,
+                     limit: int = HEADLINE_LIMIT) -> dict[str, dict[str, float]]:
+    """metrics/headline.json, what `dvc exp show` compares across experiments: θ's test accuracy
+    (train.json), unlearn.method's cost and utility (`unlearning`: seconds_per_request, test_accuracy,
+    forget_accuracy), the attack stage's seconds, each family's lead (`lead`) for unlearn.method (attack.json)
+    and for each compared method (attack.json's compare.<method>). Named as in evaluate.json (`model.`,
+    `unlearning.`, `attack.`, `<family>.<key>`, `method_<name>.<family>.<key>`): one level of nesting, numbers
+    only. At most `limit` numbers: compared methods beyond it are left out (evaluate.json holds them all)."""
+    # the leads first: `dvc exp show` collapses the columns that do not fit its terminal from the right
+    out: dict[str, dict[str, float]] = {}
+    leads = {family: lead(attack.get(family, {}), declared) for family, declared in numbers.items()}
+    for family, key in leads.items():
+        if key is not None:
+            out[family] = {key: attack[family][key]}
+    rest = {"model": {"test_accuracy": train["test_accuracy"]},
+            "unlearning": {k: unlearning[k] for k in ("seconds_per_request", "test_accuracy", "forget_accuracy")},
+            "attack": {"seconds": attack["seconds"]}}
+    for method, sections in attack.get("compare", {}).items():
+        row = {f"{family}.{key}": sections[family][key] for family, key in leads.items()
+               if key is not None and _number(sections.get(family, {}).get(key))}
+        if row and sum(map(len, [*out.values(), *rest.values()])) + len(row) <= limit:
+            out[f"method_{method}"] = row
+    out.update(rest)
+    out = {name: {k: float(v) for k, v in section.items() if _number(v)} for name, section in out.items()}
+    assert sum(map(len, out.values())) <= limit, f"headline: more than {limit} numbers"
+    return out
+
+
 def by_method(attack: dict, main: str) -> dict[str, dict]:
     """Each method's attack.json sections: unlearn.method's at the top, each compared one's under compare."""
     return {main: attack, **attack.get("compare", {})}
