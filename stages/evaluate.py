@@ -96,7 +96,8 @@ def main(
 
     every_param = read_params(params)  # the summary run holds every param, so that runs compare side by side
     tracking.log_summary(every_param, head, section_hash(every_param),
-                         artifacts=[metrics, *([headline] if headline else []), *(reports / n for n in ["report.md", "report.html", *captions])])
+                         artifacts=[metrics, *([headline] if headline else []),
+                                    *(reports / n for n in ["report.md", "report.html", *captions])])
 
 
 app = single_command(main)
