@@ -249,3 +249,34 @@ def test_the_summary_is_the_parent_once_per_pipeline_run(tmp_path, monkeypatch):
     assert sorted(r["experiment"] for r in tracking.summary_runs()) == ["exp-a", "exp-b"]
     summaries = client.search_runs([parent.info.experiment_id], "tags.summary = 'true'")
     assert all("mlflow.parentRunId" not in r.data.tags for r in summaries)
+
+
+def test_the_dataset_is_an_input_of_the_train_run_and_its_parent(tmp_path, monkeypatch):
+    import json
+
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'data.db'}")
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("base:\n  seed: 0\n")
+    client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri())
+    card = {"name": "digits", "checksum": "ab" * 32, "n_train": 10, "n_test": 5, "licence": "CC BY 4.0",
+            "source": "UCI repository, https://archive.ics.uci.edu/dataset/80/x (vendored)"}
+    local = {**card, "name": "csv", "source": str(tmp_path / "my.csv")}
+    for c in (card, card, local):  # a rerun logs the same input again
+        with tracking.stage(params_file):
+            run_id = tracking.log_run("train", {"train": {"n": 1}}, {"acc": 0.5}, "h", dataset=c,
+                                      dataset_dir=tmp_path / "dataset")
+        assert run_id is not None
+    run = client.get_run(run_id)
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    [mine] = run.inputs.dataset_inputs
+    assert mine.dataset.name == "csv" and mine.dataset.source_type == "local"
+    assert json.loads(mine.dataset.source)["uri"] == str((tmp_path / "dataset").resolve())
+    named = {(i.dataset.name, i.dataset.digest, i.dataset.source_type) for i in parent.inputs.dataset_inputs}
+    assert named == {("digits", card["checksum"][:36], "http"), ("csv", card["checksum"][:36], "local")}
+    http = next(i.dataset for i in parent.inputs.dataset_inputs if i.dataset.name == "digits")
+    assert json.loads(http.source)["url"] == "https://archive.ics.uci.edu/dataset/80/x"
+    assert json.loads(http.profile)["licence"] == "CC BY 4.0"
+    assert [t.value for t in mine.tags if t.key == "mlflow.data.context"] == ["train"]

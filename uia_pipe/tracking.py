@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import time
@@ -223,13 +224,16 @@ def log_run(
     tags: dict[str, str] | None = None,
     started: float | None = None,
     summary: bool = False,
+    dataset: dict | None = None,
+    dataset_dir: Path | str | None = None,
 ) -> str | None:
     """One MLflow run for a stage, nested under its pipeline run's parent (named after the DVC
     experiment, or "workspace"), from the stage's start (`started`, else what `stage_started`
     recorded, else now) to now; returns its id, or None (with a warning) when tracking fails.
     `params` and `metrics` may be nested; non-numeric metrics are skipped. With `summary`, the
     params, metrics and artifacts go on the parent, tagged summary=true, and the stage's run
-    holds its timing only."""
+    holds its timing only. `dataset` (a dataset card: name, checksum, source), read from `dataset_dir`,
+    is logged as a dataset input of the run and of the parent."""
     _settings()
     uri = tracking_uri()
     if not _server_answers(uri, stage):
@@ -261,6 +265,8 @@ def log_run(
             _mark_summary(client, experiment_id, parent, exp_name, pipeline_hash)
         else:
             _log_content(client, run_id, params, metrics, artifacts)
+        if dataset is not None:
+            _log_dataset(client, [run_id, parent], dataset, dataset_dir, stage)
         client.set_terminated(run_id, "FINISHED", end_time=_ms(ended))
         parent_end = client.get_run(parent).info.end_time or 0
         client.set_terminated(parent, "FINISHED", end_time=max(_ms(ended), parent_end))  # ends with its last stage
@@ -268,6 +274,48 @@ def log_run(
     except Exception as exc:  # noqa: BLE001 — tracking must never lose a result
         _warn(f"MLflow tracking failed for stage {stage}: {type(exc).__name__}: {exc}")
         return None
+
+
+_URL = re.compile(r"https?://[^\s,;()]+")
+
+
+def _log_dataset(client, run_ids: list[str], card: dict, folder: Path | str | None, context: str) -> None:
+    """The dataset card as an MLflow dataset input (metadata only: no data is uploaded): its name, its
+    checksum as the digest, its source (the first http(s) URL of the card's source, else the local
+    folder it was read from) and, as the profile, the card's source text, licence and sizes."""
+    import json
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    class CardDataset(MetaDataset):
+        def __init__(self, source, name, digest, profile):
+            self._profile = profile
+            super().__init__(source=source, name=name, digest=digest)
+
+        @property
+        def profile(self):
+            return self._profile
+
+        def to_dict(self):
+            return {**super().to_dict(), "profile": json.dumps(self._profile)}
+
+    text = str(card.get("source", ""))
+    url = _URL.search(text)
+    if url:
+        source = HTTPDatasetSource(url.group(0).rstrip("."))
+    else:
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local source
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(str(Path(folder or ".").resolve()))
+    profile = {k: card[k] for k in ("source", "licence", "kind", "n_train", "n_test", "num_classes") if k in card}
+    entity = CardDataset(source, str(card.get("name", "dataset")), str(card.get("checksum", ""))[:36] or None,
+                         profile)._to_mlflow_entity()
+    inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
+    for run_id in run_ids:
+        client.log_inputs(run_id, datasets=inputs)
 
 
 def _mark_summary(client, experiment_id: str, parent: str, exp_name: str, pipeline_hash: str) -> None:
