@@ -4,6 +4,14 @@ Stages write their metrics files first and log here second; any tracking
 failure becomes a one-line warning, never a lost result. Each run is tagged with
 the git commit, the DVC experiment name and a hash of the params the stage read.
 
+The tree: one parent run per pipeline run, named after the DVC experiment (or
+"workspace"), tagged pipeline=true, dvc_exp_name, git_commit and params_hash (of
+the whole params file); each stage's run nested under it (mlflow.parentRunId),
+named "<experiment>:<stage>", from the stage's start (recorded by `stage`) to its
+end. Stages run as separate processes: each finds the parent by those tags, the
+first makes it. Evaluate's summary (every param, the headline metrics, the
+report) is the parent's content, tagged summary=true.
+
 A tracking server that is down costs a stage seconds: MLflow's HTTP retries and
 timeouts are bounded (`_HTTP_SETTINGS`, a user's own setting wins), and an
 http(s) server is probed once per process before any MLflow call; one that does
