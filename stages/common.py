@@ -27,12 +27,16 @@ UnlearnedDir = Annotated[Path, typer.Option(help="unlearn stage output folder", 
 
 
 def clean_errors(fn: Callable) -> Callable:
-    """Turn a UiaError into `error: <message>` on stderr and exit status 2."""
+    """Turn a UiaError into `error: <message>` on stderr and exit status 2. Records the command's start
+    time and params file for its MLflow run (the run's start; the key of its pipeline run's parent)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from uia_pipe import tracking  # stdlib only at import; mlflow is imported when a run is logged
+
         try:
-            return fn(*args, **kwargs)
+            with tracking.stage(kwargs.get("params")):
+                return fn(*args, **kwargs)
         except UiaError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -72,7 +72,8 @@ def main(
     typer.echo(f"θ₀ test {quality} {result['pretrain_test_accuracy']:.4f}, θ test {quality} "
                f"{result['test_accuracy']:.4f} ({seconds:.0f} s)")
     tracking.log_run("train", {"base": base.model_dump(include=TRAIN_KEYS), "train": t.model_dump()}, result,
-                     section_hash(base.model_dump(include=TRAIN_KEYS), t), artifacts=[metrics, curve])
+                     section_hash(base.model_dump(include=TRAIN_KEYS), t), artifacts=[metrics, curve],
+                     dataset=card, dataset_dir=data)
 
 
 app = single_command(main)

@@ -165,3 +165,118 @@ def test_a_stage_with_a_dead_tracking_server_takes_seconds_and_warns_once(closed
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: MLflow tracking skipped for stage download"), lines
     assert closed_port_uri in lines[0]
+
+
+# The MLflow tree: one parent run per pipeline run (the workspace or a DVC experiment), each stage's run
+# nested under it with the stage's real start and end, the summary on the parent.
+
+
+def _stage_run(stage: str, params_file: Path, body_s: float = 0.0, summary: bool = False) -> str | None:
+    """What a stage does, in process: starts (clean_errors records the time and params file), works,
+    logs its run."""
+    with tracking.stage(params_file):
+        time.sleep(body_s)
+        if summary:
+            return tracking.log_summary({"base": {"seed": 0}, "train": {"n": 8}}, {"acc": 0.9}, "whole")
+        return tracking.log_run(stage, {stage: {"x": 1}}, {"acc": 0.5}, f"h-{stage}")
+
+
+def test_stages_of_a_pipeline_run_nest_under_one_parent_per_experiment(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'tree.db'}")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("base:\n  seed: 0\ntrain:\n  n: 8\n")
+    client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri())
+
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-a")
+    train = client.get_run(_stage_run("train", params_file, body_s=0.2))
+    unlearn = client.get_run(_stage_run("unlearn", params_file))
+    parent_id = train.data.tags["mlflow.parentRunId"]
+    assert unlearn.data.tags["mlflow.parentRunId"] == parent_id
+    parent = client.get_run(parent_id)
+    assert parent.info.run_name == "exp-a" and parent.data.tags["dvc_exp_name"] == "exp-a"
+    assert "mlflow.parentRunId" not in parent.data.tags
+    assert parent.data.tags["git_commit"] == train.data.tags["git_commit"]
+    assert train.data.tags["stage"] == "train" and train.data.tags["params_hash"] == "h-train"
+    # the run spans the stage's body, not the ~100 ms of logging after it
+    assert train.info.end_time - train.info.start_time >= 200
+    assert parent.info.start_time <= train.info.start_time and parent.info.end_time >= unlearn.info.end_time
+    assert parent.info.status == train.info.status == "FINISHED"
+
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-b")  # a second experiment: its own parent
+    other = client.get_run(_stage_run("train", params_file))
+    assert other.data.tags["mlflow.parentRunId"] != parent_id
+    assert client.get_run(other.data.tags["mlflow.parentRunId"]).info.run_name == "exp-b"
+
+    monkeypatch.delenv("DVC_EXP_NAME")  # the workspace
+    workspace = client.get_run(_stage_run("train", params_file))
+    assert client.get_run(workspace.data.tags["mlflow.parentRunId"]).info.run_name == "workspace"
+    params_file.write_text("base:\n  seed: 1\ntrain:\n  n: 8\n")  # other params: another pipeline run
+    changed = client.get_run(_stage_run("train", params_file))
+    assert changed.data.tags["mlflow.parentRunId"] != workspace.data.tags["mlflow.parentRunId"]
+
+
+def test_the_summary_is_the_parent_once_per_pipeline_run(tmp_path, monkeypatch):
+    import mlflow
+
+    from uia_pipe.config import read_params, section_hash
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'sum.db'}")
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-a")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("base:\n  seed: 0\ntrain:\n  n: 8\n")
+    client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri())
+
+    train = client.get_run(_stage_run("train", params_file))
+    summary = _stage_run("evaluate", params_file, body_s=0.2, summary=True)
+    assert summary == train.data.tags["mlflow.parentRunId"]
+    parent = client.get_run(summary)
+    assert parent.data.tags["summary"] == "true"
+    assert parent.data.tags["params_hash"] == section_hash(read_params(params_file))
+    assert parent.data.params == {"base.seed": "0", "train.n": "8"} and parent.data.metrics == {"acc": 0.9}
+    evaluate = client.search_runs([parent.info.experiment_id], "tags.stage = 'evaluate'")
+    assert len(evaluate) == 1 and evaluate[0].data.tags["mlflow.parentRunId"] == summary
+    assert evaluate[0].info.end_time - evaluate[0].info.start_time >= 200 and not evaluate[0].data.metrics
+
+    assert _stage_run("evaluate", params_file, summary=True) == summary  # evaluate rerun: the same parent
+    runs = tracking.summary_runs()
+    assert len(runs) == 1 and runs[0]["experiment"] == "exp-a" and runs[0]["metrics"] == {"acc": 0.9}
+    assert runs[0]["params"]["train.n"] == "8"
+
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-b")
+    _stage_run("evaluate", params_file, summary=True)
+    assert sorted(r["experiment"] for r in tracking.summary_runs()) == ["exp-a", "exp-b"]
+    summaries = client.search_runs([parent.info.experiment_id], "tags.summary = 'true'")
+    assert all("mlflow.parentRunId" not in r.data.tags for r in summaries)
+
+
+def test_the_dataset_is_an_input_of_the_train_run_and_its_parent(tmp_path, monkeypatch):
+    import json
+
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'data.db'}")
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("base:\n  seed: 0\n")
+    client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri())
+    card = {"name": "digits", "checksum": "ab" * 32, "n_train": 10, "n_test": 5, "licence": "CC BY 4.0",
+            "source": "UCI repository, https://archive.ics.uci.edu/dataset/80/x (vendored)"}
+    local = {**card, "name": "csv", "source": str(tmp_path / "my.csv")}
+    for c in (card, card, local):  # a rerun logs the same input again
+        with tracking.stage(params_file):
+            run_id = tracking.log_run("train", {"train": {"n": 1}}, {"acc": 0.5}, "h", dataset=c,
+                                      dataset_dir=tmp_path / "dataset")
+        assert run_id is not None
+    run = client.get_run(run_id)
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    [mine] = run.inputs.dataset_inputs
+    assert mine.dataset.name == "csv" and mine.dataset.source_type == "local"
+    assert json.loads(mine.dataset.source)["uri"] == str((tmp_path / "dataset").resolve())
+    named = {(i.dataset.name, i.dataset.digest, i.dataset.source_type) for i in parent.inputs.dataset_inputs}
+    assert named == {("digits", card["checksum"][:36], "http"), ("csv", card["checksum"][:36], "local")}
+    http = next(i.dataset for i in parent.inputs.dataset_inputs if i.dataset.name == "digits")
+    assert json.loads(http.source)["url"] == "https://archive.ics.uci.edu/dataset/80/x"
+    assert json.loads(http.profile)["licence"] == "CC BY 4.0"
+    assert [t.value for t in mine.tags if t.key == "mlflow.data.context"] == ["train"]
