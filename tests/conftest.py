@@ -3,6 +3,7 @@ MLflow store per test session (a fresh store costs seconds of migrations)."""
 
 from __future__ import annotations
 
+import ast
 import copy
 import os
 import shutil
@@ -231,3 +232,20 @@ def run_ok(cmd: list[str], cwd: Path, env: dict, timeout: int = 1200) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
+
+
+def imported(path: Path) -> set[str]:
+    """Every module name the Python file `path` (under ROOT) imports, anywhere in it (functions too), relative
+    imports resolved: `from a import b` gives both a and a.b, whichever of them is a module."""
+    package = ".".join(path.relative_to(ROOT).parts[:-1])  # a module's package; a package's __init__: itself
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            out |= {base} | {f"{base}.{a.name}" for a in node.names}
+    return out

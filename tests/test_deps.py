@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import ROOT, repo_copy
+from tests.conftest import ROOT, imported, repo_copy
 
 PACKAGES = ("stages", "uia_pipe")
 
@@ -36,18 +36,7 @@ def import_closure(entry: str) -> set[str]:
         parts = path.split("/")
         todo += [f"{'/'.join(parts[:i])}/__init__.py" for i in range(1, len(parts))
                  if (ROOT / "/".join(parts[:i]) / "__init__.py").is_file()]
-        package = "/".join(parts[:-1]).replace("/", ".")
-        for node in ast.walk(ast.parse((ROOT / path).read_text())):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(up + ([node.module] if node.module else []))
-                names = [base] + [f"{base}.{a.name}" for a in node.names]
-            todo += [_module_file(n) for n in names if n.split(".")[0] in PACKAGES]
+        todo += [_module_file(n) for n in imported(ROOT / path) if n.split(".")[0] in PACKAGES]
     return seen
 
 

@@ -5,38 +5,19 @@ family's run receives a Grant, which has no field for D_u or what a request remo
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import inspect
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, imported
 from uia_pipe.attacks import ATTACKS
 from uia_pipe.attacks.protocol import Grant
 
 ATTACKER = ROOT / "uia_pipe" / "attacks"
 FORBIDDEN = ("uia_pipe.evaluation", "uia_pipe.unlearning", "uia_pipe.data", "uia_pipe.io", "uia_pipe.defenses",
              "uia_pipe.tracking", "stages")
-
-
-def imports(path: Path) -> set[str]:
-    """Every module `path` imports, absolute (relative imports resolved against its package)."""
-    package = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-    if path.name != "__init__.py":
-        package = package.rsplit(".", 1)[0]
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            out |= {base} | {f"{base}.{a.name}" for a in node.names}
-    return out
 
 
 def reaches(module: str, forbidden: str) -> bool:
@@ -54,7 +35,7 @@ def closure(path: Path) -> dict[str, Path]:
     seen, todo = {}, [path]
     while todo:
         here = todo.pop()
-        for module in sorted(imports(here)):
+        for module in sorted(imported(here)):
             found = module_file(module) if module.split(".")[0] in ("uia_pipe", "stages") else None
             if found is not None and module not in seen:
                 seen[module] = here
