@@ -97,15 +97,19 @@ def tiny_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def tiny_problem() -> UnlearningProblem:
     """The paper's protocol at toy scale: a ConvNet (width 2, batch norm)
     pretrained on 256 synthetic images into θ₀ (96% accuracy on fresh ones), fine-tuned on D_u of 24 into θ."""
-    x, y = tiny_data(280, seed=0)
+    return _protocol(TINY_SPEC, *tiny_data(280, seed=0))
+
+
+def _protocol(spec: dict, x: torch.Tensor, y: torch.Tensor) -> UnlearningProblem:
+    """θ₀ pretrained on the first 256 samples, θ fine-tuned from it on the other 24 (D_u), as the train stage does."""
     pretrain = OptimParams(epochs=5, lr=0.05, momentum=0.9, batch_size=64)
-    model = init_model(TINY_SPEC, seed=0)
+    model = init_model(spec, seed=0)
     fit(model, x[:256], y[:256], pretrain, seed=0)
     theta0 = clone(model)
     finetune = OptimParams(epochs=1, lr=1e-3, batch_size=8)
     theta = clone(theta0)
     fit(theta, x[256:], y[256:], finetune, seed=1, batchnorm_eval=True)
-    record = Pretraining(init=lambda: init_model(TINY_SPEC, seed=0), x=x[:256], y=y[:256], settings=pretrain, seed=0)
+    record = Pretraining(init=lambda: init_model(spec, seed=0), x=x[:256], y=y[:256], settings=pretrain, seed=0)
     return UnlearningProblem(theta0, theta, x[256:], y[256:], finetune, 1, record)
 
 
@@ -126,16 +130,7 @@ def mlp_problem() -> UnlearningProblem:
     D_u of 24; θ is right on 23 of D_u (on its first six, the forget set the tests use) and on 97.5% of 200
     fresh images."""
     x, y = tiny_data(280, seed=0)
-    x = x.double()
-    pretrain = OptimParams(epochs=5, lr=0.05, momentum=0.9, batch_size=64)
-    model = init_model(MLP_SPEC, seed=0)
-    fit(model, x[:256], y[:256], pretrain, seed=0)
-    theta0 = clone(model)
-    finetune = OptimParams(epochs=1, lr=1e-3, batch_size=8)
-    theta = clone(theta0)
-    fit(theta, x[256:], y[256:], finetune, seed=1, batchnorm_eval=True)
-    record = Pretraining(init=lambda: init_model(MLP_SPEC, seed=0), x=x[:256], y=y[:256], settings=pretrain, seed=0)
-    return UnlearningProblem(theta0, theta, x[256:], y[256:], finetune, 1, record)
+    return _protocol(MLP_SPEC, x.double(), y)
 
 
 def feature_problem(features: torch.Tensor, labels: torch.Tensor, seed: int = 1) -> UnlearningProblem:
