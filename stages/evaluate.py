@@ -50,7 +50,8 @@ def main(
     all_unlearn_rows, attack_rows = io.load_csv(unlearn_details), io.load_csv(attack_details)
     unlearn_rows = all_unlearn_rows[all_unlearn_rows["method"] == main]
     attack, method_rows = io.load_json(attack_metrics), io.load_csv(attack_methods)
-    head = summary.headline(io.load_json(train_metrics), unlearn_rows, attack, attack_rows, numbers, level)
+    train = io.load_json(train_metrics)
+    head = summary.headline(train, unlearn_rows, attack, attack_rows, numbers, level)
     methods = summary.methods_table(all_unlearn_rows, method_rows, attack, main, numbers, level)
     comparisons = summary.compare_methods(method_rows, main, numbers, level)
     head.update({key: {m: v for m, v in c.items() if v == v} for key, c in comparisons.items()})
@@ -61,8 +62,7 @@ def main(
         head["access"] = summary.access_headline(access)
     io.save_json(metrics, head)
     if headline is not None:
-        io.save_json(headline, summary.headline_metrics(io.load_json(train_metrics), head["unlearning"], attack,
-                                                        numbers))
+        io.save_json(headline, summary.headline_metrics(train, head["unlearning"], attack, numbers))
 
     method_grids = {}  # method -> request -> the image its families rendered of it (grids/request_<i>.png)
     for name in method_rows["method"].unique():

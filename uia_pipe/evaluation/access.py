@@ -342,7 +342,7 @@ def summarise(frame: pd.DataFrame, attacks: dict[str, Attack]) -> dict[str, dict
         if (group["request"] < 0).all():
             out.setdefault(level, {})[method] = {"served": 0.0}
             continue
-        entry = means(frame, attacks, "access", group)
+        entry = means(attacks, "access", group)
         steps = group["steps"].sum()
         entry.update(served=1.0, seconds_per_request=group["seconds"].mean(),
                      queries_per_request=group["queries"].mean(), steps_per_request=group["steps"].mean(),

@@ -82,8 +82,8 @@ def numbers(attacks: dict[str, Attack], outcome: Outcome, table: str) -> pd.Data
     return out
 
 
-def means(frame: pd.DataFrame, attacks: dict[str, Attack], table: str, group: pd.DataFrame) -> dict[str, float]:
-    """One variant's rows (`group` of `frame`) → each family's declared numbers under their one name
+def means(attacks: dict[str, Attack], table: str, group: pd.DataFrame) -> dict[str, float]:
+    """One variant's rows of a sweep's table → each family's declared numbers under their one name
     ("<family>.<key>": the mean of its per-request column over the variant's requests, or the pooled value)."""
     out: dict[str, float] = {}
     for name, attack in attacks.items():
@@ -142,6 +142,6 @@ def summarise_defences(frame: pd.DataFrame, attacks: dict[str, Attack]) -> dict[
     out: dict[str, dict[str, float]] = {}
     for (name, strength), group in frame.groupby(["defence", "strength"], sort=False):
         entry = {"test_accuracy": group["test_accuracy"].mean(), "forget_accuracy": group["forget_accuracy"].mean(),
-                 **means(frame, attacks, "defence", group)}
+                 **means(attacks, "defence", group)}
         out[f"{name}:{strength:g}"] = {k: float(v) for k, v in entry.items() if pd.notna(v)}
     return out
