@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from uia_pipe import io, metrics  # noqa: E402
 from uia_pipe.attacks import feature_recovery as fr  # noqa: E402
-from uia_pipe.attacks.feature_recovery.objective import _Objective  # noqa: E402
+from uia_pipe.attacks.feature_recovery.objective import _Objective, _Stacked  # noqa: E402
 from uia_pipe.attacks.view import AttackerView  # noqa: E402
 from uia_pipe.config import OptimParams  # noqa: E402
 from uia_pipe.data import as_inputs  # noqa: E402
@@ -81,7 +81,8 @@ def batched_vs_sequential(model, x, y, delta, restarts: int, repeats: int) -> tu
     obj = _Objective(model, delta, 1e-4, True)
     xs = x.unsqueeze(0).repeat(restarts, *([1] * x.dim()))
     seq = timed(lambda: [obj.step(xs[r], y) for r in range(restarts)], repeats)
-    bat = timed(lambda: obj.batched_step(xs, y), repeats)
+    stacked = _Stacked([obj], [y])
+    bat = timed(lambda: stacked.step([0] * restarts, xs, torch.zeros(restarts)), repeats)
     return seq, bat
 
 

@@ -15,7 +15,7 @@ from uia_pipe import metrics
 from uia_pipe.attacks import feature_recovery as fr
 from uia_pipe.attacks.feature_recovery import closed_form
 from uia_pipe.attacks.feature_recovery.closed_form import _relu_stack
-from uia_pipe.attacks.feature_recovery.objective import _Objective
+from uia_pipe.attacks.feature_recovery.objective import _Objective, _Stacked
 from uia_pipe.attacks.view import AttackerView
 from uia_pipe.config import OptimParams
 from uia_pipe.data import load_dataset
@@ -328,7 +328,7 @@ def test_batched_and_sequential_steps_agree(convnet_view):
     view, x, y = convnet_view
     obj = _Objective(view.theta_original, fr.observed_update(view), 1e-3, True)
     xs = torch.rand(2, 1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    losses, grads = obj.batched_step(xs, y[:1])
+    losses, grads = _Stacked([obj], [y[:1]]).step([0, 0], xs, torch.zeros(2))
     for r in range(2):
         loss, g = obj.step(xs[r], y[:1])
         assert torch.allclose(losses[r], loss.to(losses.dtype), atol=1e-5)
@@ -454,12 +454,50 @@ def test_guided_batched_and_sequential_steps_agree(lenet_problem):
     obj = _Objective(view.theta_original, delta, 1e-3, True, guide)
     xs = torch.rand(2, 1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     y = lenet_problem.du_y[:1]
-    losses, grads = obj.batched_step(xs, y, torch.tensor([3.0, 0.0]))
+    losses, grads = _Stacked([obj], [y]).step([0, 0], xs, torch.tensor([3.0, 0.0]))
     for r, weight in enumerate((3.0, 0.0)):
         loss, g = obj.step(xs[r], y, weight)
         assert torch.allclose(losses[r], loss.to(losses.dtype), atol=1e-5)
         assert torch.allclose(grads[r], g, atol=1e-5, rtol=1e-3)
     assert losses[0] > losses[1] - 1e-3 and obj.step(xs[0], y, 3.0)[0] > obj.step(xs[0], y, 0.0)[0]
+
+
+def test_stacked_steps_keep_each_problems_own_update_labels_and_guide(lenet_problem):
+    """One vmapped call over runs of different requests: each run's loss and ∇x are its own objective's."""
+    objectives, ys = [], []
+    for index in (0, 3):
+        view = _approx_view(lenet_problem, index)
+        delta = fr.observed_update(view)
+        guide = fr.layered_features(view.theta_original, delta, (1, 28, 28), 2) if index == 0 else None
+        objectives.append(_Objective(view.theta_original, delta, 1e-3, True, guide))
+        ys.append(lenet_problem.du_y[index : index + 1])
+    stacked = _Stacked(objectives, ys)
+    xs = torch.rand(3, 1, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    runs, weights = [1, 0, 1], torch.tensor([0.0, 2.0, 0.0])
+    losses, grads = stacked.step(runs, xs, weights)
+    for r, (p, w) in enumerate(zip(runs, weights.tolist())):
+        loss, g = objectives[p].step(xs[r], ys[p], w)
+        assert torch.allclose(losses[r], loss.to(losses.dtype), atol=1e-5)
+        assert torch.allclose(grads[r], g, atol=1e-5, rtol=1e-3)
+
+
+@pytest.mark.parametrize("vmap", ["no", "yes"])
+def test_a_batch_of_requests_recovers_each_as_alone(lenet_problem, vmap):
+    """recover_many = recover of each request: bit for bit where steps run one by one, to float rounding
+    (the same stopping points) where they are vmapped; one batch, each request its own restarts."""
+    cfg = fr.Config(iterations=40, restarts=2, prune_after=10, patience=15, vmap=vmap, guide_depth=2)
+    requests = [(_approx_view(lenet_problem, i), None, 7 + i) for i in (0, 2, 5)]
+    together = fr.recover_many(requests, cfg)
+    for (view, _, seed), (result, stats) in zip(requests, together):
+        alone, alone_stats = fr.recover(view, cfg, seed)
+        assert stats["stopped"] == alone_stats["stopped"] and result.iterations == alone.iterations
+        if vmap == "no":
+            assert torch.equal(result.reconstruction, alone.reconstruction) and result.loss == alone.loss
+        else:
+            assert stats["batched"]
+            assert torch.allclose(result.reconstruction, alone.reconstruction, atol=1e-4)
+            assert result.loss == pytest.approx(alone.loss, abs=1e-5)
+    assert len({float(r.reconstruction.sum()) for r, _ in together}) == 3
 
 
 # --------------------------------------------------------------------------- finite-difference steps
@@ -570,10 +608,10 @@ def test_backfitting_separates_jointly_removed_german_credit_rows():
 
 
 def test_yaml_yes_and_no_select_batching():
-    assert fr.Config(batch_restarts=True).batch_restarts == "yes"
-    assert fr.Config(batch_restarts=False).batch_restarts == "no"
+    assert fr.Config(vmap=True).vmap == "yes"
+    assert fr.Config(vmap=False).vmap == "no"
     with pytest.raises(ValueError):
-        fr.Config(batch_restarts="sometimes")
+        fr.Config(vmap="sometimes")
 
 
 def test_campaign_grants_the_finetune_batch_size_to_the_exact_attack(tiny_problem):

@@ -5,6 +5,7 @@ removed samples and inverts the update by gradient matching (`attacks/feature_re
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass
 
@@ -56,12 +57,25 @@ def run(grant: Grant, cfg: fr.Config, ctx: Context) -> list[Recovery]:
     view per part (the served models' update, or, under SISA with the server's checkpoint store, each
     changed shard's retrained stage), the labels handed over where `cfg.labels` asks for them (the
     label-inference family's inferred ones, or the true ones: the reference's assumption, an evaluator's
-    gift), a seed; and the positions in D_u its reconstructions stand for."""
+    gift), a seed; and the positions in D_u its reconstructions stand for. Requests are attacked
+    `cfg.batch_requests` at a time (`fr.recover_many`), a batch a task of the executor (under Ray, batches
+    small enough that every slot gets one)."""
     local = ctx.executor.kind == "local"  # a callback reaches no other process
-    return ctx.executor.map(
-        functools.partial(_recover, cfg, ctx.progress if local else None), grant.question,
-        names=[f"{grant.method}: feature recovery of request {index}" for index in grant.requests],
-        on_done=None if ctx.on_request is None else lambda j: ctx.on_request("feature_recovery", grant.requests[j]))
+    jobs, size = list(grant.question), cfg.batch_requests
+    if not local:
+        size = max(1, min(size, math.ceil(len(jobs) / ctx.executor.slots)))
+    chunks = [list(range(i, min(i + size, len(jobs)))) for i in range(0, len(jobs), size)]
+
+    def done(c: int) -> None:
+        if ctx.on_request is not None:
+            for j in chunks[c]:
+                ctx.on_request("feature_recovery", grant.requests[j])
+
+    made = ctx.executor.map(
+        functools.partial(_recover, cfg, ctx.progress if local else None), [[jobs[j] for j in c] for c in chunks],
+        names=[f"{grant.method}: feature recovery of requests {', '.join(str(grant.requests[j]) for j in c)}"
+               for c in chunks], on_done=done)
+    return [recovery for batch in made for recovery in batch]
 
 
 # One request's attack: (view, labels handed over or None, seed) per part, and the D_u positions its
@@ -69,21 +83,28 @@ def run(grant: Grant, cfg: fr.Config, ctx: Context) -> list[Recovery]:
 Job = tuple[list[tuple[AttackerView, torch.Tensor | None, int]], torch.Tensor]
 
 
-def _recover(cfg: fr.Config, progress, job: Job) -> Recovery:
-    """One request's parts recovered and joined (a task: it holds its views, not the run's data)."""
-    parts, covered = job
+def _recover(cfg: fr.Config, progress, jobs: list[Job]) -> list[Recovery]:
+    """A batch of requests' parts recovered together, then each request's parts joined (a task: it holds
+    its views, not the run's data); each request's seconds are its share of the batch's."""
     started = time.perf_counter()
-    done = [fr.recover(view, cfg, seed, labels=labels, progress=progress) for view, labels, seed in parts]
-    results, steps = [r for r, _ in done], sum(int(stats["steps"]) for _, stats in done)
-    if len(results) == 1:
-        return Recovery(results[0], covered, time.perf_counter() - started, steps)
-    joined = fr.Result(
-        reconstruction=torch.cat([r.reconstruction for r in results]), labels=torch.cat([r.labels for r in results]),
-        label_source=results[0].label_source, loss=sum(r.loss for r in results) / len(results),
-        restart_losses=[x for r in results for x in r.restart_losses], curve=results[0].curve,
-        iterations=sum(r.iterations for r in results), seconds=sum(r.seconds for r in results),
-    )
-    return Recovery(joined, covered, time.perf_counter() - started, steps)
+    done = iter(fr.recover_many([part for parts, _ in jobs for part in parts], cfg, progress))
+    found = [([next(done) for _ in parts], covered) for parts, covered in jobs]
+    seconds = (time.perf_counter() - started) / len(jobs)
+    out = []
+    for parts, covered in found:
+        results, steps = [r for r, _ in parts], sum(int(stats["steps"]) for _, stats in parts)
+        if len(results) == 1:
+            out.append(Recovery(results[0], covered, seconds, steps))
+            continue
+        joined = fr.Result(
+            reconstruction=torch.cat([r.reconstruction for r in results]),
+            labels=torch.cat([r.labels for r in results]), label_source=results[0].label_source,
+            loss=sum(r.loss for r in results) / len(results),
+            restart_losses=[x for r in results for x in r.restart_losses], curve=results[0].curve,
+            iterations=sum(r.iterations for r in results), seconds=sum(r.seconds for r in results),
+        )
+        out.append(Recovery(joined, covered, seconds, steps))
+    return out
 
 
 def score(setting, recoveries: list[Recovery]) -> pd.DataFrame:

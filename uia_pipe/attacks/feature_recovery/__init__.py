@@ -62,7 +62,7 @@ from .closed_form import analytic_input, layered_features
 from .config import EXACT_UPDATES, OPTIMIZERS, Config, OptimizerSpec
 from .invert import Progress, Result
 from .labels import analytic_labels
-from .recover import recover
+from .recover import recover, recover_many
 from .update import observed_update
 
 __all__ = [
@@ -77,4 +77,5 @@ __all__ = [
     "layered_features",
     "observed_update",
     "recover",
+    "recover_many",
 ]

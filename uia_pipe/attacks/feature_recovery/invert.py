@@ -1,5 +1,6 @@
 """Gradient inversion of Δ from random restarts: the optimisation loop, its early stop and pruning, and the
-choice of the best restart by the plain objective."""
+choice of the best restart by the plain objective. Many inversions at one point (the requests of a batch) run
+as one loop, each keeping its own restarts, objective and stopping rule; with `vmap` their steps are one call."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ from torch import nn
 
 from .closed_form import analytic_input, layered_features
 from .config import OPTIMIZERS, Config
-from .objective import _Objective
+from .objective import _Objective, _Stacked
 
 Progress = Callable[[int, float], None]
+
+# On a CPU a vmapped step pays where per-call overhead dominates (small models) and costs more where the
+# convolutions do (benchmarks/feature_recovery.py prints both ways): `vmap: auto` batches a CPU model up to this
+# many parameters, any model on CUDA.
+VMAP_CPU_PARAMETERS = 1_000_000
 
 
 @dataclass
@@ -35,11 +41,22 @@ class Result:
     values: torch.Tensor | None = None  # regression: each removed sample's inferred target value, in order
 
 
+@dataclass
+class Problem:
+    """One inversion: Δ at the batch's point for len(y) dummies labelled y, its seed (its restarts' starts),
+    and where restart 0 begins ([k, *input_shape]; None: as the config says)."""
+
+    delta: dict[str, torch.Tensor]
+    y: torch.Tensor
+    seed: int
+    start: torch.Tensor | None = None
+
 
 @dataclass
 class _Restart:
     x: torch.Tensor
     opt: torch.optim.Optimizer
+    problem: int = 0
     best_loss: float = math.inf
     best_x: torch.Tensor | None = None
     ref_loss: float = math.inf  # best loss when the patience counter was last reset
@@ -47,7 +64,16 @@ class _Restart:
     steps: int = 0
     active: bool = True
     guide: float = 0.0  # β of the guide term on this restart's objective (0 = plain)
+    stopped: str = "max_iterations"
     curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class _Setup:
+    starts: list[torch.Tensor]
+    analytic: bool
+    guide: tuple[str, torch.Tensor] | None
+    objective: _Objective
 
 
 def _init(cfg: Config, shape: tuple[int, ...], gen: torch.Generator, boxed: bool) -> torch.Tensor:
@@ -58,6 +84,38 @@ def _init(cfg: Config, shape: tuple[int, ...], gen: torch.Generator, boxed: bool
     else:
         x = (0.5 if boxed else 0.0) + 0.01 * torch.randn(shape, generator=gen)
     return x.clamp(0, 1) if boxed else x
+
+
+def _setup(point: nn.Module, problem: Problem, input_shape: tuple[int, ...], cfg: Config, boxed: bool) -> _Setup:
+    """One problem's restarts' starts (its seed's), closed-form start, guide and objective."""
+    k, image = len(problem.y), len(input_shape) >= 2
+    gen = torch.Generator().manual_seed(problem.seed)
+    starts = [_init(cfg, (k, *input_shape), gen, boxed) for _ in range(cfg.restarts)]
+    analytic = False
+    if problem.start is not None:
+        starts[0] = problem.start.float()
+    elif cfg.analytic_init and k == 1:
+        x0 = analytic_input(point, problem.delta, input_shape)
+        if x0 is not None and torch.isfinite(x0).all():
+            starts[0] = (x0.clamp(0, 1) if boxed else x0).float().unsqueeze(0)
+            analytic = True
+    # The closed-form input, where there is one, is exact: no guide is needed then.
+    guide = None
+    if cfg.guide > 0 and cfg.guide_restarts > 0 and not analytic:
+        if k == 1:
+            guide = layered_features(point, problem.delta, input_shape, cfg.guide_depth)
+        elif cfg.joint_guide_depth:
+            guide = layered_features(point, problem.delta, input_shape, cfg.joint_guide_depth, problem.y)
+    objective = _Objective(point, problem.delta, cfg.tv, image, guide, cfg.second_order == "finite_difference")
+    return _Setup(starts, analytic, guide, objective)
+
+
+def vmapped(cfg: Config, point: nn.Module) -> bool:
+    """Whether restarts (and the requests of a batch) step as one vmapped call (`cfg.vmap`)."""
+    if cfg.vmap != "auto":
+        return cfg.vmap == "yes"
+    params = next(point.parameters())
+    return params.device.type == "cuda" or sum(p.numel() for p in point.parameters()) <= VMAP_CPU_PARAMETERS
 
 
 def _invert(
@@ -73,64 +131,62 @@ def _invert(
 ) -> tuple[Result, dict]:
     """Gradient inversion of Δ at `point` for len(y) dummies labelled y: `recover`'s promises, restarts and
     all; restart 0 begins at `start` [k, *input_shape] when given."""
+    return _invert_many(point, [Problem(delta, y, seed, start)], input_shape, cfg, progress, snapshot)[0]
+
+
+def _invert_many(
+    point: nn.Module,
+    problems: list[Problem],
+    input_shape: tuple[int, ...],
+    cfg: Config,
+    progress: Progress | None = None,
+    snapshot: Callable[[int, torch.Tensor], None] | None = None,
+) -> list[tuple[Result, dict]]:
+    """`_invert` of every problem at one point, as one loop: each problem's restarts start, stop, are pruned
+    and are chosen between exactly as alone; with `vmapped`, every active restart of every problem takes its
+    step in one call (the objective's exact double backward, whatever `second_order` says). `progress` gets the
+    best loss over all problems; `snapshot`, the leading restart's best iterate of them all. Each result's
+    seconds are the loop's share per problem."""
     started = time.perf_counter()
-    k = len(y)
     device = next(point.parameters()).device
-    image = len(input_shape) >= 2
-    boxed = cfg.box == "unit" or (cfg.box == "auto" and image)
+    boxed = cfg.box == "unit" or (cfg.box == "auto" and len(input_shape) >= 2)
     spec = OPTIMIZERS[cfg.optimizer]
-    shape = (k, *input_shape)
-    gen = torch.Generator().manual_seed(seed)
-    batched = cfg.batch_restarts == "yes" or (cfg.batch_restarts == "auto" and device.type == "cuda")
+    setups = [_setup(point, p, input_shape, cfg, boxed) for p in problems]
+    stacked = None
+    if vmapped(cfg, point) and cfg.restarts * len(problems) > 1:
+        stacked = _Stacked([s.objective for s in setups], [p.y.to(device) for p in problems])
 
-    starts = [_init(cfg, shape, gen, boxed) for _ in range(cfg.restarts)]
-    used_analytic = False
-    if start is not None:
-        starts[0] = start.float()
-    elif cfg.analytic_init and k == 1:
-        x0 = analytic_input(point, delta, input_shape)
-        if x0 is not None and torch.isfinite(x0).all():
-            starts[0] = (x0.clamp(0, 1) if boxed else x0).float().unsqueeze(0)
-            used_analytic = True
-    # The closed-form input, where there is one, is exact: no guide is needed then.
-    guide = None
-    if cfg.guide > 0 and cfg.guide_restarts > 0 and not used_analytic:
-        if k == 1:
-            guide = layered_features(point, delta, input_shape, cfg.guide_depth)
-        elif cfg.joint_guide_depth:
-            guide = layered_features(point, delta, input_shape, cfg.joint_guide_depth, y)
-    objective = _Objective(point, delta, cfg.tv, image, guide, cfg.second_order == "finite_difference")
-
-    runs = []
-    for i, x0 in enumerate(starts):
-        x = x0.to(device).requires_grad_(True)
-        beta = cfg.guide if guide is not None and i < cfg.guide_restarts else 0.0
-        runs.append(_Restart(x=x, opt=spec.cls([x], lr=cfg.lr, **spec.kwargs), guide=beta))
+    runs: list[_Restart] = []
+    for p, s in enumerate(setups):
+        for i, x0 in enumerate(s.starts):
+            x = x0.to(device).requires_grad_(True)
+            beta = cfg.guide if s.guide is not None and i < cfg.guide_restarts else 0.0
+            runs.append(_Restart(x=x, opt=spec.cls([x], lr=cfg.lr, **spec.kwargs), problem=p, guide=beta))
     milestones = sorted({max(1, round(m * cfg.iterations)) for m in cfg.milestones})
-    stopped: list[str] = ["max_iterations"] * len(runs)
-    total_steps = 0
+    rounds = [0] * len(problems)
 
-    it = 0
     for it in range(1, cfg.iterations + 1):
         active = [i for i, r in enumerate(runs) if r.active]
         if not active:
-            it -= 1
             break
+        for i in active:
+            rounds[runs[i].problem] = it
         lr = cfg.lr * cfg.gamma ** sum(it > m for m in milestones)
         fade = 1 - (it - 1) / cfg.iterations  # the guide's weight falls linearly towards 0
-        if batched and len(active) > 1:
+        if stacked is not None and len(active) > 1:
             weights = torch.tensor([runs[i].guide * fade for i in active], device=device)
-            losses, grads = objective.batched_step(torch.stack([runs[i].x.detach() for i in active]), y, weights)
+            losses, grads = stacked.step([runs[i].problem for i in active],
+                                         torch.stack([runs[i].x.detach() for i in active]), weights)
             pairs = list(zip(active, losses.tolist(), grads))
         else:
             pairs = []
             for i in active:
-                loss, gx = objective.step(runs[i].x, y, runs[i].guide * fade)
+                r = runs[i]
+                loss, gx = setups[r.problem].objective.step(r.x, problems[r.problem].y.to(device), r.guide * fade)
                 pairs.append((i, float(loss), gx))
         for i, loss, gx in pairs:
             r = runs[i]
             r.steps += 1
-            total_steps += 1
             if loss < r.best_loss:
                 r.best_loss = loss
                 r.best_x = r.x.detach().clone()
@@ -140,8 +196,7 @@ def _invert(
             if it % cfg.record_every == 0 or it == 1:
                 r.curve.append((it, loss))
             if cfg.early_stop and it - r.last_improved >= cfg.patience:
-                r.active = False
-                stopped[i] = f"plateau@{it}"
+                r.active, r.stopped = False, f"plateau@{it}"
                 continue
             for group in r.opt.param_groups:
                 group["lr"] = lr
@@ -151,33 +206,38 @@ def _invert(
                 with torch.no_grad():
                     r.x.clamp_(0, 1)
         if cfg.prune_after and it == cfg.prune_after:
-            # Guided and plain restarts optimise different objectives: keep the best of each kind.
-            for guided in (True, False):
-                alive = sorted((i for i, r in enumerate(runs) if r.active and (r.guide > 0) == guided),
-                               key=lambda i: runs[i].best_loss)
-                for i in alive[cfg.keep :]:
-                    runs[i].active = False
-                    stopped[i] = f"pruned@{it}"
+            # Guided and plain restarts optimise different objectives: keep the best of each kind, per problem.
+            for p in range(len(problems)):
+                for guided in (True, False):
+                    alive = sorted((r for r in runs if r.problem == p and r.active and (r.guide > 0) == guided),
+                                   key=lambda r: r.best_loss)
+                    for r in alive[cfg.keep:]:
+                        r.active, r.stopped = False, f"pruned@{it}"
         if progress is not None:
             progress(it, min(r.best_loss for r in runs))
         if snapshot is not None and it % cfg.record_every == 0:
             lead = min(runs, key=lambda r: r.best_loss)
             snapshot(it, lead.best_x.float().cpu())
 
-    # Choose by the plain objective (for guided restarts, without the guide term), re-evaluated at each
-    # restart's best iterate.
+    share = (time.perf_counter() - started) / len(problems)
+    return [_chosen(p, [r for r in runs if r.problem == j], setups[j], rounds[j], share, cfg, stacked is not None)
+            for j, p in enumerate(problems)]
+
+
+def _chosen(problem: Problem, runs: list[_Restart], setup: _Setup, rounds: int, seconds: float, cfg: Config,
+            batched: bool) -> tuple[Result, dict]:
+    """The restart with the lowest plain objective (for guided restarts, without the guide term), re-evaluated
+    at each restart's best iterate, as the problem's result."""
     finals = []
     for r in runs:
-        x = r.best_x if r.best_x is not None else r.x.detach()
-        value = objective.value(x, y)
+        value = setup.objective.value(r.best_x if r.best_x is not None else r.x.detach(), problem.y.to(r.x.device))
         finals.append(value if math.isfinite(value) else math.inf)
     best = min(range(len(runs)), key=lambda i: finals[i])
     winner = runs[best]
-    recon = (winner.best_x if winner.best_x is not None else winner.x.detach()).float().cpu()
-    seconds = time.perf_counter() - started
+    steps = sum(r.steps for r in runs)
     result = Result(
-        reconstruction=recon,
-        labels=y.cpu(),
+        reconstruction=(winner.best_x if winner.best_x is not None else winner.x.detach()).float().cpu(),
+        labels=problem.y.cpu(),
         label_source=cfg.labels,
         loss=finals[best],
         restart_losses=finals,
@@ -186,14 +246,14 @@ def _invert(
         seconds=seconds,
     )
     stats = {
-        "steps": total_steps,
-        "ms_per_step": 1000 * seconds / max(total_steps, 1),
-        "stopped": stopped,
+        "steps": steps,
+        "ms_per_step": 1000 * seconds / max(steps, 1),
+        "stopped": [r.stopped for r in runs],
         "best_restart": best,
-        "analytic_init": used_analytic,
-        "guide_layer": guide[0] if guide is not None else None,
+        "analytic_init": setup.analytic,
+        "guide_layer": setup.guide[0] if setup.guide is not None else None,
         "batched": batched,
-        "delta_norm": float(torch.sqrt(sum((d.double() ** 2).sum() for d in delta.values()))),
-        "rounds": it,
+        "delta_norm": float(torch.sqrt(sum((d.double() ** 2).sum() for d in problem.delta.values()))),
+        "rounds": rounds,
     }
     return result, stats

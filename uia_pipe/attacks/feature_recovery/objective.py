@@ -19,7 +19,7 @@ def _tv(x: torch.Tensor) -> torch.Tensor:
 
 class _Objective:
     """1 − cos(∇_θ CE(f(x), y), Δ) + λ·TV(x) and its gradient in x, one dummy
-    batch at a time (`step`) or R restarts at once (`batched_step`, torch.func).
+    batch at a time (`step`; many objectives at once: `_Stacked`).
     With a `guide` (layer name, â from `layered_features`), a step given a
     weight β > 0 adds β‖φ(x) − â‖²/‖â‖², φ(x) the input of that layer; `value`
     is always the plain objective, so guided and plain restarts compare alike."""
@@ -155,21 +155,58 @@ class _Objective:
         """∇_θ CE(f(x), y) of a dummy batch, flattened in the order of `delta` (float64)."""
         return torch.cat([g.reshape(-1).double() for g in self._gradients(x, y)])
 
-    def batched_step(
-        self, xs: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(losses [R], ∇x [R, k, ...]) for R restarts at once; weights [R] are each restart's β (default 0)."""
-        params = {n: p.detach() for n, p in self.params.items()}
-        if weights is None:
-            weights = torch.zeros(len(xs), dtype=xs.dtype, device=xs.device)
 
-        def ce(p, x):
-            out, feats = self._forward(x, lambda v: functional_call(self.model, (p, self.buffers), (v,)))
+class _Stacked:
+    """Objectives of one point (`objectives`, each with its Δ, labels `ys` and guide target) stepped as one
+    vmapped call (torch.func): `step` takes any runs, each naming its objective, and returns each run's loss
+    and ∇x as its own objective's `step` would with a double backward. The objectives share the point's
+    parameters and, where they have one, the guide's layer."""
+
+    def __init__(self, objectives: list[_Objective], ys: list[torch.Tensor]):
+        guided = [o for o in objectives if o.target is not None]
+        lead = guided[0] if guided else objectives[0]
+        if {tuple(o.names) for o in objectives} != {tuple(lead.names)}:
+            raise ValueError("stacked objectives must match the same parameters")
+        self.lead = lead
+        self.deltas = torch.stack([o.delta for o in objectives])
+        self.ys = torch.stack(ys)
+        self.tv = lead.tv
+        self.guided = bool(guided)
+        if guided:
+            if any(o.target.shape != lead.target.shape for o in guided):
+                raise ValueError("stacked objectives guide different layers")
+            # An unguided objective's runs have weight 0: any target with a non-zero norm does.
+            blank, one = torch.zeros_like(lead.target), torch.ones_like(lead.target_norm)
+            self.targets = torch.stack([blank if o.target is None else o.target for o in objectives])
+            self.target_norms = torch.stack([one if o.target is None else o.target_norm for o in objectives])
+        else:
+            self.targets = self.deltas.new_zeros(len(objectives), 1)
+            self.target_norms = self.deltas.new_ones(len(objectives))
+        params = {n: p.detach() for n, p in lead.params.items()}
+        self.fixed = {n: p for n, p in params.items() if n not in lead.names}
+        self.visible = {n: params[n] for n in lead.names}
+        self._step = torch.func.vmap(torch.func.grad_and_value(self._objective))
+
+    def _objective(self, x, y, delta, target, target_norm, weight):
+        lead = self.lead
+
+        def ce(visible, v):
+            params = {**self.fixed, **visible}
+            out, feats = lead._forward(v, lambda u: functional_call(lead.model, (params, lead.buffers), (u,)))
             return tasks.attack_loss(out.double(), y), (out.new_zeros(()) if feats is None else feats)
 
-        def obj(x, w):
-            g, feats = torch.func.grad(ce, has_aux=True)(params, x)
-            return self._guided(self._loss([g[n] for n in self.names], x), feats, w)
+        g, feats = torch.func.grad(ce, has_aux=True)(self.visible, x)
+        flat = torch.cat([g[n].reshape(-1) for n in lead.names])
+        loss = 1 - flat @ delta / (flat.norm() + 1e-12)
+        if self.tv:
+            loss = loss + self.tv * _tv(x)
+        if self.guided:
+            loss = loss + weight * ((feats - target) ** 2).sum() / target_norm
+        return loss
 
-        gx, loss = torch.func.vmap(torch.func.grad_and_value(obj))(xs, weights.to(xs.dtype))
+    def step(self, problems: list[int], xs: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(losses [R], ∇x [R, k, ...]) of R runs, run r on objective problems[r] with guide weight weights[r]."""
+        at = torch.tensor(problems, device=self.deltas.device)
+        gx, loss = self._step(xs, self.ys[at], self.deltas[at], self.targets[at], self.target_norms[at],
+                              weights.to(xs.dtype))
         return loss, gx

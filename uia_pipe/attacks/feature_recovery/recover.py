@@ -11,7 +11,7 @@ from ...tasks import task_of
 from ..view import AttackerView
 from .backfit import _backfit
 from .config import Config
-from .invert import Progress, Result, _invert
+from .invert import Problem, Progress, Result, _invert_many
 from .labels import analytic_labels, analytic_residuals
 from .update import _attack_point, observed_update
 
@@ -62,9 +62,11 @@ def recover(
       on the CPU, in [0,1] for images (box "unit"), unbounded for tabular rows;
       `labels` are the labels the dummies were optimised with;
     - the chosen restart is the one with the lowest value of the plain
-      objective 1 − cos + λ·TV (guided restarts' guide term left out),
+      objective 1 − cos + λ·TV, the guide term of guided restarts left out,
       re-evaluated at each restart's best iterate;
-    - deterministic for a given seed on a given device and thread count;
+    - deterministic for a given seed on a given device and thread count, and
+      the same whether the request is attacked alone or in a batch
+      (`recover_many`) where `cfg.vmap` steps both alike;
     - `progress(iteration, loss)` is called once per round of steps
       (iteration ≤ cfg.iterations; loss = best so far over restarts);
       `snapshot(iteration, x)` (benchmarks) gets the current best iterate of
@@ -82,27 +84,66 @@ def recover(
     backfit_weights (each sample's least-squares weight), backfit_loss and
     backfit_chosen say how the backfitted restart fared.
     """
+    return recover_many([(view, labels, seed)], cfg, progress, snapshot=snapshot)[0]
+
+
+def recover_many(
+    requests: list[tuple[AttackerView, torch.Tensor | None, int]],
+    cfg: Config,
+    progress: Progress | None = None,
+    *,
+    snapshot: Callable[[int, torch.Tensor], None] | None = None,
+) -> list[tuple[Result, dict]]:
+    """`recover` of each (view, labels, seed), in order, as few batches as the views allow: views that share
+    the attack point (the same θ or θ₀ object), the visible parameters, k and the input shape are inverted
+    in one loop (`_invert_many`), each keeping its own restarts and stopping rule. Each result's seconds
+    are its share of its batch's wall time."""
     started = time.perf_counter()
-    dtype = torch.float64 if cfg.delta_dtype == "float64" else torch.float32
-    delta = observed_update(view, dtype, cfg.exact_update)
-    point = _attack_point(view)
-    task = task_of(point)
-    y = _resolve_labels(cfg, delta, view, labels, task).to(next(point.parameters()).device)
-    result, stats = _invert(point, delta, y, view.input_shape, cfg, seed, progress, snapshot)
-    if view.k > 1 and cfg.k_strategy == "backfit":
-        start, steps, weights = _backfit(point, delta, y, view, cfg, seed, progress)
-        polish = cfg.model_copy(update={"lr": cfg.backfit_lr, "restarts": 1, "prune_after": 0})
-        refined, refined_stats = _invert(point, delta, y, view.input_shape, polish, seed, progress, snapshot, start)
-        chosen = refined.loss < result.loss
-        losses, total = result.restart_losses + [refined.loss], stats["steps"] + steps + refined_stats["steps"]
+    prepared = []
+    for view, labels, seed in requests:
+        dtype = torch.float64 if cfg.delta_dtype == "float64" else torch.float32
+        delta = observed_update(view, dtype, cfg.exact_update)
+        point = _attack_point(view)
+        task = task_of(point)
+        y = _resolve_labels(cfg, delta, view, labels, task).to(next(point.parameters()).device)
+        prepared.append((view, point, task, Problem(delta, y, seed)))
+    batches: dict[tuple, list[int]] = {}
+    for i, (view, point, _, _) in enumerate(prepared):
+        batches.setdefault((id(point), view.method, view.visible, view.k, view.input_shape), []).append(i)
+    out: list = [None] * len(requests)
+    for members in batches.values():
+        view, point = prepared[members[0]][:2]
+        done = _invert_many(point, [prepared[i][3] for i in members], view.input_shape, cfg, progress, snapshot)
+        if view.k > 1 and cfg.k_strategy == "backfit":
+            done = _backfitted(point, [prepared[i][3] for i in members], view, cfg, done, progress, snapshot)
+        for i, item in zip(members, done):
+            out[i] = item
+    share = (time.perf_counter() - started) / len(requests)
+    for (view, point, task, problem), (result, stats) in zip(prepared, out):
+        result.label_source = {"regression": "residuals", "autoencoder": "none"}.get(task, cfg.labels)
+        if task == "regression" and view.step:
+            result.values = inferred_values(point, result.reconstruction, problem.y, view.step)
+        result.seconds = share
+        stats["ms_per_step"] = 1000 * share / max(stats["steps"], 1)
+    return out
+
+
+def _backfitted(point, problems: list[Problem], view: AttackerView, cfg: Config, done: list, progress,
+                snapshot) -> list[tuple[Result, dict]]:
+    """Each joint result against its backfitted restart (`_backfit`, then refined jointly from its estimate at
+    `cfg.backfit_lr`, the refinements as one batch); the lower plain objective wins."""
+    fits = [_backfit(point, p.delta, p.y, view, cfg, p.seed, progress) for p in problems]
+    polish = cfg.model_copy(update={"lr": cfg.backfit_lr, "restarts": 1, "prune_after": 0})
+    refined = _invert_many(point, [Problem(p.delta, p.y, p.seed, start) for p, (start, _, _) in zip(problems, fits)],
+                           view.input_shape, polish, progress, snapshot)
+    out = []
+    for (result, stats), (again, again_stats), (_, steps, weights) in zip(done, refined, fits):
+        chosen = again.loss < result.loss
+        losses, total = result.restart_losses + [again.loss], stats["steps"] + steps + again_stats["steps"]
         if chosen:
-            result, stats = refined, refined_stats
+            result, stats = again, again_stats
             result.iterations += steps
         result.restart_losses = losses
-        stats.update(steps=total, backfit_weights=weights, backfit_chosen=chosen, backfit_loss=refined.loss)
-    result.label_source = {"regression": "residuals", "autoencoder": "none"}.get(task, cfg.labels)
-    if task == "regression" and view.step:
-        result.values = inferred_values(point, result.reconstruction, y, view.step)
-    result.seconds = time.perf_counter() - started
-    stats["ms_per_step"] = 1000 * result.seconds / max(stats["steps"], 1)
-    return result, stats
+        stats.update(steps=total, backfit_weights=weights, backfit_chosen=chosen, backfit_loss=again.loss)
+        out.append((result, stats))
+    return out

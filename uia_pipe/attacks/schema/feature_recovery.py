@@ -119,12 +119,17 @@ class Config(BaseModel):
         "exact; the reference) | finite_difference (one more pass at θ + h·∂loss/∂g under the same ReLU and "
         "max-pool pattern, no second-order graph; relative error ~1e-3 in float32; batched steps stay exact)",
     )
-    batch_restarts: Literal["auto", "yes", "no"] = Field(
-        "auto", description="run restarts as one vmapped step: auto = on CUDA only (the CPU is compute-bound)"
+    batch_requests: int = Field(
+        32, ge=1, le=100_000, description="requests inverted together as one batch, each with its own objective, "
+        "restarts and stopping rule (1 = one at a time)",
+    )
+    vmap: Literal["auto", "yes", "no"] = Field(
+        "auto", description="step every restart of a batch as one vmapped call (an exact double backward): auto = "
+        "on CUDA, and on a CPU for small models, where per-call overhead dominates a step",
     )
     record_every: int = Field(10, ge=1, le=1_000_000, description="loss-curve sampling interval in steps")
 
-    @field_validator("batch_restarts", mode="before")
+    @field_validator("vmap", mode="before")
     @classmethod
     def _yaml_yes_no(cls, v):
         # YAML 1.1 (params.yaml, `dvc exp run -S`) reads a bare yes/no as a boolean.
