@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_data
+from test_membership import _attack, _setting, credit  # noqa: F401  (credit: a fixture)
 
+from uia_pipe.attacks import membership as mi
 from uia_pipe.config import OptimParams
 from uia_pipe.evaluation.server import Server
 from uia_pipe.models import clone, init_model
@@ -95,3 +97,16 @@ def test_the_servers_stacked_pairs_equal_its_pairs_one_by_one(method, config):
             one, one_u = server.pair(x[p], y[p], forgets[p, f])
             assert_same(one, theta, probe)
             assert_same(one_u, thetas_u[f], probe)
+
+
+@pytest.mark.parametrize("method, config", [("exact", ExactConfig()), ("approx", ApproxConfig(eta=1.0))])
+def test_membership_gives_the_same_numbers_with_pairs_made_stacked(credit, method, config):
+    """Shadow, audit and U-LiRA pairs made 16 at a time: every AUC of the attack as made one by one (German
+    Credit's tabular MLP; a float-rounding difference in a posterior moves no score's rank)."""
+    setting, thetas_u = _setting(credit, method, config, requests=2)
+    small = {"shadows": 30, "targets": 20, "lira_shadows": 2, "bootstrap": 50, "trees": 30}
+    one = _attack(setting, thetas_u, mi.Config(**small), ds=credit[0])[2]
+    stacked = _attack(setting, thetas_u, mi.Config(**small, stack=16), ds=credit[0])[2]
+    aucs = [key for key in one if "auc" in key]
+    assert len(aucs) > 10 and {key: stacked[key] for key in aucs} == pytest.approx({key: one[key] for key in aucs},
+                                                                                     abs=1e-9)

@@ -31,5 +31,6 @@ def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn
 def unlearn_many(problems: list[UnlearningProblem], forgets: list[torch.Tensor], cfg: Config) -> list[nn.Module]:
     """[unlearn(p, f, cfg) for p, f in zip(problems, forgets)] up to float rounding, the steps stacked
     (`ascend_many`): every `forget` marks as many samples."""
-    return ascend_many([p.theta_original for p in problems], torch.stack([p.du_x[f] for p, f in zip(problems, forgets)]),
-                       torch.stack([p.du_y[f] for p, f in zip(problems, forgets)]), cfg.eta)
+    x = torch.stack([p.du_x[f] for p, f in zip(problems, forgets)])
+    y = torch.stack([p.du_y[f] for p, f in zip(problems, forgets)])
+    return ascend_many([p.theta_original for p in problems], x, y, cfg.eta)
