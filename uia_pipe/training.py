@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -179,3 +180,95 @@ def pretrain_and_finetune(
         evaluate(theta_pretrained, x_test, y_test)["accuracy"], evaluate(theta, x_test, y_test)["accuracy"],
         evaluate(theta, x_train[du], y_train[du])["accuracy"],
     )
+
+
+def _stacked(models: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The trained parameters of `models` (one architecture) stacked along a new first dimension (a fresh
+    copy), and the rest (frozen parameters, buffers) of the first, which a stack in eval mode shares."""
+    first, count = models[0], len(models)
+    trained = [name for name, p in first.named_parameters() if p.requires_grad]
+    if all(m is first for m in models):
+        params = {name: p.detach().expand(count, *p.shape).clone()
+                  for name, p in first.named_parameters() if p.requires_grad}
+    else:
+        each = [dict(m.named_parameters()) for m in models]
+        params = {name: torch.stack([e[name].detach() for e in each]) for name in trained}
+    shared = {name: t.detach() for name, t in [*first.named_parameters(), *first.named_buffers()]
+              if name not in params}
+    return params, shared
+
+
+def _unstacked(model: nn.Module, params: dict[str, torch.Tensor]) -> list[nn.Module]:
+    """Copies of `model` in eval mode, the p-th holding each stacked parameter's p-th slice (its own copy)."""
+    named = dict(model.named_parameters())
+    out = []
+    for p in range(len(next(iter(params.values())))):
+        # deepcopy takes the new parameters from its memo instead of copying the old ones first
+        memo = {id(named[name]): nn.Parameter(t[p].clone(), requires_grad=named[name].requires_grad)
+                for name, t in params.items()}
+        out.append(copy.deepcopy(model, memo).eval())
+    return out
+
+
+def _stacked_grads(model: nn.Module, shared: dict[str, torch.Tensor]) -> Callable:
+    """grads(params, xb, yb): each stacked model's gradient of `tasks.loss` (mean) on its own batch, the
+    models run as `model` in eval mode (batch norm on the running statistics in `shared`)."""
+    model = clone(model)
+
+    def loss(params, xb, yb):
+        return tasks.loss(torch.func.functional_call(model, (params, shared), (xb,)), yb)
+
+    return torch.func.vmap(torch.func.grad(loss))
+
+
+def fit_many(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: OptimSettings,
+    seeds: list[int],
+    *,
+    keep: torch.Tensor | None = None,
+) -> list[nn.Module]:
+    """P = len(seeds) copies of `model` fine-tuned as one stacked model (torch.func.vmap), copy p on
+    (x[p], y[p]) — x of shape [P, n, ...], y [P, n] — with seed seeds[p] and `keep[p]` ([P, n] bools):
+    copy p equals, up to float rounding, `fit(clone(model), x[p], y[p], cfg, seeds[p], batchnorm_eval=True,
+    keep=keep[p])` (the same batch order, the mean loss over each batch, torch.optim.SGD's momentum and weight
+    decay). Every copy keeps the same number of records. `model` is left untouched; the copies are in eval
+    mode."""
+    count = len(seeds)
+    if len(x) != count or len(y) != count or (keep is not None and len(keep) != count):
+        raise ValueError(f"fit_many: {count} seeds for {len(x)} record sets and {len(y)} target sets")
+    device = next(model.parameters()).device
+    params, shared = _stacked([model] * count)
+    grads = _stacked_grads(model, shared)
+    opt = torch.optim.SGD(params.values(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    rows = torch.arange(count)[:, None]
+    for _ in range(cfg.epochs):
+        orders = [torch.randperm(x.shape[1], generator=g) for g in gens]
+        if keep is not None:
+            orders = [o[k[o]] for o, k in zip(orders, keep)]
+        if len({len(o) for o in orders}) > 1:
+            raise ValueError("fit_many: every copy must keep as many records")
+        order = torch.stack(orders)
+        for start in range(0, order.shape[1], cfg.batch_size):
+            idx = order[:, start: start + cfg.batch_size]
+            for name, g in grads(params, x[rows, idx].to(device), y[rows, idx].to(device)).items():
+                params[name].grad = g
+            opt.step()
+    return _unstacked(model, params)
+
+
+def ascend_many(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor, eta: float) -> list[nn.Module]:
+    """One gradient-ascent step of size `eta` per model, stacked: copy p of models[p] (one architecture) moved
+    by eta · ∇ `tasks.loss`(models[p](x[p]), y[p]) (mean, eval mode), x of shape [P, k, ...]; equal, up to
+    float rounding, to the step taken model by model. The models are left untouched."""
+    if len(x) != len(models) or len(y) != len(models):
+        raise ValueError(f"ascend_many: {len(models)} models for {len(x)} record sets and {len(y)} target sets")
+    device = next(models[0].parameters()).device
+    params, shared = _stacked(models)
+    with torch.no_grad():
+        for name, g in _stacked_grads(models[0], shared)(params, x.to(device), y.to(device)).items():
+            params[name].add_(g, alpha=eta)
+    return _unstacked(models[0], params)

@@ -63,17 +63,26 @@ class Pair:
 
 
 def make_pairs(server, x: torch.Tensor, y: torch.Tensor, count: int, seed: int,
-               executor: Executor = LOCAL, what: str = "pair") -> list[Pair]:
+               executor: Executor = LOCAL, what: str = "pair", stack: int = 1) -> list[Pair]:
     """`count` pairs on records of (x, y): each fine-tunes on N of them, unlearns k, and keeps as candidates
     the k deleted, k never drawn and k retained records. The pairs are made independently through
-    `executor` (a failure names `what` and the pair's number)."""
+    `executor` (a failure names `what` and the pair's number), one by one (`server.pair`), or, with
+    `stack` > 1, `stack` consecutive pairs a task, made at once (`server.pairs`: the same pairs up to float
+    rounding; the chunks do not depend on the executor, so neither do the numbers)."""
     g = torch.Generator().manual_seed(seed)
     n, k = server.n, server.k
     orders = [torch.randperm(len(x), generator=g) for _ in range(count)]
     forget = torch.zeros(n, dtype=torch.bool)
     forget[:k] = True
-    models = executor.map(functools.partial(_pair, server, forget), [(x[o[:n]], y[o[:n]]) for o in orders],
-                          names=[f"{server.method}: {what} {i}" for i in range(count)])
+    records = [(x[o[:n]], y[o[:n]]) for o in orders]
+    if stack > 1:
+        starts = range(0, count, stack)
+        chunks = executor.map(functools.partial(_pairs, server, forget), [records[s: s + stack] for s in starts],
+                              names=[f"{server.method}: {what}s {s}-{min(s + stack, count) - 1}" for s in starts])
+        models = [made for chunk in chunks for made in chunk]
+    else:
+        models = executor.map(functools.partial(_pair, server, forget), records,
+                              names=[f"{server.method}: {what} {i}" for i in range(count)])
     pairs = []
     for order, (theta, theta_u) in zip(orders, models):
         members, outside = order[:n], order[n:]
@@ -85,6 +94,12 @@ def make_pairs(server, x: torch.Tensor, y: torch.Tensor, count: int, seed: int,
 
 def _pair(server, forget: torch.Tensor, records: tuple[torch.Tensor, torch.Tensor]):
     return server.pair(*records, forget)
+
+
+def _pairs(server, forget: torch.Tensor, chunk: list[tuple[torch.Tensor, torch.Tensor]]):
+    made = server.pairs(torch.stack([x for x, _ in chunk]), torch.stack([y for _, y in chunk]),
+                        [forget[None]] * len(chunk))
+    return [(theta, thetas_u[0]) for theta, thetas_u in made]
 
 
 @torch.no_grad()
@@ -225,8 +240,14 @@ def lira_shadows(server, x: torch.Tensor, y: torch.Tensor, own_x: torch.Tensor, 
             fill = torch.randperm(len(own_x), generator=g)[: n - len(idx)]
             order = torch.randperm(len(idx), generator=g)  # a fresh retained partner each shadow
             units.append((int(idx[0]), x[idx], y[idx], own_x[fill], own_y[fill], order))
-    found = executor.map(functools.partial(_lira_unit, server), units,
-                         names=[f"{server.method}: U-LiRA shadow {i}" for i in range(len(units))])
+    if cfg.stack > 1:
+        chunks = _lira_chunks([len(unit[5]) for unit in units], cfg.stack)
+        found = [d for chunk in executor.map(functools.partial(_lira_units, server), [units[a:b] for a, b in chunks],
+                                             names=[f"{server.method}: U-LiRA shadows {a}-{b - 1}" for a, b in chunks])
+                 for d in chunk]
+    else:
+        found = executor.map(functools.partial(_lira_unit, server), units,
+                             names=[f"{server.method}: U-LiRA shadow {i}" for i in range(len(units))])
     drops = {r: np.full((cfg.lira_shadows, len(x)), np.nan) for r in ("deleted", "retained")}
     for u, (unit, d) in enumerate(zip(units, found)):
         start, order, s, m = unit[0], unit[5], u % cfg.lira_shadows, len(unit[5])
@@ -244,16 +265,44 @@ def lira_shadows(server, x: torch.Tensor, y: torch.Tensor, own_x: torch.Tensor, 
     return Lira(means, std)
 
 
+def _lira_forgets(n: int, k: int, order: torch.Tensor) -> torch.Tensor:
+    """[m, n] masks: the deletion of each of a group's m candidates with its k − 1 neighbours in `order`."""
+    m = len(order)
+    forgets = torch.zeros(m, n, dtype=torch.bool)
+    for j in range(m):
+        forgets[j, order[[(j + i) % m for i in range(min(k, m))]]] = True
+    return forgets
+
+
 def _lira_unit(server, unit) -> list[np.ndarray]:
     """One U-LiRA shadow of one group: θ fine-tuned on the group and its fill, then each candidate's
     deletion (with its k − 1 neighbours in `order`) in turn; every candidate's drop under each."""
     _, gx, gy, fill_x, fill_y, order = unit
-    n, k, m = server.n, server.k, len(order)
     problem = server.problem(torch.cat([gx, fill_x]), torch.cat([gy, fill_y]))
     lp = log_posteriors(server.served(problem), gx, gy)
+    return [drop(lp, log_posteriors(server.unlearn(problem, forget), gx, gy), gy)
+            for forget in _lira_forgets(server.n, server.k, order)]
+
+
+def _lira_chunks(sizes: list[int], stack: int) -> list[tuple[int, int]]:
+    """Consecutive units as (start, stop), each chunk's deletions (a unit's `size`) at most `stack` but for a
+    unit alone larger."""
+    chunks, start, held = [], 0, 0
+    for i, size in enumerate(sizes):
+        if held and held + size > stack:
+            chunks.append((start, i))
+            start, held = i, 0
+        held += size
+    return chunks + [(start, len(sizes))] if sizes else chunks
+
+
+def _lira_units(server, units) -> list[list[np.ndarray]]:
+    """`_lira_unit` of each of `units`, made at once (`server.pairs`)."""
+    made = server.pairs(torch.stack([torch.cat([u[1], u[3]]) for u in units]),
+                        torch.stack([torch.cat([u[2], u[4]]) for u in units]),
+                        [_lira_forgets(server.n, server.k, u[5]) for u in units])
     out = []
-    for j in range(m):
-        forget = torch.zeros(n, dtype=torch.bool)
-        forget[order[[(j + i) % m for i in range(min(k, m))]]] = True
-        out.append(drop(lp, log_posteriors(server.unlearn(problem, forget), gx, gy), gy))
+    for (_, gx, gy, *_rest), (theta, thetas_u) in zip(units, made):
+        lp = log_posteriors(theta, gx, gy)
+        out.append([drop(lp, log_posteriors(theta_u, gx, gy), gy) for theta_u in thetas_u])
     return out

@@ -181,7 +181,7 @@ def targets(setting: Setting, server: Server, cfg, seed: int, executor: Executor
         pool_x = torch.cat([setting.du_x, setting.outside_x])
         pool_y = torch.cat([setting.du_y, setting.outside_y])
         pairs += mi.make_pairs(server, pool_x, pool_y, math.ceil((cfg.targets - have) / server.k), seed + 1,
-                              executor, "audit pair")
+                              executor, "audit pair", cfg.stack)
     return pairs
 
 

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 from torch import nn
 
 from ..models import clone
-from ..training import fit
-from ..unlearning.methods import resolve, served_model
+from ..training import fit, fit_many
+from ..unlearning.methods import resolve, served_model, unlearn_many
 from ..unlearning.problem import UnlearningProblem
 
 # Made pairs of a method that retrains from scratch use exact's: X lies only in D_u, so they are equal bit for bit.
@@ -52,6 +52,23 @@ class Server:
         """θ = θ₀ fine-tuned on (x, y) as served, and θ_u = θ with `forget` (a mask over x) unlearned."""
         problem = self.problem(x, y)
         return self.served(problem), self.unlearn(problem, forget)
+
+    def pairs(self, x: torch.Tensor, y: torch.Tensor, forgets: list[torch.Tensor]
+              ) -> list[tuple[nn.Module, list[nn.Module]]]:
+        """Many pairs at once: for each p, θ = θ₀ fine-tuned on (x[p], y[p]) as served (x of shape [P, N, ...])
+        and one θ_u per row of forgets[p] (masks over x[p], [F_p, N]). Each equals `pair`'s up to float
+        rounding: the fine-tunes run as one stacked model (`fit_many`), and so does the unlearning where the
+        method has a stacked form (`unlearn_many`)."""
+        thetas = fit_many(self.theta_pretrained, x, y, self.finetune, [self.finetune_seed] * len(x))
+        problems = [UnlearningProblem(self.theta_pretrained, theta, xp, yp, self.finetune, self.finetune_seed)
+                    for theta, xp, yp in zip(thetas, x, y)]
+        owners = [p for p, masks in enumerate(forgets) for _ in masks]
+        thetas_u = unlearn_many(self.made_as, [problems[p] for p in owners], [f for masks in forgets for f in masks],
+                                self.method_config)
+        made = [(self.served(problem), []) for problem in problems]
+        for p, theta_u in zip(owners, thetas_u):
+            made[p][1].append(theta_u)
+        return made
 
 
 

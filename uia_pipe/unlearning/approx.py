@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .. import tasks
+from ..training import ascend_many
 from .config import ApproxConfig as Config
 from .problem import UnlearningProblem
 from ..models import clone
@@ -25,3 +26,11 @@ def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn
         for p, g in zip(params, grads):
             p.add_(g, alpha=cfg.eta)
     return model
+
+
+def unlearn_many(problems: list[UnlearningProblem], forgets: list[torch.Tensor], cfg: Config) -> list[nn.Module]:
+    """[unlearn(p, f, cfg) for p, f in zip(problems, forgets)] up to float rounding, the steps stacked
+    (`ascend_many`): every `forget` marks as many samples."""
+    x = torch.stack([p.du_x[f] for p, f in zip(problems, forgets)])
+    y = torch.stack([p.du_y[f] for p, f in zip(problems, forgets)])
+    return ascend_many([p.theta_original for p in problems], x, y, cfg.eta)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .config import ExactConfig as Config
-from ..training import fit
+from ..training import fit, fit_many
 from .problem import UnlearningProblem
 from ..models import clone
 
@@ -25,3 +25,15 @@ def unlearn(problem: UnlearningProblem, forget: torch.Tensor, cfg: Config) -> nn
         keep=~forget,
     )
     return model
+
+
+def unlearn_many(problems: list[UnlearningProblem], forgets: list[torch.Tensor], cfg: Config) -> list[nn.Module]:
+    """[unlearn(p, f, cfg) for p, f in zip(problems, forgets)] up to float rounding, the fine-tunes stacked
+    (`fit_many`): the problems share θ₀ and the fine-tune's settings, and hold as many records each; every
+    `forget` marks as many."""
+    first = problems[0]
+    if any(p.theta_pretrained is not first.theta_pretrained or p.finetune != first.finetune for p in problems):
+        raise ValueError("exact.unlearn_many: the problems must share θ₀ and the fine-tune's settings")
+    return fit_many(first.theta_pretrained, torch.stack([p.du_x for p in problems]),
+                    torch.stack([p.du_y for p in problems]), first.finetune, [p.finetune_seed for p in problems],
+                    keep=~torch.stack(forgets))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from pydantic import BaseModel
+from torch import nn
 
 from ..config import parse_block
 from . import (amnesiac, approx, certified, exact, finetune, fisher, influence, neggrad, plugins, random_label, retrain,
@@ -43,6 +45,10 @@ SERVED: dict[str, Callable] = {"sisa": sisa.serve, "certified": certified.serve,
 # server_state(problem, cfg, forget=None) -> (models as one module, JSON-ready index)).
 SERVER_STATE: dict[str, Callable] = {"sisa": sisa.server_state, "shapley": shapley.server_state}
 
+# Methods with a stacked form (name -> unlearn_many(problems, forgets, cfg) -> [θ_u]): the requests of many
+# problems at once, each equal up to float rounding to the method's own unlearn.
+STACKED: dict[str, Callable] = {"exact": exact.unlearn_many, "approx": approx.unlearn_many}
+
 # Methods that report on each removal beyond efficacy (name -> report(problem, forget, cfg) -> {key: float}),
 # e.g. certified removal's gradient residual against its budget.
 REPORTS: dict[str, Callable] = {"certified": certified.certificate}
@@ -52,6 +58,24 @@ def served_model(name: str, problem: UnlearningProblem, cfg: MethodConfig):
     """θ as the attacker sees it before the deletion under method `name`."""
     serve = SERVED.get(name)
     return serve(problem, cfg) if serve else problem.theta_original
+
+
+def unlearn_many(name: str, problems: list[UnlearningProblem], forgets: list[torch.Tensor], cfg: MethodConfig
+                 ) -> list[nn.Module]:
+    """[method(problem, forget, cfg) for each pair of `problems` and `forgets`] under method `name`: stacked
+    where the method has a stacked form (STACKED), one group per count of records forgotten (equal up to
+    float rounding), else one by one (equal bit for bit)."""
+    many = STACKED.get(name)
+    if many is None:
+        unlearn = resolve(name)[0]
+        return [unlearn(p, f, cfg) for p, f in zip(problems, forgets)]
+    out: list[nn.Module | None] = [None] * len(problems)
+    counts = [int(f.sum()) for f in forgets]
+    for count in dict.fromkeys(counts):
+        group = [i for i, c in enumerate(counts) if c == count]
+        for i, theta_u in zip(group, many([problems[i] for i in group], [forgets[i] for i in group], cfg)):
+            out[i] = theta_u
+    return out
 
 
 def resolve(name: str) -> tuple[Callable, type[BaseModel]]:

@@ -34,7 +34,8 @@ def prepare(grant: Grant, cfg: mi.Config, ctx: Context) -> tuple[dict, dict]:
         raise UiaError("attack.membership: needs labelled public records (the attacker's shadow data)")
     server, seed = grant.server, ctx.seed
     started = time.perf_counter()
-    shadows = mi.make_pairs(server, ctx.public_x, ctx.public_y, cfg.shadows, seed + 7, ctx.executor, "shadow pair")
+    shadows = mi.make_pairs(server, ctx.public_x, ctx.public_y, cfg.shadows, seed + 7, ctx.executor, "shadow pair",
+                           cfg.stack)
     queried = mi.Queried()
     for pair in shadows:
         queried.add(pair)

@@ -27,6 +27,8 @@ class Config(BaseModel):
     trees: int = Field(100, ge=1, le=10_000, description="random forest size")
     lira_shadows: int = Field(2, ge=0, le=10_000, description="U-LiRA shadow pairs per candidate and side; 0 = off")
     lira_group: int = Field(8, ge=1, le=1024, description="candidates planted in each U-LiRA shadow fine-tune set")
+    stack: int = Field(1, ge=1, le=4096, description="shadow, audit and U-LiRA pairs made at once as one stacked model "
+                       "(the server's `pairs`: equal to one by one up to float rounding); 1 = one by one")
     bootstrap: int = Field(1000, ge=0, le=100_000, description="resamples of each interval; 0 = none")
 
     @model_validator(mode="after")
