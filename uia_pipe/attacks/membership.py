@@ -63,17 +63,21 @@ class Pair:
 
 
 def make_pairs(server, x: torch.Tensor, y: torch.Tensor, count: int, seed: int,
-               executor: Executor = LOCAL, what: str = "pair") -> list[Pair]:
+               executor: Executor = LOCAL, what: str = "pair",
+               made: list[tuple[nn.Module, nn.Module]] = ()) -> list[Pair]:
     """`count` pairs on records of (x, y): each fine-tunes on N of them, unlearns k, and keeps as candidates
     the k deleted, k never drawn and k retained records. The pairs are made independently through
-    `executor` (a failure names `what` and the pair's number)."""
+    `executor` (a failure names `what` and the pair's number). Pair i is the same whatever `count` is:
+    `made` holds the (θ, θ_u) of the first pairs, made before, and only the rest are made."""
     g = torch.Generator().manual_seed(seed)
     n, k = server.n, server.k
     orders = [torch.randperm(len(x), generator=g) for _ in range(count)]
     forget = torch.zeros(n, dtype=torch.bool)
     forget[:k] = True
-    models = executor.map(functools.partial(_pair, server, forget), [(x[o[:n]], y[o[:n]]) for o in orders],
-                          names=[f"{server.method}: {what} {i}" for i in range(count)])
+    made = list(made)[:count]
+    models = made + executor.map(functools.partial(_pair, server, forget),
+                                 [(x[o[:n]], y[o[:n]]) for o in orders[len(made):]],
+                                 names=[f"{server.method}: {what} {i}" for i in range(len(made), count)])
     pairs = []
     for order, (theta, theta_u) in zip(orders, models):
         members, outside = order[:n], order[n:]
