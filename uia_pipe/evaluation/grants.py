@@ -291,6 +291,17 @@ def _check_lineups(setting: Setting, cfg) -> None:
                        f"got {cfg.candidates}")
 
 
+# Family -> the fields of an access level's `Limits` its question reads (`_view`, `audit`); the others ignore them.
+LIMITS: dict[str, tuple[str, ...]] = {"feature_recovery": ("visible", "n", "pretrained", "batch_norm_stats"),
+                                      "membership": ("observe",)}
+
+# Family -> the families whose results or prepared work it reads (ctx.earlier, ctx.prepared), given its config:
+# it runs after them, and again wherever they run again (an access level acting through them).
+READS: dict[str, Callable[[Any], tuple[str, ...]]] = {
+    "feature_recovery": lambda cfg: ("label_inference",) if cfg.labels == "inferred" else (),
+    "compound": lambda cfg: NEEDS,
+}
+
 # Family -> the question the evaluator asks it of a run, and the check that it can be asked.
 QUESTIONS: dict[str, Callable[[Run, Any, Context], Any]] = {
     "feature_recovery": recovery_jobs, "membership": audit, "compound": lineups,
