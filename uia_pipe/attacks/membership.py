@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ class Pair:
 
 def make_pairs(server, x: torch.Tensor, y: torch.Tensor, count: int, seed: int,
                executor: Executor = LOCAL, what: str = "pair",
-               made: list[tuple[nn.Module, nn.Module]] = ()) -> list[Pair]:
+               made: Sequence[tuple[nn.Module, nn.Module]] = ()) -> list[Pair]:
     """`count` pairs on records of (x, y): each fine-tunes on N of them, unlearns k, and keeps as candidates
     the k deleted, k never drawn and k retained records. The pairs are made independently through
     `executor` (a failure names `what` and the pair's number). Pair i is the same whatever `count` is:

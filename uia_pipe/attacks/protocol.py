@@ -102,7 +102,7 @@ class Grant:
     num_outputs: int  # classes, 1 (regression) or the input's size (autoencoder)
     num_classes: int
     finetune: OptimParams | None = None  # the fine-tune θ₀ → θ (B: its batch size)
-    server: Any = None  # the server's recipe as a replay (shadow pairs): .pair(x, y, forget), .n, .k, ...
+    server: Any = None  # the server's recipe as a replay (shadow pairs): .pair(x, y, forget), .n, .k, .fingerprint(), ...
     question: Any = None  # the evaluator's question (feature recovery's views, membership's candidates, ...)
 
 
