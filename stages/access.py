@@ -1,7 +1,7 @@
-"""access: every attack family again at each level of attack.access (a weaker attacker: fewer layers, coarser
-weights, a stale release, less knowledge, fewer queries, narrower outputs), on the first requests of each method
-in attack.access.methods that the run unlearned (else unlearn.method); the cost of each level beside what it
-recovers."""
+"""access: the attack families each level of attack.access acts through again (a weaker attacker: fewer layers,
+coarser weights, a stale release, less knowledge, fewer queries, narrower outputs; the other families' rows are
+full access's), on the first requests of each method in attack.access.methods that the run unlearned (else
+unlearn.method); the cost of each level beside what it recovers."""
 
 from __future__ import annotations
 

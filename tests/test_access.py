@@ -3,7 +3,9 @@ work, and the access stage through every attack family on real data (German Cred
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -225,7 +227,7 @@ def test_a_bad_level_is_one_line_before_any_work(tmp_path, params_file):
 
 
 @pytest.mark.slow
-def test_the_access_stage_reruns_every_family_at_each_level(tmp_path, params_file):
+def test_the_access_stage_at_each_level(tmp_path, params_file):
     """German Credit, exact and approx, the conftest's six levels (one per dimension) on one request."""
     t = tmp_path
     common = run_until_unlearned(params_file, t)
@@ -299,3 +301,89 @@ def test_unknown_batch_norm_statistics_reset_the_attackers_copies_only():
         assert torch.equal(m.running_var, torch.ones_like(m.running_var))
     assert not torch.equal(norms[0].running_mean, torch.zeros_like(norms[0].running_mean))  # the server's untouched
     assert not access.at_level("knowledge:no_batch_norm_stats", _attacked(model)).run.limits.batch_norm_stats
+
+
+FAMILIES = ("label_inference", "feature_recovery", "membership", "compound")
+
+
+def _full(model, labels: str = "analytic") -> access.Attacked:
+    """Full access to a one-request run of `model`, every family's config (the schema's defaults)."""
+    a = attack_params()()
+    configs = {name: getattr(a, name) for name in FAMILIES}
+    configs["feature_recovery"] = configs["feature_recovery"].model_copy(update={"labels": labels})
+    setting = SimpleNamespace(theta_original=model, theta_pretrained=model, card={"num_classes": 3},
+                              du_y=torch.zeros(16), ks=[1])
+    run = Run(setting, [model], torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long))
+    return access.Attacked(run, configs, Context(0, torch.zeros(1, 1, 28, 28)))
+
+
+@pytest.mark.parametrize("level, labels, expected", [
+    ("layers:1", "analytic", {"feature_recovery", "compound"}),
+    ("knowledge:no_pretrained", "analytic", {"feature_recovery", "compound"}),
+    ("knowledge:inferred_labels", "analytic", {"feature_recovery", "compound"}),
+    ("output:label", "analytic", {"label_inference", "membership", "compound"}),
+    ("output:label", "inferred", {"label_inference", "membership", "feature_recovery", "compound"}),  # reads LI's
+    ("precision:int8_channel", "analytic", set(FAMILIES)),
+])
+def test_a_level_runs_again_the_families_it_acts_through_and_their_readers(level, labels, expected):
+    full = _full(_lenet(), labels)
+    at = full if level.startswith("precision") else access.at_level(level, full)  # (rounding needs a real setting)
+    assert access.rerun(level, full, at, dict.fromkeys(FAMILIES)) == expected
+
+
+def test_a_level_changing_a_family_it_does_not_name_is_refused():
+    """A level declared to act through feature recovery alone that also changed the released θ_u is a
+    programming error, never label inference's full-access rows under another release."""
+    full = _full(_lenet())
+    at = dataclasses.replace(full, run=dataclasses.replace(full.run, thetas_u=[_nudged(_lenet())]))
+    with pytest.raises(ValueError, match="layers:1 changes label_inference's released models but ACTS does not"):
+        access.rerun("layers:1", full, at, dict.fromkeys(FAMILIES))
+
+
+@pytest.mark.slow
+def test_reused_full_access_rows_equal_the_rows_of_running_the_family_again(tmp_path, params_file):
+    """German Credit, approx, one request: at each level, the families it leaves alone (membership and label
+    inference at layers:1 and knowledge:no_pretrained, feature recovery at queries:2 and output:label) give
+    the same rows taken from full access as run again; every other number too, timings aside."""
+    import pandas as pd
+
+    from stages.attacking import attacking
+    from uia_pipe.attacks.config import family_configs
+    from uia_pipe.config import BaseParams, load_sections
+    from uia_pipe.data import DownloadParams
+    from uia_pipe.evaluation import sweep
+    from uia_pipe.evaluation.campaign import sweep_configs
+
+    raw = yaml.safe_load(params_file.read_text())
+    raw["unlearn"].update(method="approx", compare=["approx"])
+    params_file.write_text(yaml.safe_dump(raw))
+    common = run_until_unlearned(params_file, tmp_path)
+    folders = [Path(v) for v in common[3::2]]
+    p = load_sections(params_file, base=BaseParams, download=DownloadParams, attack=attack_params())
+    configs = sweep_configs(family_configs(p.attack), p.attack.access.iterations)
+    levels = ("layers:1", "knowledge:no_pretrained", "queries:2", "output:label")
+    runs, frames = {}, {}
+
+    def counted(name, attack):
+        def run(*args):
+            runs[name] = runs.get(name, 0) + 1
+            return attack.run(*args)
+        return dataclasses.replace(attack, run=run)
+
+    with attacking("access", p.base, 1, p.download.cache_dir, *folders, configs, 1) as at:
+        attacks = {name: counted(name, attack) for name, attack in at.attacks.items()}
+        for reuse in (True, False):
+            runs.clear()
+            frames[reuse] = sweep.sweep(access.variants(at.runs, levels, attacks, configs, at.context, reuse),
+                                        attacks, "access")
+            # full, then each level: feature recovery at layers and knowledge, membership at output
+            assert runs == ({"label_inference": 3, "feature_recovery": 3, "membership": 2, "compound": 5} if reuse
+                            else dict.fromkeys(attacks, 5))
+    timings = ["seconds", "step_seconds"]
+    reused, again = (f.drop(columns=timings).reset_index(drop=True) for f in (frames[True], frames[False]))
+    pd.testing.assert_frame_equal(reused, again)
+    for level, family in (("layers:1", "membership"), ("queries:2", "feature_recovery")):
+        row = reused[reused["level"] == level]
+        cols = [c for c in reused if c.startswith(f"{family}.")]
+        assert cols and row[cols].notna().all().all()
+        assert row[cols].equals(again[again["level"] == level][cols])

@@ -4,9 +4,11 @@ arithmetic and bad params."""
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -225,3 +227,83 @@ def test_every_lira_candidate_gets_both_sides(credit):
                            mi.Config(lira_shadows=2, lira_group=8), 0)
     assert all(np.isfinite(m).all() and len(m) == 9 for m in lira.means.values())
     assert all(np.isfinite(s) and s > 0 for s in lira.std.values())
+
+
+def _counted(monkeypatch) -> dict[str, int]:
+    """Counts of the fine-tunes membership makes: made pairs (shadow and audit) and U-LiRA's shadow units."""
+    calls = {"pair": 0, "lira": 0}
+    real_pair, real_lira = mi._pair, mi._lira_unit
+
+    def pair(*args):
+        calls["pair"] += 1
+        return real_pair(*args)
+
+    def lira(*args):
+        calls["lira"] += 1
+        return real_lira(*args)
+
+    monkeypatch.setattr(mi, "_pair", pair)
+    monkeypatch.setattr(mi, "_lira_unit", lira)
+    return calls
+
+
+def _stored_attack(setting, thetas_u, cfg, ds, store, seed: int = 0):
+    ctx, run = Context(seed=seed, public_x=ds.x_test, public_y=ds.y_test, store=store), _run(setting, thetas_u, ds)
+    grant = grants.grant(run, "membership", cfg, ctx)
+    ctx.prepared["membership"], ctx.stats["membership"] = membership.prepare(grant, cfg, ctx)
+    frame = membership.run(grant, cfg, ctx)
+    return frame, membership._pooled(frame, cfg), ctx.stats["membership"]
+
+
+def test_kept_shadows_and_audit_pairs_are_reused_with_identical_numbers(credit, tmp_path, monkeypatch):
+    """Shadows, U-LiRA's statistics and the audit's made pairs are made once per recipe and seed (the attack,
+    defend and access stages share them): a second attack makes no fine-tune and gives every number again."""
+    from uia_pipe.evaluation.campaign import FileStore
+
+    setting, thetas_u = _setting(credit, "approx", ApproxConfig(eta=1.0), requests=2)
+    cfg, store, calls = mi.Config(**{**SMALL, "shadows": 20, "targets": 10}), FileStore(tmp_path), _counted(monkeypatch)
+    frame, pooled, stats = _stored_attack(setting, thetas_u, cfg, credit[0], store)
+    assert calls["pair"] == 20 + 8 and calls["lira"] > 0  # 8 audit pairs: 10 targets less the 2 requests'
+    calls.update(pair=0, lira=0)
+    again, pooled_again, stats_again = _stored_attack(setting, thetas_u, cfg, credit[0], store)
+    assert calls == {"pair": 0, "lira": 0}
+    pd.testing.assert_frame_equal(frame, again)
+    assert pooled == pooled_again
+    assert {k: v for k, v in stats.items() if k != "shadow_seconds"} == \
+        {k: v for k, v in stats_again.items() if k != "shadow_seconds"}
+    # and as if nothing were kept
+    fresh = _stored_attack(setting, thetas_u, cfg, credit[0], None)
+    pd.testing.assert_frame_equal(frame, fresh[0])
+
+    # the sweeps' audit (fewer targets, no U-LiRA): the kept pairs' prefix, nothing made
+    calls.update(pair=0, lira=0)
+    _stored_attack(setting, thetas_u, cfg.for_sweep().model_copy(update={"targets": 6}), credit[0], store)
+    assert calls == {"pair": 0, "lira": 0}
+    # more targets: only the audit pairs beyond those kept are made, equal to those made in one go
+    calls.update(pair=0)
+    more = cfg.model_copy(update={"targets": 14, "lira_shadows": 0})
+    kept = _stored_attack(setting, thetas_u, more, credit[0], store)[0]
+    assert calls["pair"] == 4
+    pd.testing.assert_frame_equal(kept, _stored_attack(setting, thetas_u, more, credit[0], None)[0])
+
+
+@pytest.mark.parametrize("change", ["method_config", "seed", "shadows", "code"])
+def test_a_changed_recipe_seed_setting_or_code_is_not_served_a_kept_entry(credit, tmp_path, monkeypatch, change):
+    from uia_pipe.evaluation.campaign import FileStore
+
+    setting, thetas_u = _setting(credit, "approx", ApproxConfig(eta=1.0), requests=2)
+    cfg, store = mi.Config(**{**SMALL, "shadows": 10, "targets": 6, "lira_shadows": 0}), FileStore(tmp_path)
+    _stored_attack(setting, thetas_u, cfg, credit[0], store)
+    calls, seed = _counted(monkeypatch), 0
+    if change == "method_config":
+        setting = dataclasses.replace(setting, method_config=ApproxConfig(eta=2.0))
+    elif change == "seed":
+        seed = 1
+    elif change == "shadows":
+        cfg = cfg.model_copy(update={"shadows": 11})
+    else:
+        monkeypatch.setattr(membership, "_code", lambda: b"edited")
+    _stored_attack(setting, thetas_u, cfg, credit[0], store, seed)
+    # shadows made again; the audit's made pairs too where the server's recipe or the seed changed
+    shadows = 11 if change == "shadows" else 10
+    assert calls["pair"] == shadows + (4 if change in ("method_config", "seed") else 0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -63,26 +64,30 @@ class Pair:
 
 
 def make_pairs(server, x: torch.Tensor, y: torch.Tensor, count: int, seed: int,
-               executor: Executor = LOCAL, what: str = "pair", stack: int = 1) -> list[Pair]:
+               executor: Executor = LOCAL, what: str = "pair", stack: int = 1,
+               made: Sequence[tuple[nn.Module, nn.Module]] = ()) -> list[Pair]:
     """`count` pairs on records of (x, y): each fine-tunes on N of them, unlearns k, and keeps as candidates
     the k deleted, k never drawn and k retained records. The pairs are made independently through
     `executor` (a failure names `what` and the pair's number), one by one (`server.pair`), or, with
     `stack` > 1, `stack` consecutive pairs a task, made at once (`server.pairs`: the same pairs up to float
-    rounding; the chunks do not depend on the executor, so neither do the numbers)."""
+    rounding; the chunks do not depend on the executor, so neither do the numbers). Pair i is the same
+    whatever `count` is: `made` holds the (θ, θ_u) of the first pairs, made before, and only the rest are made."""
     g = torch.Generator().manual_seed(seed)
     n, k = server.n, server.k
     orders = [torch.randperm(len(x), generator=g) for _ in range(count)]
     forget = torch.zeros(n, dtype=torch.bool)
     forget[:k] = True
-    records = [(x[o[:n]], y[o[:n]]) for o in orders]
+    made = list(made)[:count]
+    records = [(x[o[:n]], y[o[:n]]) for o in orders[len(made):]]
     if stack > 1:
-        starts = range(0, count, stack)
+        starts = range(0, len(records), stack)
         chunks = executor.map(functools.partial(_pairs, server, forget), [records[s: s + stack] for s in starts],
-                              names=[f"{server.method}: {what}s {s}-{min(s + stack, count) - 1}" for s in starts])
-        models = [made for chunk in chunks for made in chunk]
+                              names=[f"{server.method}: {what}s {len(made) + s}-{len(made) + min(s + stack, len(records)) - 1}"
+                                     for s in starts])
+        models = made + [pair for chunk in chunks for pair in chunk]
     else:
-        models = executor.map(functools.partial(_pair, server, forget), records,
-                              names=[f"{server.method}: {what} {i}" for i in range(count)])
+        models = made + executor.map(functools.partial(_pair, server, forget), records,
+                                     names=[f"{server.method}: {what} {i}" for i in range(len(made), count)])
     pairs = []
     for order, (theta, theta_u) in zip(orders, models):
         members, outside = order[:n], order[n:]

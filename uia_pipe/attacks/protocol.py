@@ -11,6 +11,8 @@ numbers the family contributes to each table of the report (`Number`), from whic
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -23,12 +25,44 @@ from ..executor import LOCAL, Executor
 
 
 class Store(Protocol):
-    """Reusable work kept between runs (label inference's probes), keyed by what made it: the evaluator's
-    side gives a file-backed one, or none."""
+    """Reusable work kept between runs and stages (label inference's probes, membership's shadows and audit
+    pairs), keyed by what made it (`digest`): the evaluator's side gives a file-backed one, or none."""
 
     def load(self, key: str) -> tuple[dict[str, torch.Tensor], dict] | None: ...
 
     def save(self, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> None: ...
+
+
+def digest(*parts: Any) -> str:
+    """A `Store` key: a hash of `parts` in order — tensors (dtype, shape and bytes), modules (their state
+    dicts), pydantic models (type and fields), bytes (e.g. source code), lists and tuples of these, and
+    anything else as JSON."""
+    key = hashlib.sha256()
+
+    def add(part: Any) -> None:
+        if isinstance(part, torch.Tensor):
+            t = part.detach().cpu().contiguous()
+            key.update(f"tensor {t.dtype} {tuple(t.shape)};".encode())
+            key.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(part, nn.Module):
+            key.update(b"module;")
+            for name, t in part.state_dict().items():
+                key.update(name.encode())
+                add(t)
+        elif isinstance(part, BaseModel):
+            key.update(f"{type(part).__name__} {part.model_dump_json()};".encode())
+        elif isinstance(part, bytes):
+            key.update(b"bytes %d;" % len(part) + part)
+        elif isinstance(part, (list, tuple)):
+            key.update(b"list %d;" % len(part))
+            for p in part:
+                add(p)
+        else:
+            key.update(json.dumps(part, sort_keys=True).encode() + b";")
+
+    for part in parts:
+        add(part)
+    return key.hexdigest()[:32]
 
 
 @dataclass
@@ -68,7 +102,7 @@ class Grant:
     num_outputs: int  # classes, 1 (regression) or the input's size (autoencoder)
     num_classes: int
     finetune: OptimParams | None = None  # the fine-tune θ₀ → θ (B: its batch size)
-    server: Any = None  # the server's recipe as a replay (shadow pairs): .pair(x, y, forget), .pairs, .n, .k, ...
+    server: Any = None  # the server's recipe as a replay (shadow pairs): .pair(x, y, forget), .pairs, .n, .k, .fingerprint(), ...
     question: Any = None  # the evaluator's question (feature recovery's views, membership's candidates, ...)
 
 

@@ -1,5 +1,6 @@
 """Weaker attackers (attack.access): each access level turns a run, the families' configs and the context into
-what an attacker at that level holds, and every family of the registry is run again on it. The server releases
+what an attacker at that level holds, and the families it acts through (`ACTS`, and those reading their results)
+are run again on it; the others see what they see in full and their rows are full access's. The server releases
 as usual; a level acts on the attacker's side:
 
 - layers:L / layers:a+b — only the last L parametrised layers' parameters of θ, θ_u (and θ₀), or the named ones:
@@ -36,6 +37,7 @@ from ..errors import UiaError
 from ..models import clone
 from ..unlearning.methods import METHODS, SERVER_STATE
 from ..unlearning.problem import UnlearningProblem
+from . import grants
 from .campaign import Outcome, prepare
 from .setting import Run, Setting
 from .sweep import Unservable, Variant, means
@@ -279,6 +281,49 @@ NEEDS: dict[str, str] = {"queries": "label_inference", "output": "label_inferenc
                          "knowledge:inferred_labels": "label_inference"}
 
 
+# The families a dimension (or one level) acts through, None: all of them. Every other family sees at that level
+# exactly what it sees in full (the same models, release, config, prepared work and the limits it reads: checked,
+# `rerun`), so its rows are full access's; a family reading the results of one run again runs again (grants.READS).
+ACTS: dict[str, tuple[str, ...] | None] = {
+    "layers": ("feature_recovery",), "knowledge": ("feature_recovery",), "queries": ("label_inference",),
+    "output": ("label_inference", "membership"), "precision": None, "staleness": None,
+}
+
+
+def rerun(level: str, full: Attacked, at: Attacked, attacks: dict[str, Attack]) -> frozenset[str]:
+    """The families attacked again at `level` (whose run, configs and context are `at`): those it acts through
+    (ACTS), then, in registry order, each reading one of them (grants.READS). Every other family's inputs are
+    checked to be full access's (a ValueError where a level changes what it declares it leaves alone)."""
+    acts = ACTS[level] if level in ACTS else ACTS.get(level.split(":", 1)[0])  # a dimension not named: all
+    if acts is None:
+        return frozenset(attacks)
+    out = set(acts) & set(attacks)
+    for name in attacks:
+        if set(grants.READS.get(name, lambda cfg: ())(at.configs[name])) & out:
+            out.add(name)
+    for name in (n for n in attacks if n not in out):
+        changed = _changed(name, full, at)
+        if changed:
+            raise ValueError(f"access: {level} changes {name}'s {changed} but ACTS does not name {name}")
+    return frozenset(out)
+
+
+def _changed(name: str, full: Attacked, at: Attacked) -> str:
+    """What of family `name`'s inputs `at` holds otherwise than `full` ("" for nothing)."""
+    a, b = full.run, at.run
+    checks = {
+        "setting": a.setting is b.setting, "released models": len(a.thetas_u) == len(b.thetas_u) and all(
+            x is y for x, y in zip(a.thetas_u, b.thetas_u)),
+        "release": a.release is b.release and a.sisa_view == b.sisa_view,
+        "config": full.configs[name] == at.configs[name],
+        "prepared work": full.ctx.prepared.get(name) is at.ctx.prepared.get(name)
+        and full.ctx.stats.get(name) is at.ctx.stats.get(name),
+        "context": full.ctx.seed == at.ctx.seed and full.ctx.public_x is at.ctx.public_x,
+        **{f"limits.{f}": getattr(a.limits, f) == getattr(b.limits, f) for f in grants.LIMITS.get(name, ())},
+    }
+    return ", ".join(what for what, same in checks.items() if not same)
+
+
 def applicable(levels: tuple[str, ...], attacks: dict[str, Attack]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(the levels `attacks` can be run at, those skipped: the family they act through is not among them)."""
     def needs(level: str) -> str | None:
@@ -296,10 +341,12 @@ def at_level(level: str, full: Attacked) -> Attacked:
 
 
 def variants(runs: dict[str, Run], levels: tuple[str, ...], attacks: dict[str, Attack],
-             configs: dict[str, BaseModel], context: Callable[[Run], Context]) -> list[Variant]:
+             configs: dict[str, BaseModel], context: Callable[[Run], Context], reuse: bool = True) -> list[Variant]:
     """Each (method, level) as a sweep variant (`sweep.sweep`), FULL first. Every level of every method is
     built here, before any attack (a level a run cannot take fails first); each method's families are
-    prepared once at full access and that work is shared by its levels (probes, shadows, audit pairs)."""
+    prepared once at full access and that work is shared by its levels (probes, shadows, audit pairs). With
+    `reuse`, a level runs again only the families it acts through (`rerun`), the others' rows being full
+    access's; without, every family at every level (the same numbers, timings aside)."""
     out = []
     for method, run in runs.items():
         ctx = context(run)
@@ -313,7 +360,12 @@ def variants(runs: dict[str, Run], levels: tuple[str, ...], attacks: dict[str, A
             except Unservable as why:
                 out.append(Variant(key, unservable=str(why)))
                 continue
-            out.append(Variant(key, a.run, a.configs, a.ctx, _effort))
+            if level == FULL or not reuse:
+                out.append(Variant(key, a.run, a.configs, a.ctx, _effort))
+                full_key = tuple(key.values())
+            else:
+                out.append(Variant(key, a.run, a.configs, a.ctx, _effort, reuse=full_key,
+                                   rerun=rerun(level, full, a, attacks)))
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import pandas as pd
 import torch
@@ -59,27 +59,36 @@ def prepare(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseModel],
 
 
 def attack_run(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseModel], ctx: Context,
-               outputs: bool = False) -> Outcome | tuple[Outcome, dict[str, Any]]:
+               outputs: bool = False, reuse: Outcome | None = None, rerun: Collection[str] = ()
+               ) -> Outcome | tuple[Outcome, dict[str, Any]]:
     """Every family in registry order on every request of `run`, each on its grant; what ctx.prepared
     already holds (the same served θ, attacked again after a defence) is not prepared again. Families that
-    cannot attack the run's task (`Attack.tasks`) are left out. With `outputs`, also each family's
-    artifacts and plot data ({relative path or plot name: Figure | {name: tensor} | DataFrame})."""
-    started = time.perf_counter()
+    cannot attack the run's task (`Attack.tasks`) are left out. With `reuse` (an outcome of the same families
+    on inputs the same for those not in `rerun`: full access, for a level acting through `rerun` alone), the
+    families not in `rerun` are not run: their results, scores and summaries are `reuse`'s, and their seconds
+    count in the outcome's. With `outputs`, also each family's artifacts and plot data ({relative path or plot
+    name: Figure | {name: tensor} | DataFrame})."""
+    started, reused = time.perf_counter(), 0.0
     frame, scored, results, summaries, made = None, {}, {}, {}, {}
     for name, attack in for_task(attacks, run.setting.task).items():
-        cfg, family_started = configs[name], time.perf_counter()
-        prepare(run, {name: attack}, configs, ctx)
-        grant = grants.grant(run, name, cfg, ctx)
-        results[name] = attack.run(grant, cfg, ctx)
-        ctx.earlier[name] = results[name]
-        scored[name] = attack.score(run.setting, results[name])
-        summaries[name] = {**attack.summarise(scored[name], results[name], cfg, ctx.stats.get(name, {})),
-                           "seconds": time.perf_counter() - family_started}
-        if outputs and attack.outputs is not None:
-            made.update(attack.outputs(run.setting, grant, results[name], cfg, ctx))
+        if reuse is not None and name not in rerun and name in reuse.results:
+            results[name], scored[name], summaries[name] = reuse.results[name], reuse.scored[name], reuse.summaries[name]
+            ctx.earlier[name] = results[name]
+            reused += summaries[name]["seconds"]
+        else:
+            cfg, family_started = configs[name], time.perf_counter()
+            prepare(run, {name: attack}, configs, ctx)
+            grant = grants.grant(run, name, cfg, ctx)
+            results[name] = attack.run(grant, cfg, ctx)
+            ctx.earlier[name] = results[name]
+            scored[name] = attack.score(run.setting, results[name])
+            summaries[name] = {**attack.summarise(scored[name], results[name], cfg, ctx.stats.get(name, {})),
+                               "seconds": time.perf_counter() - family_started}
+            if outputs and attack.outputs is not None:
+                made.update(attack.outputs(run.setting, grant, results[name], cfg, ctx))
         own = scored[name].rename(columns={c: f"{name}.{c}" for c in scored[name].columns if c != "request"})
         frame = own if frame is None else frame.merge(own, on="request")
-    outcome = Outcome(frame, scored, results, summaries, time.perf_counter() - started)
+    outcome = Outcome(frame, scored, results, summaries, time.perf_counter() - started + reused)
     return (outcome, made) if outputs else outcome
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -17,10 +18,11 @@ from torch import nn
 
 from ..attacks import membership as mi
 from ..attacks.families.feature_recovery import ASSUMED_UPDATE, Job, inferred_labels
-from ..attacks.protocol import Context, Grant
+from ..attacks.protocol import Context, Grant, Store, digest
 from ..attacks.view import AttackerView, Limits, sisa_shard_views, without_batch_norm_stats
 from ..errors import UiaError
 from ..executor import LOCAL, Executor
+from ..models import clone
 from .server import Server, server_of
 from .setting import Run, Setting
 
@@ -126,20 +128,20 @@ def _check_recovery(setting: Setting, cfg) -> None:
 class Audit:
     """The candidates membership is asked about: a pair a request (θ, θ_u as released, its deleted records
     with as many retained and never-member ones), then pairs made alike on the pool; the seconds making them
-    took."""
+    took (kept pairs: their share of the seconds when they were made)."""
 
     pairs: list[mi.Pair]
     seconds: float
 
 
 def audit(run: Run, cfg, ctx: Context) -> Audit:
-    """The audit of `run`'s served θ, made once (kept in `run.asked`) and released as the run releases: each
-    request's pair with its θ_u, each made pair's θ_u through `run.release` (a defence, later requests), both
-    models as the run's access level lets the attacker observe them."""
+    """The audit of `run`'s served θ, made once (kept in `run.asked`, its made pairs in `ctx.store`: the attack,
+    defend and access stages share them) and released as the run releases: each request's pair with its θ_u,
+    each made pair's θ_u through `run.release` (a defence, later requests), both models as the run's access
+    level lets the attacker observe them."""
     if "membership" not in run.asked:
-        started = time.perf_counter()
-        pairs = targets(run.setting, server_of(run.setting), cfg, ctx.seed + 11, ctx.executor)
-        run.asked["membership"] = Audit(pairs, time.perf_counter() - started)
+        run.asked["membership"] = Audit(*targets(run.setting, server_of(run.setting), cfg, ctx.seed + 11,
+                                                 ctx.executor, ctx.store))
     made = run.asked["membership"]
     by_index = dict(zip((r["index"] for r in run.setting.requests), run.thetas_u))
     pairs = []
@@ -161,9 +163,11 @@ def _sample(g: torch.Generator, count: int, k: int) -> torch.Tensor:
     return torch.randperm(count, generator=g)[:k]
 
 
-def targets(setting: Setting, server: Server, cfg, seed: int, executor: Executor = LOCAL) -> list[mi.Pair]:
-    """The run's requests (θ_u filled in when asked), then made pairs on the pool until `targets` deleted
-    records are scored. Each deleted record has a never-member and a retained partner."""
+def targets(setting: Setting, server: Server, cfg, seed: int, executor: Executor = LOCAL,
+            store: Store | None = None) -> tuple[list[mi.Pair], float]:
+    """The run's requests (θ_u filled in when asked), then made pairs on the pool (`made_pairs`) until
+    `targets` deleted records are scored; the seconds the made pairs took. Each deleted record has a
+    never-member and a retained partner."""
     g = torch.Generator().manual_seed(seed)
     pairs = []
     for req in setting.requests:
@@ -176,13 +180,61 @@ def targets(setting: Setting, server: Server, cfg, seed: int, executor: Executor
                               "never": setting.outside_x[never]},
                              {"deleted": setting.du_y[forget], "retained": setting.du_y[kept],
                               "never": setting.outside_y[never]}, request=req["index"]))
-    have = sum(len(p.y["deleted"]) for p in pairs)
+    have, seconds = sum(len(p.y["deleted"]) for p in pairs), 0.0
     if have < cfg.targets:
         pool_x = torch.cat([setting.du_x, setting.outside_x])
         pool_y = torch.cat([setting.du_y, setting.outside_y])
-        pairs += mi.make_pairs(server, pool_x, pool_y, math.ceil((cfg.targets - have) / server.k), seed + 1,
-                              executor, "audit pair", cfg.stack)
-    return pairs
+        made, seconds = made_pairs(server, pool_x, pool_y, math.ceil((cfg.targets - have) / server.k), seed + 1,
+                                   executor, store, setting.theta_original, cfg.stack)
+        pairs += made
+    return pairs, seconds
+
+
+def made_pairs(server: Server, x: torch.Tensor, y: torch.Tensor, count: int, seed: int, executor: Executor = LOCAL,
+               store: Store | None = None, like: nn.Module | None = None, stack: int = 1
+               ) -> tuple[list[mi.Pair], float]:
+    """`mi.make_pairs`'s `count` audit pairs on records (x, y) and the seconds they took, their models kept in
+    `store` under a key naming all they depend on but the count (pair i is the same whatever the count): the
+    server's recipe (`Server.fingerprint`), the records, the seed and the code drawing them. Kept pairs are
+    loaded into copies of `like` (a model of the served architecture), only the rest made, and the whole kept
+    again; a kept entry that does not fit `like` is made anew."""
+    key = f"membership/audit/{digest('audit pairs', server.fingerprint(), x, y, seed, stack, _code(mi))}"
+    found = None if store is None or like is None else store.load(key)
+    kept, seconds = _models(found, like, count) if found is not None else ([], 0.0)
+    started = time.perf_counter()
+    pairs = mi.make_pairs(server, x, y, count, seed, executor, "audit pair", stack, kept)
+    if len(kept) < count:
+        seconds += time.perf_counter() - started
+        if store is not None:
+            tensors = {f"{i}.{side}.{name}": t for i, p in enumerate(pairs)
+                       for side, model in (("theta", p.theta), ("theta_u", p.theta_u))
+                       for name, t in model.state_dict().items()}
+            store.save(key, tensors, {"count": count, "seconds": seconds})
+    return pairs, seconds
+
+
+def _models(found: tuple[dict[str, torch.Tensor], dict], like: nn.Module, count: int
+            ) -> tuple[list[tuple[nn.Module, nn.Module]], float]:
+    """The first `count` kept (θ, θ_u) of a store entry, loaded into copies of `like`, and their share of the
+    entry's seconds; none where the entry's weights do not fit `like`."""
+    tensors, meta = found
+    use, shapes = min(count, meta["count"]), {name: (t.shape, t.dtype) for name, t in like.state_dict().items()}
+    out = []
+    for i in range(use):
+        pair = []
+        for side in ("theta", "theta_u"):
+            state = {name: tensors.get(f"{i}.{side}.{name}") for name in shapes}
+            if any(t is None or (t.shape, t.dtype) != shapes[name] for name, t in state.items()):
+                return [], 0.0
+            model = clone(like)
+            model.load_state_dict(state)
+            pair.append(model)
+        out.append(tuple(pair))
+    return out, meta["seconds"] * use / meta["count"]
+
+
+def _code(*modules) -> bytes:
+    return b"".join(Path(m.__file__).read_bytes() for m in modules)
 
 
 def _check_audit(setting: Setting, cfg) -> None:
@@ -239,6 +291,17 @@ def _check_lineups(setting: Setting, cfg) -> None:
         raise UiaError(f"attack.compound.candidates: at most {room} (the pool less a request's k); "
                        f"got {cfg.candidates}")
 
+
+# Family -> the fields of an access level's `Limits` its question reads (`_view`, `audit`); the others ignore them.
+LIMITS: dict[str, tuple[str, ...]] = {"feature_recovery": ("visible", "n", "pretrained", "batch_norm_stats"),
+                                      "membership": ("observe",)}
+
+# Family -> the families whose results or prepared work it reads (ctx.earlier, ctx.prepared), given its config:
+# it runs after them, and again wherever they run again (an access level acting through them).
+READS: dict[str, Callable[[Any], tuple[str, ...]]] = {
+    "feature_recovery": lambda cfg: ("label_inference",) if cfg.labels == "inferred" else (),
+    "compound": lambda cfg: NEEDS,
+}
 
 # Family -> the question the evaluator asks it of a run, and the check that it can be asked.
 QUESTIONS: dict[str, Callable[[Run, Any, Context], Any]] = {

@@ -4,12 +4,17 @@ pairs: the paper's threat model knows the recipe); the evaluator feeds it the po
 
 from __future__ import annotations
 
+import inspect
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from pydantic import BaseModel
 from torch import nn
 
+from .. import models, tasks, training, unlearning
+from ..attacks.protocol import digest
 from ..models import clone
 from ..training import fit, fit_many
 from ..unlearning.methods import resolve, served_model, unlearn_many
@@ -17,6 +22,10 @@ from ..unlearning.problem import UnlearningProblem
 
 # Made pairs of a method that retrains from scratch use exact's: X lies only in D_u, so they are equal bit for bit.
 SAME_AS = {"retrain": "exact"}
+
+# The code a replay runs besides the unlearning package and a plugin method's own file: pairs kept in a Store are
+# keyed by its text too (`Server.fingerprint`), so an edit makes them anew.
+_CODE = (sys.modules[__name__], training, models, tasks)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,18 @@ class Server:
         for p, theta_u in zip(owners, thetas_u):
             made[p][1].append(theta_u)
         return made
+
+    def fingerprint(self) -> str:
+        """A key naming everything this replay's pairs depend on besides the records fed to it: θ₀, the
+        fine-tune's settings and seed, the method that makes them with its config, N, k, the code that runs
+        them (`_CODE`, the unlearning package, a plugin's file) and where (torch's version, its threads, the
+        device): the same key, the same pairs bit for bit."""
+        files = [Path(m.__file__) for m in _CODE] + sorted(Path(unlearning.__file__).parent.glob("*.py"))
+        files.append(Path(inspect.getsourcefile(resolve(self.made_as)[0])))
+        code = [f.read_bytes() for f in dict.fromkeys(files)]
+        device = next(self.theta_pretrained.parameters()).device.type
+        return digest("server", self.theta_pretrained, self.finetune, self.finetune_seed, self.made_as,
+                      self.method_config, self.n, self.k, code, torch.__version__, torch.get_num_threads(), device)
 
 
 

@@ -27,7 +27,9 @@ class Unservable(Exception):
 class Variant:
     """One release the sweep attacks: its key columns, the run (θ_u as released), the families' configs and
     context, the columns it adds per request (`extra(run, outcome)`, one dict a request), or why it cannot be
-    served; `same_as`: the key of an earlier variant whose rows it repeats under its own key."""
+    served; `same_as`: the key of an earlier variant whose rows it repeats under its own key; `reuse`: the key
+    of an earlier variant whose families other than `rerun` saw the same inputs, their results taken from it
+    (`campaign.attack_run`), not run again."""
 
     key: dict[str, Any]
     run: Run | None = None
@@ -36,6 +38,8 @@ class Variant:
     extra: Callable[[Run, Outcome], list[dict]] | None = None
     unservable: str = ""
     same_as: tuple | None = None
+    reuse: tuple | None = None
+    rerun: frozenset[str] = frozenset()
 
 
 def sweep(variants: Iterable[Variant], attacks: dict[str, Attack], table: str,
@@ -43,7 +47,7 @@ def sweep(variants: Iterable[Variant], attacks: dict[str, Attack], table: str,
     """One row per (variant, request): the variant's key, its extra columns and each family's numbers
     declared for `table` (`numbers`); a variant the server cannot release is one row, request −1, with the
     reason in `unservable`."""
-    rows, done = [], {}
+    rows, done, outcomes = [], {}, {}
     for v in variants:
         if v.same_as is not None:
             own = [{**row, **v.key} for row in done[v.same_as]]
@@ -51,7 +55,9 @@ def sweep(variants: Iterable[Variant], attacks: dict[str, Attack], table: str,
             try:
                 if v.unservable:
                     raise Unservable(v.unservable)
-                outcome = attack_run(v.run, attacks, v.configs, dataclasses.replace(v.ctx, earlier={}))
+                outcome = attack_run(v.run, attacks, v.configs, dataclasses.replace(v.ctx, earlier={}),
+                                     reuse=outcomes.get(v.reuse), rerun=v.rerun)
+                outcomes[tuple(v.key.values())] = outcome
             except Unservable as why:  # a release the sweep makes (an audit pair's) diverged: the variant as a whole
                 own = [{**v.key, "request": -1, "unservable": str(why)}]
             else:

@@ -9,7 +9,9 @@ under test, where there is one), each with as many never-member and retained can
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -18,7 +20,7 @@ from ... import roc
 from ...errors import UiaError
 from ...tasks import TASKS
 from .. import membership as mi
-from ..protocol import Attack, Context, Grant, Number
+from ..protocol import Attack, Context, Grant, Number, digest
 
 def _candidates(pairs: list[mi.Pair]) -> tuple[torch.Tensor, torch.Tensor]:
     """Every pair's candidates in Queried's order (deleted, never, retained)."""
@@ -29,30 +31,71 @@ def _candidates(pairs: list[mi.Pair]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def prepare(grant: Grant, cfg: mi.Config, ctx: Context) -> tuple[dict, dict]:
     """The attacker's shadow pairs (its own records through the server's replay), classifiers and U-LiRA
-    statistics of the audit's candidates."""
+    statistics of the audit's candidates. The shadows' queried posteriors, and U-LiRA's statistics, depend only
+    on the server's recipe (`grant.server.fingerprint()`), the attacker's records, the settings that make them,
+    the seed and the code: kept in ctx.store under a hash of these (made afresh without a store), so the
+    attack, defend and access stages make them once. The classifiers are fitted again on the kept posteriors
+    (seeded: the same forests)."""
     if ctx.public_y is None:
         raise UiaError("attack.membership: needs labelled public records (the attacker's shadow data)")
-    server, seed = grant.server, ctx.seed
-    started = time.perf_counter()
-    shadows = mi.make_pairs(server, ctx.public_x, ctx.public_y, cfg.shadows, seed + 7, ctx.executor, "shadow pair",
-                           cfg.stack)
-    queried = mi.Queried()
-    for pair in shadows:
-        queried.add(pair)
-    classifiers = mi.train_classifiers(queried, cfg, seed)
-    shadow_seconds = time.perf_counter() - started
+    server, seed, store = grant.server, ctx.seed, ctx.store
     audit = grant.question
-    lira, lira_seconds = None, 0.0
     x, y = _candidates(audit.pairs)
-    if cfg.lira_shadows:
+    shadow_key = "membership/shadows/" + digest("shadow pairs", server.fingerprint(), ctx.public_x, ctx.public_y,
+                                                cfg.shadows, cfg.stack, seed + 7, _code())
+    lira_key = "membership/lira/" + digest("lira", shadow_key, x, y, cfg.lira_shadows, cfg.lira_group, seed + 13)
+    kept = None if store is None else store.load(shadow_key)
+    kept_lira = None if store is None or not cfg.lira_shadows else store.load(lira_key)
+    lira, lira_seconds = None, 0.0
+    if kept is not None and (kept_lira is not None or not cfg.lira_shadows):
+        queried, shadow_seconds = _queried(*kept), kept[1]["seconds"]
+        if kept_lira is not None:
+            lira, lira_seconds = _lira(*kept_lira), kept_lira[1]["seconds"]
+    else:  # U-LiRA's never-member side reads the shadow models themselves: made again with it
         started = time.perf_counter()
-        lira = mi.lira_shadows(server, x, y, ctx.public_x, ctx.public_y, shadows, cfg, seed + 13, ctx.executor)
-        lira_seconds = time.perf_counter() - started
+        shadows = mi.make_pairs(server, ctx.public_x, ctx.public_y, cfg.shadows, seed + 7, ctx.executor,
+                                "shadow pair", cfg.stack)
+        queried = mi.Queried()
+        for pair in shadows:
+            queried.add(pair)
+        shadow_seconds = time.perf_counter() - started
+        if store is not None:
+            roles, qy, lp, lp_u, _ = queried.arrays()
+            store.save(shadow_key, {"roles": torch.tensor([ROLES.index(r) for r in roles]), "y": qy, "lp": lp,
+                                    "lp_u": lp_u}, {"seconds": shadow_seconds})
+        if cfg.lira_shadows:
+            started = time.perf_counter()
+            lira = mi.lira_shadows(server, x, y, ctx.public_x, ctx.public_y, shadows, cfg, seed + 13, ctx.executor)
+            lira_seconds = time.perf_counter() - started
+            if store is not None:
+                store.save(lira_key, {f"mean.{r}": torch.from_numpy(m) for r, m in lira.means.items()},
+                           {"std": lira.std, "seconds": lira_seconds})
+    started = time.perf_counter()
+    classifiers = mi.train_classifiers(queried, cfg, seed)
     n = len(y)
-    stats = {"shadow_pairs": len(shadows), "shadow_seconds": shadow_seconds, "audit_pairs": len(audit.pairs),
-             "audit_seconds": audit.seconds, "lira_seconds": lira_seconds,
+    stats = {"shadow_pairs": cfg.shadows, "shadow_seconds": shadow_seconds + time.perf_counter() - started,
+             "audit_pairs": len(audit.pairs), "audit_seconds": audit.seconds, "lira_seconds": lira_seconds,
              "lira_seconds_per_candidate": lira_seconds / n if lira else 0.0}
     return {"classifiers": classifiers, "lira": lira, "config": cfg}, stats
+
+
+ROLES = ("deleted", "never", "retained")  # a kept shadow candidate's role, by its position here
+
+
+def _queried(tensors: dict[str, torch.Tensor], meta: dict) -> mi.Queried:
+    """Kept shadow candidates as the attacker queried them."""
+    roles = [ROLES[i] for i in tensors["roles"].tolist()]
+    return mi.Queried(roles, [tensors["y"]], [tensors["lp"]], [tensors["lp_u"]], [-1] * len(roles))
+
+
+def _lira(tensors: dict[str, torch.Tensor], meta: dict) -> mi.Lira:
+    return mi.Lira({k.split(".", 1)[1]: t.numpy() for k, t in tensors.items()}, meta["std"])
+
+
+def _code() -> bytes:
+    """The text of the code that makes the shadows and U-LiRA's statistics from the replay (this module's and
+    the algorithms'): an edit makes them anew."""
+    return b"".join(Path(m.__file__).read_bytes() for m in (mi, sys.modules[__name__]))
 
 
 def run(grant: Grant, cfg: mi.Config, ctx: Context) -> pd.DataFrame:
