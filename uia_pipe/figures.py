@@ -1,13 +1,10 @@
-"""Figures as matplotlib objects; `io.save_figure` writes them."""
+"""Figures as matplotlib objects, outside pyplot's registry (a run makes one per request, none held after
+its last reference goes); `io.save_figure` writes them."""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import torch
+from matplotlib.figure import Figure
 
 
 def _show(ax, img: torch.Tensor) -> None:
@@ -25,7 +22,8 @@ def reconstruction_grid(truth: torch.Tensor, recovered: torch.Tensor, captions: 
     """Two rows per figure: the removed samples (top) and the attack's
     reconstructions (bottom), [k, C, H, W] each on [0,1]."""
     k = len(truth)
-    fig, axes = plt.subplots(2, k, figsize=(1.6 * k + 0.6, 3.6), squeeze=False)
+    fig = Figure(figsize=(1.6 * k + 0.6, 3.6))
+    axes = fig.subplots(2, k, squeeze=False)
     for i in range(k):
         _show(axes[0, i], truth[i])
         _show(axes[1, i], recovered[i])
@@ -43,7 +41,8 @@ def reconstruction_pairs(panels: dict[str, tuple[torch.Tensor, torch.Tensor]]) -
     """Several requests side by side, each its removed samples (top) over its reconstructions (bottom),
     titled above its first column: `panels` maps a title to (truth, recovered), [k, C, H, W] on [0,1]."""
     widths = [len(truth) for truth, _ in panels.values()]
-    fig, axes = plt.subplots(2, sum(widths), figsize=(1.8 * sum(widths) + 0.6, 3.8), squeeze=False)
+    fig = Figure(figsize=(1.8 * sum(widths) + 0.6, 3.8))
+    axes = fig.subplots(2, sum(widths), squeeze=False)
     at = 0
     for (title, (truth, recovered)), k in zip(panels.items(), widths):
         for i in range(k):
@@ -62,7 +61,8 @@ def confusion_matrix(truth: list[int], predicted: list[int], num_classes: int) -
     counts = torch.zeros(num_classes, num_classes, dtype=torch.long)
     for t, p in zip(truth, predicted):
         counts[t, p] += 1
-    fig, ax = plt.subplots(figsize=(0.45 * num_classes + 1.8, 0.45 * num_classes + 1.4))
+    fig = Figure(figsize=(0.45 * num_classes + 1.8, 0.45 * num_classes + 1.4))
+    ax = fig.subplots()
     ax.imshow(counts, cmap="Blues")
     for t in range(num_classes):
         for p in range(num_classes):
@@ -85,7 +85,8 @@ def image_panels(panels: list[tuple[str, "object"]], title: str | None = None) -
 def panel_rows(rows: dict[str, list[tuple[str, "object"]]], title: str | None = None, size: float = 3.6) -> Figure:
     """Rows of already-rendered images, each row named (left) and each image captioned (above)."""
     cols = max(len(panels) for panels in rows.values())
-    fig, axes = plt.subplots(len(rows), cols, figsize=(size * cols, (size + 0.2) * len(rows)), squeeze=False)
+    fig = Figure(figsize=(size * cols, (size + 0.2) * len(rows)))
+    axes = fig.subplots(len(rows), cols, squeeze=False)
     for axs, (name, panels) in zip(axes, rows.items()):
         for ax in axs:
             ax.axis("off")
@@ -104,7 +105,8 @@ def panel_rows(rows: dict[str, list[tuple[str, "object"]]], title: str | None = 
 def tradeoff_curves(curves: dict[str, "object"], panels: dict[str, str]) -> Figure:
     """Utility against leakage, one curve per defence: `curves` maps a defence to its table (strength,
     test_accuracy and each column of `panels`, averaged over requests); one panel per column, its label."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    fig = Figure(figsize=(5 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for name, table in curves.items():
         for ax, column in zip(axes[0], panels):
             ax.plot(table["test_accuracy"], table[column], marker="o", label=name)
@@ -124,8 +126,8 @@ def access_curves(table, panels: dict[str, str]) -> Figure:
     """Leakage against the attacker's access: one column of panels per dimension (its levels after full
     access), one row per column of `panels` (its label), one line per method."""
     dimensions = [d for d in dict.fromkeys(table["dimension"]) if d != "full"]
-    fig, axes = plt.subplots(len(panels), len(dimensions), figsize=(3.2 * len(dimensions), 2.6 * len(panels)),
-                             squeeze=False)
+    fig = Figure(figsize=(3.2 * len(dimensions), 2.6 * len(panels)))
+    axes = fig.subplots(len(panels), len(dimensions), squeeze=False)
     full = table[table["dimension"] == "full"]
     for j, dimension in enumerate(dimensions):
         own = table[table["dimension"] == dimension]
@@ -147,7 +149,8 @@ def access_curves(table, panels: dict[str, str]) -> Figure:
 
 def training_curves(rows: list[dict]) -> Figure:
     """Per-epoch loss and accuracy, one curve per phase (rows: phase, epoch, loss, accuracy)."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    axes = fig.subplots(1, 2)
     for phase in dict.fromkeys(r["phase"] for r in rows):
         sub = [r for r in rows if r["phase"] == phase]
         for ax, key in zip(axes, ("loss", "accuracy")):
@@ -164,7 +167,8 @@ def training_curves(rows: list[dict]) -> Figure:
 def per_request_scores(requests: list[int], scores: list[float], baseline: list[float], ylabel: str) -> Figure:
     """The attack's score per request beside the baseline guess's (tabular
     rows, where there is no image to show)."""
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(requests) + 2), 3.4))
+    fig = Figure(figsize=(max(4.0, 0.5 * len(requests) + 2), 3.4))
+    ax = fig.subplots()
     pos = list(range(len(requests)))
     ax.bar([p - 0.2 for p in pos], scores, width=0.4, label="attack")
     ax.bar([p + 0.2 for p in pos], baseline, width=0.4, label="baseline guess")

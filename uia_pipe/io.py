@@ -110,12 +110,9 @@ def load_dataset_artifact(folder: Path | str):
 
 
 def save_figure(path: Path | str, fig) -> None:
-    """A matplotlib figure as PNG (then closed)."""
-    import matplotlib.pyplot as plt
-
+    """A matplotlib figure as PNG."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
 
 
 def load_csv(path: Path | str):
