@@ -644,3 +644,12 @@ def test_campaign_grants_the_finetune_batch_size_to_the_exact_attack(tiny_proble
     assert recoveries[0].result.reconstruction.shape == (1, 1, 28, 28)
     with pytest.raises(ValueError, match="batch size"):
         attacked(dataclasses.replace(setting, finetune_batch_size=None))
+
+
+def test_analytic_labels_without_a_negative_class_fall_back_to_the_lowest():
+    """A zero or all-positive bias update (seen under an access level that withholds most of Δ) gives k
+    labels of the lowest class, not an error."""
+    for bias in (torch.zeros(3), torch.tensor([0.3, 0.1, 0.2])):
+        delta = {"head.weight": torch.zeros(3, 4), "head.bias": bias}
+        labels = fr.analytic_labels(delta, 3, 4)
+        assert labels.tolist() == [int(bias.argmin())] * 4

@@ -40,6 +40,7 @@ def analytic_labels(delta: dict[str, torch.Tensor], num_classes: int, k: int) ->
     otherwise repeats are allowed: k is split over the negative classes in
     proportion to their magnitude (largest remainder, at least one each),
     since each sample of a class contributes about −(1 − p_y) to its entry.
+    Where no entry is negative, all k go to the lowest class.
     """
     score = _label_scores(delta, num_classes)
     order = torch.argsort(score)
@@ -48,8 +49,9 @@ def analytic_labels(delta: dict[str, torch.Tensor], num_classes: int, k: int) ->
         negative = order[:1]
     if len(negative) >= k:
         return order[:k].sort().values.long()
-    mags = -score[negative]
-    mags = mags / mags.sum()
+    mags = (-score[negative]).clamp(min=0).nan_to_num(0.0)
+    # No class moved down (a zero or defended Δ): split k evenly over the fallback class(es).
+    mags = mags / mags.sum() if mags.sum() > 0 else torch.full_like(mags, 1 / len(mags))
     counts = torch.ones(len(negative), dtype=torch.long)
     extra = k - len(negative)
     share = mags * extra
