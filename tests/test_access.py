@@ -368,7 +368,11 @@ def test_reused_full_access_rows_equal_the_rows_of_running_the_family_again(tmp_
         def run(*args):
             runs[name] = runs.get(name, 0) + 1
             return attack.run(*args)
-        return dataclasses.replace(attack, run=run)
+
+        def run_many(grants, *args):  # the sweep's batches: one run a grant
+            runs[name] = runs.get(name, 0) + len(grants)
+            return attack.run_many(grants, *args)
+        return dataclasses.replace(attack, run=run, run_many=run_many if attack.run_many else None)
 
     with attacking("access", p.base, 1, p.download.cache_dir, *folders, configs, 1) as at:
         attacks = {name: counted(name, attack) for name, attack in at.attacks.items()}
@@ -387,3 +391,40 @@ def test_reused_full_access_rows_equal_the_rows_of_running_the_family_again(tmp_
         cols = [c for c in reused if c.startswith(f"{family}.")]
         assert cols and row[cols].notna().all().all()
         assert row[cols].equals(again[again["level"] == level][cols])
+
+
+@pytest.mark.slow
+def test_a_sweeps_feature_recovery_as_one_batch_gives_each_cells_own_rows(tmp_path, params_file):
+    """Defence cells' feature recovery attacked together (`Attack.run_many`, one batch across cells) gives
+    every cell the rows of attacking it alone, where steps run one by one (vmap: no)."""
+    import pandas as pd
+
+    from stages.attacking import attacking
+    from uia_pipe.attacks.config import family_configs
+    from uia_pipe.config import BaseParams, load_sections
+    from uia_pipe.data import DownloadParams
+    from uia_pipe.defenses.config import DefendParams
+    from uia_pipe.evaluation import sweep
+    from uia_pipe.evaluation.campaign import sweep_configs
+
+    raw = yaml.safe_load(params_file.read_text())
+    raw["unlearn"].update(method="approx", compare=["approx"])
+    raw["attack"]["feature_recovery"].update(vmap="no", restarts=2)
+    params_file.write_text(yaml.safe_dump(raw))
+    common = run_until_unlearned(params_file, tmp_path)
+    folders = [Path(v) for v in common[3::2]]
+    p = load_sections(params_file, base=BaseParams, download=DownloadParams, attack=attack_params(),
+                      defend=DefendParams)
+    configs = sweep_configs(family_configs(p.attack), 30)
+    defences = {"noise": p.defend.noise, "prune": p.defend.prune}
+    frames = {}
+    with attacking("defend", p.base, 2, p.download.cache_dir, *folders, configs, 1) as at:
+        run = next(iter(at.runs.values()))
+        for together in (True, False):
+            attacks = at.attacks if together else {
+                name: dataclasses.replace(attack, run_many=None) for name, attack in at.attacks.items()}
+            ctx = at.context(run)
+            frames[together] = sweep.sweep(sweep.defence_variants(run, defences, configs, ctx), attacks, "defence")
+    together, alone = (f.drop(columns=["seconds"], errors="ignore").reset_index(drop=True) for f in frames.values())
+    assert len(together) >= 4 and together.filter(like="feature_recovery.").notna().all().all()
+    pd.testing.assert_frame_equal(together, alone)

@@ -144,6 +144,8 @@ class Attack:
     # (the evaluator's Setting, grant, results, config, ctx) -> {relative path: Figure | {name: tensor}} and
     # {plot name: DataFrame}: the family's artifacts and DVC plot data
     outputs: Callable[..., tuple[dict[str, Any], dict[str, Any]]] | None = None
+    # Several grants of one config at once (a sweep's variants), results in order: where batching pays
+    run_many: Callable[[list[Grant], BaseModel, Context], list[Any]] | None = None
 
 
 def for_task(attacks: dict[str, Attack], task: str) -> dict[str, Attack]:

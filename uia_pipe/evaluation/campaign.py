@@ -59,15 +59,16 @@ def prepare(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseModel],
 
 
 def attack_run(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseModel], ctx: Context,
-               outputs: bool = False, reuse: Outcome | None = None, rerun: Collection[str] = ()
-               ) -> Outcome | tuple[Outcome, dict[str, Any]]:
+               outputs: bool = False, reuse: Outcome | None = None, rerun: Collection[str] = (),
+               given: dict[str, tuple[Any, float]] | None = None) -> Outcome | tuple[Outcome, dict[str, Any]]:
     """Every family in registry order on every request of `run`, each on its grant; what ctx.prepared
     already holds (the same served θ, attacked again after a defence) is not prepared again. Families that
     cannot attack the run's task (`Attack.tasks`) are left out. With `reuse` (an outcome of the same families
     on inputs the same for those not in `rerun`: full access, for a level acting through `rerun` alone), the
     families not in `rerun` are not run: their results, scores and summaries are `reuse`'s, and their seconds
-    count in the outcome's. With `outputs`, also each family's artifacts and plot data ({relative path or plot
-    name: Figure | {name: tensor} | DataFrame})."""
+    count in the outcome's. `given` holds families' results already made for this run, with their seconds
+    (`run_together`): scored and summarised here, not run. With `outputs`, also each family's artifacts and plot
+    data ({relative path or plot name: Figure | {name: tensor} | DataFrame})."""
     started, reused = time.perf_counter(), 0.0
     frame, scored, results, summaries, made = None, {}, {}, {}, {}
     for name, attack in for_task(attacks, run.setting.task).items():
@@ -79,17 +80,52 @@ def attack_run(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseMode
             cfg, family_started = configs[name], time.perf_counter()
             prepare(run, {name: attack}, configs, ctx)
             grant = grants.grant(run, name, cfg, ctx)
-            results[name] = attack.run(grant, cfg, ctx)
+            results[name], made_in = given[name] if given and name in given else (attack.run(grant, cfg, ctx), 0.0)
             ctx.earlier[name] = results[name]
             scored[name] = attack.score(run.setting, results[name])
             summaries[name] = {**attack.summarise(scored[name], results[name], cfg, ctx.stats.get(name, {})),
-                               "seconds": time.perf_counter() - family_started}
+                               "seconds": time.perf_counter() - family_started + made_in}
             if outputs and attack.outputs is not None:
                 made.update(attack.outputs(run.setting, grant, results[name], cfg, ctx))
         own = scored[name].rename(columns={c: f"{name}.{c}" for c in scored[name].columns if c != "request"})
         frame = own if frame is None else frame.merge(own, on="request")
     outcome = Outcome(frame, scored, results, summaries, time.perf_counter() - started + reused)
     return (outcome, made) if outputs else outcome
+
+
+def run_together(jobs: list[tuple[Run, dict[str, BaseModel], Context, Collection[str]] | None],
+                 attacks: dict[str, Attack]) -> list[dict[str, tuple[Any, float]]]:
+    """For each job (run, configs, ctx, the families it runs), the results of those families that can attack
+    several runs at once (`Attack.run_many`), made so over every job whose config of the family is the same,
+    with each job's share of the seconds: `attack_run`'s `given`. A family that reads another's results
+    (`grants.READS`) is left to run in its turn; a job that is None is left out."""
+    out: list[dict[str, tuple[Any, float]]] = [{} for _ in jobs]
+    for name, attack in attacks.items():
+        if attack.run_many is None:
+            continue
+        groups: list[tuple[BaseModel, list[int]]] = []
+        for i, job in enumerate(jobs):
+            if job is None or name not in job[3] or name not in for_task(attacks, job[0].setting.task):
+                continue
+            cfg = job[1][name]
+            if grants.READS.get(name, lambda _: ())(cfg):
+                continue
+            same = next((members for other, members in groups if other == cfg), None)
+            if same is None:
+                groups.append((cfg, [i]))
+            else:
+                same.append(i)
+        for cfg, members in groups:
+            started, asked = time.perf_counter(), []
+            for i in members:
+                run, configs, ctx, _ = jobs[i]
+                prepare(run, {name: attack}, configs, ctx)
+                asked.append(grants.grant(run, name, cfg, ctx))
+            made = attack.run_many(asked, cfg, jobs[members[0]][2])
+            seconds, total = time.perf_counter() - started, max(sum(len(g.requests) for g in asked), 1)
+            for i, g, results in zip(members, asked, made):
+                out[i][name] = (results, seconds * len(g.requests) / total)
+    return out
 
 
 def sweep_configs(configs: dict[str, BaseModel], iterations: int) -> dict[str, BaseModel]:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from ..attacks.protocol import Attack, Context
 from ..defenses import DEFENSES, REPLACES_UNLEARNING, DefenceConfig, DefenceInput
 from ..training import evaluate
-from .campaign import Outcome, attack_run
+from .campaign import Outcome, attack_run, run_together
 from .setting import Run
 
 
@@ -47,8 +47,13 @@ def sweep(variants: Iterable[Variant], attacks: dict[str, Attack], table: str,
     """One row per (variant, request): the variant's key, its extra columns and each family's numbers
     declared for `table` (`numbers`); a variant the server cannot release is one row, request −1, with the
     reason in `unservable`."""
+    variants = list(variants)
+    # Families that attack many runs at once (feature recovery's batches) run first over every variant.
+    given = run_together([None if v.same_as is not None or v.unservable else
+                          (v.run, v.configs, v.ctx, v.rerun if v.reuse is not None else frozenset(attacks))
+                          for v in variants], attacks)
     rows, done, outcomes = [], {}, {}
-    for v in variants:
+    for v, made in zip(variants, given):
         if v.same_as is not None:
             own = [{**row, **v.key} for row in done[v.same_as]]
         else:
@@ -56,7 +61,7 @@ def sweep(variants: Iterable[Variant], attacks: dict[str, Attack], table: str,
                 if v.unservable:
                     raise Unservable(v.unservable)
                 outcome = attack_run(v.run, attacks, v.configs, dataclasses.replace(v.ctx, earlier={}),
-                                     reuse=outcomes.get(v.reuse), rerun=v.rerun)
+                                     reuse=outcomes.get(v.reuse), rerun=v.rerun, given=made)
                 outcomes[tuple(v.key.values())] = outcome
             except Unservable as why:  # a release the sweep makes (an audit pair's) diverged: the variant as a whole
                 own = [{**v.key, "request": -1, "unservable": str(why)}]

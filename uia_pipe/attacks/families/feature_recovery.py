@@ -4,6 +4,7 @@ removed samples and inverts the update by gradient matching (`attacks/feature_re
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -76,6 +77,17 @@ def run(grant: Grant, cfg: fr.Config, ctx: Context) -> list[Recovery]:
         names=[f"{grant.method}: feature recovery of requests {', '.join(str(grant.requests[j]) for j in c)}"
                for c in chunks], on_done=done)
     return [recovery for batch in made for recovery in batch]
+
+
+def run_many(grants: list[Grant], cfg: fr.Config, ctx: Context) -> list[list[Recovery]]:
+    """`run` of each grant, their requests attacked as one campaign (batches of `cfg.batch_requests` across
+    grants: a sweep's cells that invert at one point share their steps)."""
+    merged = dataclasses.replace(grants[0], question=[job for g in grants for job in g.question],
+                                 requests=tuple(r for g in grants for r in g.requests))
+    found, out = iter(run(merged, cfg, ctx)), []
+    for g in grants:
+        out.append([next(found) for _ in g.question])
+    return out
 
 
 # One request's attack: (view, labels handed over or None, seed) per part, and the D_u positions its
@@ -228,4 +240,4 @@ NUMBERS = (
 )
 
 ATTACK = Attack(config=fr.Config, run=run, score=score, summarise=summarise, numbers=NUMBERS, tasks=TASKS,
-                outputs=outputs)
+                outputs=outputs, run_many=run_many)
