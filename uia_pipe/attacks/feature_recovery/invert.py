@@ -173,7 +173,7 @@ def _invert_many(
             rounds[runs[i].problem] = it
         lr = cfg.lr * cfg.gamma ** sum(it > m for m in milestones)
         fade = 1 - (it - 1) / cfg.iterations  # the guide's weight falls linearly towards 0
-        if stacked is not None and len(active) > 1:
+        if stacked is not None:
             weights = torch.tensor([runs[i].guide * fade for i in active], device=device)
             losses, grads = stacked.step([runs[i].problem for i in active],
                                          torch.stack([runs[i].x.detach() for i in active]), weights)

@@ -64,9 +64,10 @@ def recover(
     - the chosen restart is the one with the lowest value of the plain
       objective 1 − cos + λ·TV, the guide term of guided restarts left out,
       re-evaluated at each restart's best iterate;
-    - deterministic for a given seed on a given device and thread count, and
-      the same whether the request is attacked alone or in a batch
-      (`recover_many`) where `cfg.vmap` steps both alike;
+    - deterministic for a given seed on a given device and thread count;
+      attacked alone or in a batch (`recover_many`), the same bit for bit
+      where steps run one by one (`cfg.vmap` "no"), to float rounding where
+      they are vmapped (a batch's size changes the order of its sums);
     - `progress(iteration, loss)` is called once per round of steps
       (iteration ≤ cfg.iterations; loss = best so far over restarts);
       `snapshot(iteration, x)` (benchmarks) gets the current best iterate of
