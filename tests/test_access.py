@@ -405,7 +405,7 @@ def test_a_sweeps_feature_recovery_as_one_batch_gives_each_cells_own_rows(tmp_pa
     from uia_pipe.data import DownloadParams
     from uia_pipe.defenses.config import DefendParams
     from uia_pipe.evaluation import sweep
-    from uia_pipe.evaluation.campaign import sweep_configs
+    from uia_pipe.evaluation.campaign import attack_run, run_together, sweep_configs
 
     raw = yaml.safe_load(params_file.read_text())
     raw["unlearn"].update(method="approx", compare=["approx"])
@@ -425,6 +425,11 @@ def test_a_sweeps_feature_recovery_as_one_batch_gives_each_cells_own_rows(tmp_pa
                 name: dataclasses.replace(attack, run_many=None) for name, attack in at.attacks.items()}
             ctx = at.context(run)
             frames[together] = sweep.sweep(sweep.defence_variants(run, defences, configs, ctx), attacks, "defence")
+        # the batch's seconds count in each run's outcome, as if it had run there
+        results, share = run_together([(run, configs, at.context(run), frozenset(at.attacks))], at.attacks)[0][
+            "feature_recovery"]
+        outcome = attack_run(run, at.attacks, configs, at.context(run), given={"feature_recovery": (results, 1e4)})
+        assert share > 0 and outcome.summaries["feature_recovery"]["seconds"] >= 1e4 and outcome.seconds >= 1e4
     together, alone = (f.drop(columns=["seconds"], errors="ignore").reset_index(drop=True) for f in frames.values())
     assert len(together) >= 4 and together.filter(like="feature_recovery.").notna().all().all()
     pd.testing.assert_frame_equal(together, alone)

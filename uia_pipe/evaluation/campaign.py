@@ -67,20 +67,21 @@ def attack_run(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseMode
     on inputs the same for those not in `rerun`: full access, for a level acting through `rerun` alone), the
     families not in `rerun` are not run: their results, scores and summaries are `reuse`'s, and their seconds
     count in the outcome's. `given` holds families' results already made for this run, with their seconds
-    (`run_together`): scored and summarised here, not run. With `outputs`, also each family's artifacts and plot
+    (`run_together`): scored and summarised here, not run, their seconds counted too. With `outputs`, also each family's artifacts and plot
     data ({relative path or plot name: Figure | {name: tensor} | DataFrame})."""
-    started, reused = time.perf_counter(), 0.0
+    started, elsewhere = time.perf_counter(), 0.0  # seconds spent before this call on its results
     frame, scored, results, summaries, made = None, {}, {}, {}, {}
     for name, attack in for_task(attacks, run.setting.task).items():
         if reuse is not None and name not in rerun and name in reuse.results:
             results[name], scored[name], summaries[name] = reuse.results[name], reuse.scored[name], reuse.summaries[name]
             ctx.earlier[name] = results[name]
-            reused += summaries[name]["seconds"]
+            elsewhere += summaries[name]["seconds"]
         else:
             cfg, family_started = configs[name], time.perf_counter()
             prepare(run, {name: attack}, configs, ctx)
             grant = grants.grant(run, name, cfg, ctx)
             results[name], made_in = given[name] if given and name in given else (attack.run(grant, cfg, ctx), 0.0)
+            elsewhere += made_in
             ctx.earlier[name] = results[name]
             scored[name] = attack.score(run.setting, results[name])
             summaries[name] = {**attack.summarise(scored[name], results[name], cfg, ctx.stats.get(name, {})),
@@ -89,7 +90,7 @@ def attack_run(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseMode
                 made.update(attack.outputs(run.setting, grant, results[name], cfg, ctx))
         own = scored[name].rename(columns={c: f"{name}.{c}" for c in scored[name].columns if c != "request"})
         frame = own if frame is None else frame.merge(own, on="request")
-    outcome = Outcome(frame, scored, results, summaries, time.perf_counter() - started + reused)
+    outcome = Outcome(frame, scored, results, summaries, time.perf_counter() - started + elsewhere)
     return (outcome, made) if outputs else outcome
 
 
