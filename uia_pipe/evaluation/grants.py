@@ -195,7 +195,7 @@ def made_pairs(server: Server, x: torch.Tensor, y: torch.Tensor, count: int, see
                ) -> tuple[list[mi.Pair], float]:
     """`mi.make_pairs`'s `count` audit pairs on records (x, y) and the seconds they took, their models kept in
     `store` under a key naming all they depend on but the count (pair i is the same whatever the count): the
-    server's recipe (`Server.fingerprint`), the records, the seed and the code drawing them. Kept pairs are
+    server's recipe (`Server.fingerprint`), the records, the seed, `stack` and the code drawing them. Kept pairs are
     loaded into copies of `like` (a model of the served architecture), only the rest made, and the whole kept
     again; a kept entry that does not fit `like` is made anew."""
     key = f"membership/audit/{digest('audit pairs', server.fingerprint(), x, y, seed, stack, _code(mi))}"
