@@ -29,16 +29,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from uia_pipe import io, metrics  # noqa: E402
+from benchmarks.feature_recovery import trained_problem  # noqa: E402
+from uia_pipe import metrics  # noqa: E402
 from uia_pipe.attacks import feature_recovery as fr  # noqa: E402
 from uia_pipe.attacks.feature_recovery.objective import _Objective, _Stacked  # noqa: E402
 from uia_pipe.attacks.view import AttackerView  # noqa: E402
-from uia_pipe.config import OptimParams  # noqa: E402
-from uia_pipe.data import as_inputs  # noqa: E402
 from uia_pipe.models import build_model  # noqa: E402
 from uia_pipe.params import load_params  # noqa: E402
 from uia_pipe.unlearning.methods import METHODS  # noqa: E402
-from uia_pipe.unlearning.problem import UnlearningProblem  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:
@@ -77,15 +75,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    ds = io.load_dataset_artifact(args.data)
-    theta0, spec = io.load_model(args.trained / "theta_pretrained.safetensors")
-    theta, _ = io.load_model(args.trained / "theta_original.safetensors")
-    du = io.load_tensors(args.trained / "split.safetensors")[0]["du"]
-    ft = io.load_json(args.trained / "finetune.json")
-    du_x, du_y = as_inputs(ds.x_train[du]), ds.y_train[du]
-    n, shape = len(du), tuple(spec["input_shape"])
-    problem = UnlearningProblem(theta0, theta, du_x, du_y,
-                                OptimParams(**{k: v for k, v in ft.items() if k != "seed"}), ft["seed"])
+    problem, spec, _, ft = trained_problem(args.data, args.trained)
+    theta0, theta, du_x = problem.theta_pretrained, problem.theta_original, problem.du_x
+    n, shape = len(du_x), tuple(spec["input_shape"])
     cfg = load_params(ROOT / "params.yaml").attack.feature_recovery
     fd = cfg.second_order == "finite_difference"
 

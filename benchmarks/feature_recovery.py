@@ -35,7 +35,7 @@ from uia_pipe.attacks import feature_recovery as fr  # noqa: E402
 from uia_pipe.attacks.feature_recovery.objective import _Objective, _Stacked  # noqa: E402
 from uia_pipe.attacks.view import AttackerView  # noqa: E402
 from uia_pipe.config import OptimParams  # noqa: E402
-from uia_pipe.data import as_inputs  # noqa: E402
+from uia_pipe.data import Dataset, as_inputs  # noqa: E402
 from uia_pipe.models import build_model  # noqa: E402
 from uia_pipe.params import load_params  # noqa: E402
 from uia_pipe.unlearning.methods import METHODS  # noqa: E402
@@ -106,6 +106,19 @@ def first_reaching(rows, level):
     return None
 
 
+def trained_problem(data: Path, trained: Path) -> tuple[UnlearningProblem, dict, Dataset, dict]:
+    """The default run's server from its artifacts (data/dataset, models/train): the problem (θ₀, θ, D_u and
+    the fine-tune), the model's spec, the dataset and the fine-tune's settings (finetune.json)."""
+    ds = io.load_dataset_artifact(data)
+    theta0, spec = io.load_model(trained / "theta_pretrained.safetensors")
+    theta, _ = io.load_model(trained / "theta_original.safetensors")
+    du = io.load_tensors(trained / "split.safetensors")[0]["du"]
+    ft = io.load_json(trained / "finetune.json")
+    problem = UnlearningProblem(theta0, theta, as_inputs(ds.x_train[du]), ds.y_train[du],
+                                OptimParams(**{k: v for k, v in ft.items() if k != "seed"}), ft["seed"])
+    return problem, spec, ds, ft
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT / "data/dataset")
@@ -121,16 +134,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    ds = io.load_dataset_artifact(args.data)
-    theta0, spec = io.load_model(args.trained / "theta_pretrained.safetensors")
-    theta, _ = io.load_model(args.trained / "theta_original.safetensors")
-    du = io.load_tensors(args.trained / "split.safetensors")[0]["du"]
-    ft = io.load_json(args.trained / "finetune.json")
-    du_x, du_y = as_inputs(ds.x_train[du]), ds.y_train[du]
-    n = len(du)
-    problem = UnlearningProblem(theta0, theta, du_x, du_y,
-                                OptimParams(**{k: v for k, v in ft.items() if k != "seed"}), ft["seed"])
-    shape = tuple(spec["input_shape"])
+    problem, spec, ds, _ = trained_problem(args.data, args.trained)
+    theta0, theta, du_x, du_y = problem.theta_pretrained, problem.theta_original, problem.du_x, problem.du_y
+    n, shape = len(du_y), tuple(spec["input_shape"])
     mean_img = metrics.mean_image(as_inputs(ds.x_train[:5000]))
 
     # 1-2. step cost on the trained default model

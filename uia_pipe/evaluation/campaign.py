@@ -79,8 +79,9 @@ def attack_run(run: Run, attacks: dict[str, Attack], configs: dict[str, BaseMode
         else:
             cfg, family_started = configs[name], time.perf_counter()
             prepare(run, {name: attack}, configs, ctx)
-            grant = grants.grant(run, name, cfg, ctx)
-            results[name], made_in = given[name] if given and name in given else (attack.run(grant, cfg, ctx), 0.0)
+            made_before = given is not None and name in given  # its grant was posed there: not again
+            grant = None if made_before and not outputs else grants.grant(run, name, cfg, ctx)
+            results[name], made_in = given[name] if made_before else (attack.run(grant, cfg, ctx), 0.0)
             elsewhere += made_in
             ctx.earlier[name] = results[name]
             scored[name] = attack.score(run.setting, results[name])

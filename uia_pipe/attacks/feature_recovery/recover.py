@@ -100,9 +100,8 @@ def recover_many(
     in one loop (`_invert_many`), each keeping its own restarts and stopping rule. Each result's seconds
     are its share of its batch's wall time."""
     started = time.perf_counter()
-    prepared = []
+    prepared, dtype = [], torch.float64 if cfg.delta_dtype == "float64" else torch.float32
     for view, labels, seed in requests:
-        dtype = torch.float64 if cfg.delta_dtype == "float64" else torch.float32
         delta = observed_update(view, dtype, cfg.exact_update)
         point = _attack_point(view)
         task = task_of(point)
