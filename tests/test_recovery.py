@@ -168,8 +168,11 @@ def test_dvc_exp_run_sets_a_recovery_key_and_every_table_gets_the_family(tmp_pat
     assert exact["relearn_share_ci95_low"] <= 0 <= exact["relearn_share_ci95_high"] and abs(exact["relearn_share"]) < 0.05
     rows = pd.read_csv(path / "metrics" / "attack_requests.csv")
     assert "recovery.relearn_3_loss_control" in rows
-    methods = pd.read_csv(path / "metrics" / "attack_methods.csv")
-    assert "recovery.relearn_share" in methods and "recovery.relearn_share_ci95_low" in methods
+    per_method = pd.read_csv(path / "metrics" / "attack_methods.csv")
+    assert set(per_method["method"]) == {"exact", "approx"} and "recovery.prune_0.6_accuracy_control" in per_method
+    table = json.loads((path / "metrics" / "evaluate.json").read_text())["method_approx"]  # the methods table
+    assert {"recovery.relearn_share", "recovery.relearn_share_ci95_low", "recovery.unlearned_forget_accuracy",
+            "recovery.retrained_forget_accuracy"} <= set(table)
     defend = json.loads((path / "metrics" / "defend.json").read_text())
     assert any("recovery.prune_share" in entry for entry in defend.values())
     access = json.loads((path / "metrics" / "access.json").read_text())

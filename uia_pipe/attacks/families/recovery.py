@@ -150,8 +150,9 @@ def summarise(frame: pd.DataFrame, results: Recovered, cfg: Config, stats: dict)
     accuracy under the manipulated θ_u and under its control. Per manipulation (`relearn_share`, ...): the largest share of
     `cfg.metric` over its strengths (the evaluator's hindsight pick of the strength, which an
     attacker without the deleted records cannot make: an upper bound over the configured strengths) with that
-    strength's interval and the strength itself; `residual_share`: θ_u unmanipulated. The forget accuracy of
-    θ, θ_u and the retrained model; the attacker's seconds per request."""
+    strength's interval and the strength itself; `residual_share`: θ_u unmanipulated. Each metric's mean
+    under θ and the retrained model; the forget accuracy of θ, θ_u and the retrained model; the attacker's
+    seconds per request."""
     out: dict[str, float] = {}
     for key in keys(cfg):
         for m in METRICS:
@@ -171,6 +172,7 @@ def summarise(frame: pd.DataFrame, results: Recovered, cfg: Config, stats: dict)
             if name != "residual":
                 out[f"{name}_share_strength"] = strength
     out.update({f"theta_{m}": float(frame[f"theta_{m}"].mean()) for m in METRICS})
+    out.update({f"retrained_{m}": float(frame[f"none_{m}_control"].mean()) for m in METRICS})
     out.update({"theta_forget_accuracy": float(frame["theta_accuracy"].mean()),
                 "unlearned_forget_accuracy": float(frame["none_accuracy"].mean()),
                 "retrained_forget_accuracy": float(frame["none_accuracy_control"].mean()),
