@@ -35,12 +35,13 @@ SMALL = dict(relearn=(0, 2, 5), quantise=(0, 8, 4), prune=(0.0, 0.3, 0.6), boots
 
 @pytest.fixture(scope="module")
 def credit():
-    """θ₀: a tabular MLP on 500 German Credit rows; θ: θ₀ fine-tuned on D_u, the next 32; public: the test rows."""
+    """θ₀: an MLP pretrained on the last 500 German Credit training rows; θ: θ₀ fine-tuned on D_u, the first 32,
+    for several steps; the attacker's public records: the test rows."""
     ds = load_german_credit(None)
-    spec = {"model": "tabular_mlp", "config": {"hidden": [32, 16]}, "input_shape": [ds.x_train.shape[1]],
-            "num_classes": 2, "mean": [0.0], "std": [1.0]}
-    theta0 = init_model(spec, seed=0)
-    fit(theta0, ds.x_train[300:], ds.y_train[300:], OptimParams(epochs=20, lr=0.05, momentum=0.9, batch_size=64), 0)
+    spec = dict(model="tabular_mlp", config={"hidden": [24]}, input_shape=[ds.x_train.shape[1]], num_classes=2,
+                mean=[0.0], std=[1.0])
+    theta0 = init_model(spec, seed=3)
+    fit(theta0, ds.x_train[-500:], ds.y_train[-500:], OptimParams(epochs=10, lr=0.1, batch_size=32), 0)
     theta = clone(theta0)
     fit(theta, ds.x_train[:32], ds.y_train[:32], FINETUNE, 1, batchnorm_eval=True)
     return ds, theta0, theta
@@ -52,7 +53,7 @@ def _run(credit, method: str, config, requests: int = 8, du_x: torch.Tensor | No
     du_y = ds.y_train[:32]
     reqs = [{"index": i, "forget": [3 * i, 3 * i + 1], "target_class": None} for i in range(requests)]
     setting = Setting(theta0, theta, method, {"kind": "tabular", "input_shape": [du_x.shape[1]], "num_classes": 2},
-                      du_x, du_y, reqs, du_x.mean(0), None, ds.x_train[300:], FINETUNE.batch_size,
+                      du_x, du_y, reqs, du_x.mean(0), None, ds.x_train[-500:], FINETUNE.batch_size,
                       finetune=FINETUNE, finetune_seed=1, method_config=config)
     problem = UnlearningProblem(theta0, theta, ds.x_train[:32], du_y, FINETUNE, 1)
     unlearn, _ = METHODS[method]
