@@ -14,7 +14,9 @@ at a strength is
 on the deleted records, pooled over the requests: the numerators' sum over the denominators' sum (a ratio of
 means, not the mean of per-request ratios, which requests whose gap θ − θ_retrained is near 0 would swamp),
 with a bootstrap interval over requests (`stats.ratio_of_means`). 0: nothing comes back; 1: the deleted
-behaviour is back. Strength 0 is θ_u unmanipulated (what unlearning left behind)."""
+behaviour is back. Strength 0 is θ_u unmanipulated (what unlearning left behind). The control is plain
+retraining for every method, as the unlearn stage's agreement with retraining is: for a method that serves
+another model (sisa's and shapley's ensembles, certified's head) the share compares different models."""
 
 from __future__ import annotations
 
@@ -32,9 +34,7 @@ from ...weights import pruned, rounded
 from ..protocol import Attack, Context, Grant, Number
 from ..schema.recovery import Config  # the settings, in the schema leaf
 
-MANIPULATIONS = ("relearn", "quantise", "prune")
 METRICS = ("loss", "logit", "accuracy")
-HIGHER_LEAKS = {"loss": False, "logit": True, "accuracy": True}  # the deleted records' number read as membership
 
 
 def strengths(cfg: Config) -> dict[str, list[tuple[str, float]]]:
@@ -146,13 +146,12 @@ def share(frame: pd.DataFrame, key: str, metric: str, resamples: int) -> tuple[f
 
 
 def summarise(frame: pd.DataFrame, results: Recovered, cfg: Config, stats: dict) -> dict:
-    """Per manipulated key: each metric's share (`cfg.metric`'s with its interval), the deleted records'
-    accuracy under the manipulated θ_u and under its control. Per manipulation (`relearn_share`, ...): the largest share of
-    `cfg.metric` over its strengths (the evaluator's hindsight pick of the strength, which an
-    attacker without the deleted records cannot make: an upper bound over the configured strengths) with that
-    strength's interval and the strength itself; `residual_share`: θ_u unmanipulated. Each metric's mean
-    under θ and the retrained model; the forget accuracy of θ, θ_u and the retrained model; the attacker's
-    seconds per request."""
+    """Per manipulated key: each metric's share (`cfg.metric`'s with its interval), the deleted records' accuracy
+    under the manipulated θ_u and under its control. Per manipulation (`relearn_share`, ...): the largest share
+    of `cfg.metric` over its strengths (the evaluator's hindsight pick of the strength, which an attacker without
+    the deleted records cannot make: an upper bound over the configured strengths) with that strength's interval
+    and the strength itself; `residual_share`: θ_u unmanipulated. Each metric's mean under θ and the retrained
+    model; the forget accuracy of θ, θ_u and the retrained model; the attacker's seconds per request."""
     out: dict[str, float] = {}
     for key in keys(cfg):
         for m in METRICS:
