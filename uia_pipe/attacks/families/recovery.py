@@ -30,11 +30,12 @@ from torch import nn
 from ...errors import UiaError
 from ...stats import ratio_of_means
 from ...training import sgd_many
-from ...weights import pruned, rounded
+from ...weights import INT_BITS, pruned, rounded
 from ..protocol import Attack, Context, Grant, Number
-from ..schema.recovery import Config  # the settings, in the schema leaf
+from ..schema.recovery import BITS, Config  # the settings, in the schema leaf
 
 METRICS = ("loss", "logit", "accuracy")
+assert {b for b in BITS if b} <= set(INT_BITS.values()), "schema.recovery.BITS names a width weights cannot round to"
 
 
 def strengths(cfg: Config) -> dict[str, list[tuple[str, float]]]:
