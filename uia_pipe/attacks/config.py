@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, create_model, field_validator
 
-from ..config import MAX_REQUESTS, MAX_STEPS, Section
+from ..config import MAX_REQUESTS, MAX_STEPS, EpsilonParams, Section
 
 # What each access dimension's levels may be (attack.access.levels: "<dimension>:<level>").
 PRECISIONS = ("float16", "bfloat16", "int8_tensor", "int8_channel")
@@ -73,6 +73,7 @@ class AttackSettings(Section):
         "checkpoints; ensemble = the served ensemble's parameters, as for any method"
     )
     access: AccessParams = AccessParams()
+    epsilon: EpsilonParams = EpsilonParams()  # the evaluator's metric, beside the families (uia_pipe.evaluation)
 
 
 def attack_params(configs: dict[str, type[BaseModel]] | None = None) -> type[AttackSettings]:
