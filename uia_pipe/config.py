@@ -143,7 +143,7 @@ class EpsilonParams(Section):
     lr: float = Field(0.01, gt=0, description="step size")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
     seed: int = Field(1000, ge=0, le=MAX_SEED, description="seed of the first model")
-    test_records: int = Field(1000, ge=1, le=MAX_SAMPLES, description="test records of the utility ratios")
+    test_records: int = Field(200, ge=1, le=MAX_SAMPLES, description="test records of the utility ratios")
 
     @field_validator("models")
     @classmethod
