@@ -113,9 +113,10 @@ def test_dvc_exp_run_scores_every_method_and_exact_like_the_control(tmp_path):
     attack = json.loads((path / "metrics" / "attack.json").read_text())
     control, exact, approx = attack["epsilon_control"], attack["epsilon"], attack["compare"]["approx"]["epsilon"]
     assert control["models"] == exact["models"] == 24 and control["forget_examples"] == exact["forget_examples"] > 1
-    assert abs(exact["forget_score"] - control["forget_score"]) < 0.3
-    assert exact["epsilon_median"] < 3 and control["epsilon_median"] < 3
-    assert 0 <= approx["forget_score"] <= 1
+    # exact's M models are retrained ones under other seeds: the same distribution, an estimate like the control's
+    assert abs(exact["forget_score"] - control["forget_score"]) < 0.35
+    assert exact["epsilon_median"] < 3 and control["epsilon_median"] < 3 and exact["epsilon_at_cap"] == 0
+    assert approx["forget_score"] <= exact["forget_score"]  # one ascent step is no retraining
     rows = pd.read_csv(path / "metrics" / "attack_methods.csv")
     requests = small_params()["unlearn"]["requests"]  # fewer than forget_requests: X holds them all
     assert rows.groupby("method")["epsilon.epsilon"].count().to_dict() == {"exact": requests, "approx": requests}
