@@ -25,7 +25,8 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from ..config import EpsilonParams, OptimParams
+from ..attacks.config import EpsilonParams
+from ..config import OptimParams
 from ..errors import UiaError
 from ..training import fit_many, outputs
 from ..unlearning.methods import SERVED, resolve, served_model, unlearn_many
