@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -125,3 +126,8 @@ def test_dvc_exp_run_scores_every_method_and_exact_like_the_control(tmp_path):
     assert evaluate["method_exact"]["epsilon.forget_score"] == pytest.approx(exact["forget_score"])
     assert "epsilon_control" in evaluate
     assert "The control, retrained against other retrained models" in (path / "reports" / "report.md").read_text()
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("uia-pipe")
+    logged = [r.data.metrics for r in client.search_runs([experiment.experiment_id], "tags.summary = 'true'")
+              if "epsilon_control.forget_score" in r.data.metrics]
+    assert logged and logged[0]["method_approx.epsilon.forget_score"] == pytest.approx(approx["forget_score"])
