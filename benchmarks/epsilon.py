@@ -3,6 +3,7 @@ test):
 
     .venv/bin/python benchmarks/epsilon.py                        # M = 32, the default run's artifacts
     .venv/bin/python benchmarks/epsilon.py --models 64 --theta fixed --methods exact,approx
+    .venv/bin/python benchmarks/epsilon.py --stacking      # the block's M fine-tunes stacked against one by one
 
 On the default run's θ₀, D_u and requests (data/dataset, models/train, models/unlearn under --root), with
 params.yaml's attack.epsilon block (its keys overridden by the options) and each method's unlearn settings:
@@ -24,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from uia_pipe.evaluation import epsilon  # noqa: E402
+from uia_pipe.models import clone  # noqa: E402
+from uia_pipe.training import fit  # noqa: E402
 from uia_pipe.evaluation.setting import load_run  # noqa: E402
 from uia_pipe.params import load_params  # noqa: E402
 from uia_pipe.unlearning.methods import METHODS, configured  # noqa: E402
@@ -40,6 +43,7 @@ def main() -> None:
     ap.add_argument("--models", type=int, help="attack.epsilon.models")
     ap.add_argument("--theta", choices=("per_model", "fixed"), help="attack.epsilon.theta")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--stacking", action="store_true", help="only time M fine-tunes stacked against one by one")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
@@ -47,8 +51,11 @@ def main() -> None:
                                                                    ("theta", args.theta)) if v is not None})
     run = load_run(args.root / "data/dataset", args.root / "models/train", args.root / "models/unlearn", "cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {cfg}")
-    started = time.perf_counter()
     maker = epsilon.Maker(run.setting, cfg, run.test_x, run.test_y)
+    if args.stacking:
+        stacking(maker)
+        return
+    started = time.perf_counter()
     print(f"forget set: {int(maker.forget.sum())} of {len(maker.forget)} records of D_u")
     print("method," + ",".join(COLUMNS))
     rows = {"control": epsilon.control_epsilon(maker)}
@@ -59,6 +66,22 @@ def main() -> None:
     total = time.perf_counter() - started
     print(f"{maker.models_made} models in {total:.1f} s: {total / maker.models_made:.3f} s per model, "
           f"ε estimates included")
+
+
+def stacking(maker: epsilon.Maker) -> None:
+    """Seconds of the block's M fine-tunes of θ₀ on D_u, stacked (`fit_many`) and one by one (`fit`)."""
+    s, seeds = maker.setting, maker.unlearn_seeds
+    started = time.perf_counter()
+    stacked = maker._fits(s.du_x, s.du_y, seeds)
+    many = time.perf_counter() - started
+    started = time.perf_counter()
+    for seed, twin in zip(seeds, stacked):
+        model = clone(s.theta_pretrained)
+        fit(model, s.du_x, s.du_y, maker.recipe, seed, batchnorm_eval=True)
+    one = time.perf_counter() - started
+    gap = max((p - q).abs().max().item() for p, q in zip(model.parameters(), twin.parameters()))
+    print(f"{len(seeds)} fine-tunes: stacked {many:.2f} s, one by one {one:.2f} s, ratio {one / many:.2f}; "
+          f"last model's largest weight difference {gap:.2g}")
 
 
 if __name__ == "__main__":
