@@ -77,6 +77,7 @@ class Maker:
         self.retrain_seeds = [cfg.seed + m + i for i in range(m)]
         self.control_seeds = [cfg.seed + 2 * m + i for i in range(m)]
         self._retrained: dict[tuple, Measured] = {}
+        self._thetas: list[nn.Module] | None = None
         self.models_made = 0
 
     def problem(self, theta: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> UnlearningProblem:
@@ -116,12 +117,11 @@ class Maker:
     def unlearned(self, method: str, method_config: BaseModel) -> Measured:
         """M models unlearned by `method` from θ (one θ per seed, or one for all: theta)."""
         s, m = self.setting, self.cfg.models
-        if self.cfg.theta == "per_model":
-            thetas = self._fits(s.du_x, s.du_y, self.unlearn_seeds)
-            problems = [self.problem(t, s.du_x, s.du_y, seed) for t, seed in zip(thetas, self.unlearn_seeds)]
-        else:
-            problems = [self.problem(self._fits(s.du_x, s.du_y, self.unlearn_seeds[:1])[0], s.du_x, s.du_y,
-                                     self.unlearn_seeds[0])] * m
+        seeds = self.unlearn_seeds if self.cfg.theta == "per_model" else self.unlearn_seeds[:1]
+        if self._thetas is None:  # every method unlearns from the same θ_i (methods leave their inputs untouched)
+            self._thetas = self._fits(s.du_x, s.du_y, seeds)
+        problems = [self.problem(t, s.du_x, s.du_y, seed) for t, seed in zip(self._thetas, seeds)]
+        problems = problems if len(problems) == m else problems * m
         configs = [seeded(method_config, i) for i in range(m)]
         forgets = [self.forget] * m
         if all(c == method_config for c in configs):  # no seed of its own: one stacked call where it has one
