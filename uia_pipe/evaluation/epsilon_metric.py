@@ -8,8 +8,9 @@ score sums 2^-b over the examples' ε buckets b of width 0.5, over the forget se
 
 Where the definition leaves a case open this module decides it, and says so: a rule grid on which no rule
 survives (both samples one and the same point, or apart by less than the grid's step) gives ε = 0
-(metric.py stops on an assertion there), and the thresholds are float64 (metric.py's single-threshold grid is
-float32)."""
+(metric.py stops on an assertion there; as published, its `assert` on a numpy array of more than one
+surviving rule raises too, read here as "at least one rule survives"), and the thresholds are float64
+(metric.py's single-threshold grid is float32)."""
 
 from __future__ import annotations
 
