@@ -81,7 +81,7 @@ def main(
                         captions[rel] = obj.get_label()
             io.save_json(folder / "captions.json", captions)
     io.save_json(metrics, result)
-    io.save_csv(details, outcomes[names[0]].frame)
+    io.save_csv(details, tables[0].drop(columns="method"))  # with the ε columns where the block ran
     io.save_csv(methods, pd.concat(tables, ignore_index=True))
     with io.atomic_dir(plots) as tmp:  # only the families that ran: a stale file of another task goes
         for name, frame in plot_data.items():
