@@ -11,9 +11,11 @@ import pandas as pd
 import typer
 
 from stages.attacking import attacking
-from stages.common import DataDir, ParamsOption, TrainedDir, UnlearnedDir, clean_errors, progress, single_command
+from stages.common import (DataDir, ParamsOption, TrainedDir, UnlearnedDir, clean_errors, progress, single_command,
+                           torch_threads)
 from uia_pipe import io, tracking
 from uia_pipe.attacks.config import attack_params, family_configs
+from uia_pipe.evaluation import epsilon
 from uia_pipe.evaluation.campaign import attack_run
 from uia_pipe.config import BaseParams, load_sections, section_hash
 from uia_pipe.data import DownloadParams
@@ -38,6 +40,7 @@ def main(
     with attacking("attack", base, a.threads, p.download.cache_dir, data, trained, unlearned, configs,
                    a.max_requests, sisa_view=a.sisa_view) as at:
         names = tuple(at.runs)
+        skip = epsilon.check(at.runs[names[0]].setting, a.epsilon)  # before any attack: a bad forget set stops here
         result, tables, outcomes, made = {"compare": {}}, [], {}, {}
         with progress(len(names) * len(at.attacks) * len(at.runs[names[0]].setting.requests), "attack") as bar:
             for name, run in at.runs.items():
@@ -52,6 +55,16 @@ def main(
                     result.update(own)
                 else:
                     result["compare"][name] = own
+        if skip is None:  # the challenge's ε, on the stage's threads: its fine-tunes are batched
+            with torch_threads(base.threads):
+                sections, result["epsilon_control"], eps_rows = epsilon.for_runs(
+                    at.runs, a.epsilon, lambda name, s: typer.echo(f"{name}: ε {_describe(s)}"))
+            for name, section in sections.items():
+                (result if name == names[0] else result["compare"][name])["epsilon"] = section
+            tables = [t.merge(eps_rows[eps_rows["method"] == t["method"].iloc[0]].drop(columns="method"),
+                              on="request", how="left") for t in tables]
+        else:
+            typer.echo(f"attack: no per-example ε: {skip}")
     plot_data = {k: v for k, v in made[names[0]].items() if isinstance(v, pd.DataFrame)}
     with io.atomic_dir(out) as tmp:  # unlearn.method's at the top, each compared method's under compare/<name>/
         for name, files in made.items():
@@ -68,7 +81,7 @@ def main(
                         captions[rel] = obj.get_label()
             io.save_json(folder / "captions.json", captions)
     io.save_json(metrics, result)
-    io.save_csv(details, outcomes[names[0]].frame)
+    io.save_csv(details, tables[0].drop(columns="method"))  # with the ε columns where the block ran
     io.save_csv(methods, pd.concat(tables, ignore_index=True))
     with io.atomic_dir(plots) as tmp:  # only the families that ran: a stale file of another task goes
         for name, frame in plot_data.items():

@@ -56,6 +56,8 @@ def main(
     comparisons = summary.compare_methods(method_rows, main, numbers, level)
     head.update({key: {m: v for m, v in c.items() if v == v} for key, c in comparisons.items()})
     head.update(summary.method_sections(methods))
+    if "epsilon_control" in attack:  # the per-example ε's control (the methods' own: the methods table)
+        head["epsilon_control"] = summary.numbers_only(attack["epsilon_control"])
     defences = summary.defence_table(io.load_json(defend_metrics), io.load_csv(defend_details))
     access = summary.access_table(io.load_json(access_metrics)) if access_metrics else None
     if access is not None:

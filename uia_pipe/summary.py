@@ -36,7 +36,7 @@ def _over_requests(n, values: pd.Series, level: float) -> dict[str, float]:
     return {n.key: ci["mean"], f"{stem}_ci95_low": ci["ci95_low"], f"{stem}_ci95_high": ci["ci95_high"]}
 
 
-def _numbers_only(section: dict) -> dict[str, float]:
+def numbers_only(section: dict) -> dict[str, float]:
     """Numbers of a summary, NaNs, booleans and sub-sections left out (the JSON stays valid for DVC)."""
     return {k: float(v) for k, v in section.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)}
@@ -68,7 +68,7 @@ def headline(train: dict, unlearn_rows: pd.DataFrame, attack: dict, attack_rows:
                 section.update(_over_requests(n, attack_rows[column].dropna(), level))
         section.setdefault("requests", len(attack_rows))
         out[family] = section
-    return {k: _numbers_only(sec) for k, sec in out.items()}
+    return {k: numbers_only(sec) for k, sec in out.items()}
 
 
 # The most numbers `dvc exp show` gets (metrics/headline.json, the one file dvc.yaml declares as metrics).
@@ -118,6 +118,10 @@ def by_method(attack: dict, main: str) -> dict[str, dict]:
     return {main: attack, **attack.get("compare", {})}
 
 
+# The unlearning challenge's numbers of a method (attack.json `epsilon`, `epsilon_control`: evaluation.epsilon).
+EPSILON = {"forget_score": "ε forget score", "epsilon_median": "median ε", "epsilon_q90": "ε 90th pct.",
+           "final_score": "final score"}
+
 # What a certified method reports on each removal (unlearning.methods.REPORTS), averaged over the requests.
 CERTIFICATE = ("gradient_residual", "residual_bound", "removal_budget", "within_budget", "removals_in_budget")
 
@@ -147,6 +151,7 @@ def methods_table(unlearn_rows: pd.DataFrame, method_rows: pd.DataFrame, attack:
                     row.update({f"{family}.{k}": summary[k] for k in (n.key, f"{stem}_ci95_low", f"{stem}_ci95_high")
                                 if k in summary})
         row.update({k: un[k].mean() for k in CERTIFICATE if k in un and un[k].notna().any()})
+        row.update({f"epsilon.{k}": v for k, v in runs.get(name, {}).get("epsilon", {}).items() if k in EPSILON})
         out.append(row)
     return pd.DataFrame(out)
 
@@ -190,7 +195,7 @@ def compare_methods(method_rows: pd.DataFrame, main: str, numbers: dict,
 
 def method_sections(methods: pd.DataFrame) -> dict[str, dict[str, float]]:
     """The methods table for evaluate.json: `method_<name>` -> its numbers (one level of nesting)."""
-    return {f"method_{row.pop('method')}": _numbers_only(row) for row in methods.to_dict("records")}
+    return {f"method_{row.pop('method')}": numbers_only(row) for row in methods.to_dict("records")}
 
 
 def declared(numbers: dict, table: str) -> dict[str, str]:
@@ -320,7 +325,7 @@ def build_report(setting: dict, head: dict, numbers: dict, threats: dict[str, st
     rows += [["attack seconds (every family)", head["attack"]["seconds"], "", ""]]
     r.table(["quantity", "value", f"{pct} interval", "baseline guess"], rows)
     if methods is not None and len(methods) > 1:
-        _methods_section(r, methods, comparisons or {}, numbers, pct, quality)
+        _methods_section(r, methods, comparisons or {}, numbers, pct, quality, head.get("epsilon_control"))
     if defences is not None and len(defences):
         r.heading("Defences")
         r.para("Each defence at each strength on the first requests' θ_u, then every attack family again (each "
@@ -406,17 +411,24 @@ def _with_intervals(numbers: dict[str, float]) -> list[list]:
 
 
 def _methods_section(r: Report, methods: pd.DataFrame, comparisons: dict, numbers: dict, pct: str,
-                     quality: str) -> None:
+                     quality: str, control: dict | None = None) -> None:
     r.heading("Unlearning methods side by side")
     r.para("Every method unlearns the same requests from the same θ and every attack family runs against each "
            "alike (`unlearn.compare`); a number's interval in brackets. Agreement: θ_u's predictions on the "
            "forgotten samples against retraining without them.")
     shown = {c: name for c, name in declared(numbers, "methods").items() if c in methods}
+    shown.update({f"epsilon.{k}": name for k, name in EPSILON.items() if f"epsilon.{k}" in methods})
     r.table(["method", "s / request", f"forget {quality}", f"test {quality}", "agreement with retrain",
              *shown.values()],
             [[row["method"], row["seconds_per_request"], row["forget_accuracy"], row["test_accuracy"],
               row["retrain_agreement_forget"], *(_with_interval(row, c) for c in shown)]
              for row in methods.to_dict("records")])
+    if control:
+        r.para(f"ε: the unlearning challenge's per-example ε over a forget set of {int(control['forget_examples'])} "
+               f"records, {int(control['models'])} models unlearned against as many retrained (attack.epsilon); "
+               "a forget score of 1 is indistinguishable from retraining. The control, retrained against other "
+               f"retrained models, the best any method can score at this M: forget score "
+               f"{control['forget_score']:.3g}, median ε {control['epsilon_median']:.3g}.")
     verdict = {1.0: "more", -1.0: "less", 0.0: "no significant difference"}
     lines = [f"{row['method']}: removal certificate — gradient residual {row['gradient_residual']:.3g}, Guo et al.'s "
              f"bound {row['residual_bound']:.3g} against the budget σε/c = {row['removal_budget']:.3g}; "

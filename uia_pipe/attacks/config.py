@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, create_model, field_validator
 
-from ..config import MAX_REQUESTS, MAX_STEPS, Section
+from ..config import MAX_BATCH, MAX_EPOCHS, MAX_REQUESTS, MAX_SAMPLES, MAX_SEED, MAX_STEPS, Section
 
 # What each access dimension's levels may be (attack.access.levels: "<dimension>:<level>").
 PRECISIONS = ("float16", "bfloat16", "int8_tensor", "int8_channel", "int4_tensor", "int4_channel")
@@ -65,6 +65,32 @@ class AccessParams(Section):
         return v
 
 
+class EpsilonParams(Section):
+    """attack.epsilon: the unlearning challenge's per-example ε (`uia_pipe.evaluation.epsilon`), the evaluator's
+    own fine-tunes: θ₀ on D_u (θ), on D_u \\ X (retrained), each under its own seed."""
+
+    models: int = Field(32, ge=0, le=100_000, description="M unlearned and M retrained models per method, M more "
+                        "retrained for the control; 0 = off")
+    forget_requests: int = Field(8, ge=1, le=MAX_REQUESTS, description="the forget set X: the union of the first "
+                                 "this many requests' records")
+    theta: Literal["per_model", "fixed"] = Field(
+        "per_model", description="per_model: each unlearned model's θ fine-tuned under its own seed | fixed: one θ, "
+        "only the method's own seeds vary")
+    epochs: int = Field(2, ge=1, le=MAX_EPOCHS, description="passes of every fine-tune the block makes")
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="minibatch size: below N the seed orders the batches")
+    lr: float = Field(0.01, gt=0, description="step size")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
+    seed: int = Field(1000, ge=0, le=MAX_SEED, description="seed of the first model")
+    test_records: int = Field(200, ge=1, le=MAX_SAMPLES, description="test records of the utility ratios")
+
+    @field_validator("models")
+    @classmethod
+    def _enough(cls, v: int) -> int:
+        if 0 < v < 3:
+            raise ValueError(f"expected 0 (off) or at least 3 models a side, got {v}")
+        return v
+
+
 class AttackSettings(Section):
     max_requests: int = Field(0, ge=0, le=MAX_REQUESTS, description="attack the first this many requests; 0 = all")
     threads: int = Field(1, ge=0, le=1024, description="torch threads while attacking; 0 = torch's default")
@@ -73,6 +99,7 @@ class AttackSettings(Section):
         "checkpoints; ensemble = the served ensemble's parameters, as for any method"
     )
     access: AccessParams = AccessParams()
+    epsilon: EpsilonParams = EpsilonParams()  # the evaluator's metric, beside the families (uia_pipe.evaluation)
 
 
 def attack_params(configs: dict[str, type[BaseModel]] | None = None) -> type[AttackSettings]:
