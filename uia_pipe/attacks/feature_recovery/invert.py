@@ -15,6 +15,7 @@ from torch import nn
 from .closed_form import analytic_input, layered_features
 from .config import OPTIMIZERS, Config
 from .objective import _Objective, _Stacked
+from .priors import StatsPrior, model_patch
 
 Progress = Callable[[int, float], None]
 
@@ -74,6 +75,7 @@ class _Setup:
     analytic: bool
     guide: tuple[str, torch.Tensor] | None
     objective: _Objective
+    priors: tuple[str, ...] = ()  # the image priors on this problem's objective
 
 
 def _init(cfg: Config, shape: tuple[int, ...], gen: torch.Generator, boxed: bool) -> torch.Tensor:
@@ -86,8 +88,11 @@ def _init(cfg: Config, shape: tuple[int, ...], gen: torch.Generator, boxed: bool
     return x.clamp(0, 1) if boxed else x
 
 
-def _setup(point: nn.Module, problem: Problem, input_shape: tuple[int, ...], cfg: Config, boxed: bool) -> _Setup:
-    """One problem's restarts' starts (its seed's), closed-form start, guide and objective."""
+def _setup(point: nn.Module, problem: Problem, input_shape: tuple[int, ...], cfg: Config, boxed: bool,
+           prior: StatsPrior | None = None) -> _Setup:
+    """One problem's restarts' starts (its seed's), closed-form start, guide, objective and its image priors
+    (the patch-order prior where a patch side is set or the model has one; the image prior where `prior`,
+    the attacker's CNN trained on public data, is given)."""
     k, image = len(problem.y), len(input_shape) >= 2
     gen = torch.Generator().manual_seed(problem.seed)
     starts = [_init(cfg, (k, *input_shape), gen, boxed) for _ in range(cfg.restarts)]
@@ -106,8 +111,12 @@ def _setup(point: nn.Module, problem: Problem, input_shape: tuple[int, ...], cfg
             guide = layered_features(point, problem.delta, input_shape, cfg.guide_depth)
         elif cfg.joint_guide_depth:
             guide = layered_features(point, problem.delta, input_shape, cfg.joint_guide_depth, problem.y)
-    objective = _Objective(point, problem.delta, cfg.tv, image, guide, cfg.second_order == "finite_difference")
-    return _Setup(starts, analytic, guide, objective)
+    patch = (cfg.patch_prior, cfg.patch_size or model_patch(point)) if cfg.patch_prior > 0 else None
+    image_prior = (cfg.image_prior, prior) if cfg.image_prior > 0 and prior is not None else None
+    objective = _Objective(point, problem.delta, cfg.tv, image, guide, cfg.second_order == "finite_difference",
+                           patch, image_prior)
+    priors = (("patch",) if objective.patch is not None else ()) + (("image",) if objective.prior is not None else ())
+    return _Setup(starts, analytic, guide, objective, priors)
 
 
 def vmapped(cfg: Config, point: nn.Module) -> bool:
@@ -128,10 +137,11 @@ def _invert(
     progress: Progress | None = None,
     snapshot: Callable[[int, torch.Tensor], None] | None = None,
     start: torch.Tensor | None = None,
+    prior: StatsPrior | None = None,
 ) -> tuple[Result, dict]:
     """Gradient inversion of Δ at `point` for len(y) dummies labelled y: `recover`'s promises, restarts and
     all; restart 0 begins at `start` [k, *input_shape] when given."""
-    return _invert_many(point, [Problem(delta, y, seed, start)], input_shape, cfg, progress, snapshot)[0]
+    return _invert_many(point, [Problem(delta, y, seed, start)], input_shape, cfg, progress, snapshot, prior)[0]
 
 
 def _invert_many(
@@ -141,6 +151,7 @@ def _invert_many(
     cfg: Config,
     progress: Progress | None = None,
     snapshot: Callable[[int, torch.Tensor], None] | None = None,
+    prior: StatsPrior | None = None,
 ) -> list[tuple[Result, dict]]:
     """`_invert` of every problem at one point, as one loop: each problem's restarts start, stop, are pruned
     and are chosen between exactly as alone; with `vmapped`, every active restart of every problem takes its
@@ -151,7 +162,7 @@ def _invert_many(
     device = next(point.parameters()).device
     boxed = cfg.box == "unit" or (cfg.box == "auto" and len(input_shape) >= 2)
     spec = OPTIMIZERS[cfg.optimizer]
-    setups = [_setup(point, p, input_shape, cfg, boxed) for p in problems]
+    setups = [_setup(point, p, input_shape, cfg, boxed, prior) for p in problems]
     stacked = None
     if vmapped(cfg, point) and cfg.restarts * len(problems) > 1:
         stacked = _Stacked([s.objective for s in setups], [p.y.to(device) for p in problems])
@@ -251,6 +262,7 @@ def _chosen(problem: Problem, runs: list[_Restart], setup: _Setup, rounds: int, 
         "stopped": [r.stopped for r in runs],
         "best_restart": best,
         "analytic_init": setup.analytic,
+        "priors": list(setup.priors),
         "guide_layer": setup.guide[0] if setup.guide is not None else None,
         "batched": batched,
         "delta_norm": float(torch.sqrt(sum((d.double() ** 2).sum() for d in problem.delta.values()))),

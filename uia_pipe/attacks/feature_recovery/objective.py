@@ -1,4 +1,5 @@
-"""The attack's objective, 1 − cos(∇_θ ℓ(f(x), y), Δ) + λ·TV(x), and its gradient in x (ℓ: `tasks.attack_loss`)."""
+"""The attack's objective, 1 − cos(∇_θ ℓ(f(x), y), Δ) + λ·TV(x) + the image priors (`priors`), and its gradient
+in x (ℓ: `tasks.attack_loss`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ... import tasks
+from .priors import StatsPrior, patch_jumps
 from .tape import _UNTAPED, _functional_copy, _Tape
 
 
@@ -25,7 +27,9 @@ class _Objective:
     is always the plain objective, so guided and plain restarts compare alike."""
 
     def __init__(self, model: nn.Module, delta: dict[str, torch.Tensor], tv: float, image: bool,
-                 guide: tuple[str, torch.Tensor] | None = None, finite_difference: bool = False):
+                 guide: tuple[str, torch.Tensor] | None = None, finite_difference: bool = False,
+                 patch: tuple[float, int] | None = None, prior: tuple[float, StatsPrior] | None = None):
+        """`patch` (weight, patch side) and `prior` (weight, the CNN's statistics) add image priors, images only."""
         self.tape = _Tape()
         self.model = _functional_copy(model, self.tape)
         self.finite_difference = finite_difference
@@ -52,6 +56,8 @@ class _Objective:
         self.delta = torch.cat([(delta[n].double() / norm).reshape(-1) for n in self.names]).to(dev, dt)
         self.delta_parts = self.delta.split([self.params[n].numel() for n in self.names])
         self.tv = tv if image else 0.0
+        self.patch = patch if image and patch is not None and patch[0] > 0 and patch[1] > 0 else None
+        self.prior = (prior[0], prior[1].to(dev, dt)) if image and prior is not None and prior[0] > 0 else None
         if finite_difference:
             # The step's size ‖h·u‖: √(machine epsilon)·‖θ‖ balances truncation and rounding.
             theta_norm = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in self.params.values())))
@@ -73,6 +79,14 @@ class _Objective:
         loss = 1 - flat @ self.delta / (flat.norm() + 1e-12)
         if self.tv:
             loss = loss + self.tv * _tv(x)
+        return self._priors(loss, x)
+
+    def _priors(self, loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """loss plus the weighted patch-order and image priors of x, those that are on."""
+        if self.patch is not None:
+            loss = loss + self.patch[0] * patch_jumps(x, self.patch[1])
+        if self.prior is not None:
+            loss = loss + self.prior[0] * self.prior[1].loss(x)
         return loss
 
     def _forward(self, x: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]):
@@ -133,7 +147,7 @@ class _Objective:
             (gx1,) = torch.autograd.grad(tasks.attack_loss(out1.double(), y), x1)
             gx = (gx1 - gx0) / h
         # TV and the guide term are first-order in x: plain autograd.
-        extra = self.tv * _tv(x) if self.tv else x.new_zeros(())
+        extra = self._priors(self.tv * _tv(x) if self.tv else x.new_zeros(()), x)
         if guided:
             extra = self._guided(extra, feats, weight)
         if extra.requires_grad:
@@ -167,6 +181,8 @@ class _Stacked:
         lead = guided[0] if guided else objectives[0]
         if {tuple(o.names) for o in objectives} != {tuple(lead.names)}:
             raise ValueError("stacked objectives must match the same parameters")
+        if len({(o.tv, o.patch, o.prior and o.prior[0]) for o in objectives}) > 1:
+            raise ValueError("stacked objectives must share their TV and priors")
         self.lead = lead
         self.deltas = torch.stack([o.delta for o in objectives])
         self.ys = torch.stack(ys)
@@ -200,6 +216,7 @@ class _Stacked:
         loss = 1 - flat @ delta / (flat.norm() + 1e-12)
         if self.tv:
             loss = loss + self.tv * _tv(x)
+        loss = lead._priors(loss, x)
         if self.guided:
             loss = loss + weight * ((feats - target) ** 2).sum() / target_norm
         return loss

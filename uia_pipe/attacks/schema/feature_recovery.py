@@ -80,7 +80,9 @@ class Config(BaseModel):
     )
     analytic_init: bool = Field(
         True,
-        description="k=1 and a first linear layer with bias: start restart 0 at x = ΔW_i/Δb_i (reference: no)",
+        description="k=1 and a first linear layer with bias: start restart 0 at x = ΔW_i/Δb_i; or a patch "
+        "embedding with a position embedding (the ViT): each patch from ΔW = Σ_p Δpos_p u_pᵀ by least squares "
+        "(APRIL) (reference: no)",
     )
     guide: float = Field(
         3.0, ge=0, description="weight β of the layered-features term β‖φ(x) − â‖²/‖â‖² on guided restarts, â solved "
@@ -110,6 +112,22 @@ class Config(BaseModel):
         1, ge=0, le=500,
         description="the first this many restarts are guided, the rest plain; pruning keeps `keep` of each "
         "kind and the plain objective chooses between them (reference: none)",
+    )
+    patch_prior: float = Field(
+        0.0, ge=0, description="weight of the patch-order prior: the mean squared jump across patch borders, "
+        "images only (GradViT's patch prior); 0 = off (reference: none)",
+    )
+    patch_size: int = Field(
+        0, ge=0, le=4096, description="side of the patches whose borders patch_prior smooths: 0 = the model's own "
+        "(a patch embedding's kernel, e.g. the ViT's), the prior is off for a model without one (reference: none)",
+    )
+    image_prior: float = Field(
+        0.0, ge=0, description="weight of the image prior: the batch-norm statistics a small CNN, trained by the "
+        "attacker on public data (the test set), expects of its layers' inputs, matched by the dummies' "
+        "(DeepInversion / GradViT); images only, 0 = off (reference: none)",
+    )
+    image_prior_epochs: int = Field(
+        2, ge=1, le=1000, description="epochs of the image prior's CNN over the public data"
     )
     box: Literal["auto", "unit", "none"] = Field(
         "auto", description="auto: [0,1] for images, unbounded for 1-d (tabular) inputs (reference: [0,1])"
