@@ -43,16 +43,25 @@ def _patch_input(names: tuple[str, str, int], delta: dict[str, torch.Tensor],
                  input_shape: tuple[int, ...]) -> torch.Tensor | None:
     """One sample's normalised input u from a patch embedding z_p = W u_p + b + pos_p (APRIL: Lu et al., CVPR
     2022): ∂L/∂pos_p = ∂L/∂z_p = e_p, so ΔW = Σ_p e_p u_pᵀ = Eᵀ U with E = Δpos (the patch tokens' rows), and
-    U, every patch at once, is its least-squares solution (unique when the token width ≥ the patch count)."""
+    U, every patch at once, is its least-squares solution (unique when the token width ≥ the patch count).
+    Δ's noise (float32 rounding of N(θ − θ₀) under exact unlearning; other samples' terms) is read off the
+    conv's bias, whose update is Σ_p e_p: directions of E whose singular value falls below that relative
+    error of Δb against Σ_p Δpos_p are dropped (truncated SVD), which leaves those patches' parts at the
+    model's mean image instead of amplified noise."""
     weight, pos, p = names
     if not {weight, pos} <= set(delta) or len(input_shape) != 3:
         return None
+    bias = weight[: -len("weight")] + "bias"
     c, h, w = input_shape
     dw = delta[weight].double().reshape(delta[weight].shape[0], -1)  # [dim, c·p·p]
     e = delta[pos].double().reshape(-1, dw.shape[0])[-(h // p) * (w // p):]  # [P, dim], the class token's left out
     if not (e * e).sum() > 0:
         return None
-    u = torch.linalg.lstsq(e.T, dw, driver="gelsd").solution  # [P, c·p·p]
+    rcond = None
+    if bias in delta:
+        db = delta[bias].double()
+        rcond = float((db - e.sum(0)).norm() / db.norm().clamp_min(1e-300))
+    u = torch.linalg.lstsq(e.T, dw, rcond=rcond, driver="gelsd").solution  # [P, c·p·p]
     return u.reshape(h // p, w // p, c, p, p).permute(2, 0, 3, 1, 4).reshape(c, h, w)
 
 

@@ -170,3 +170,4 @@ class Config(BaseModel):
         if any(not 0 < m < 1 for m in v):
             raise ValueError(f"milestones are fractions of `iterations`, each in (0, 1) (got {list(v)})")
         return v
+
