@@ -67,8 +67,9 @@ def _view(problem: UnlearningProblem, index: int) -> AttackerView:
     return AttackerView(problem.theta_original, theta_u, None, "approx", (1, 12, 12), 3, len(problem.du_x), 1)
 
 
-def test_a_vits_patches_come_from_the_position_embeddings_update(vit_problem):
-    """APRIL: ΔW = Σ_p Δpos_p u_pᵀ gives every patch of one sample; the attack starts there and keeps it."""
+def test_a_vits_patches_come_from_the_position_embeddings_update(vit_problem, prior):
+    """APRIL: ΔW = Σ_p Δpos_p u_pᵀ gives every patch of one sample; the attack starts there and keeps it, with
+    the image priors on too (they act on the other restarts, which would pull it off the start)."""
     view = _view(vit_problem, 2)
     truth = vit_problem.du_x[2:3]
     x = fr.analytic_input(view.theta_original, fr.observed_update(view), (1, 12, 12))
@@ -77,6 +78,9 @@ def test_a_vits_patches_come_from_the_position_embeddings_update(vit_problem):
     assert stats["analytic_init"] and float(metrics.psnr(result.reconstruction, truth)) > 40
     _, off = fr.recover(view, fr.Config(iterations=20, restarts=2, tv=0.0, analytic_init=False), seed=0)
     assert not off["analytic_init"]
+    cfg = fr.Config(iterations=20, restarts=2, tv=0.0, patch_prior=1.0, image_prior=0.1)
+    both, stats = fr.recover(view, cfg, seed=0, prior=prior)
+    assert stats["priors"] == ["patch", "image"] and float(metrics.psnr(both.reconstruction, truth)) > 40
 
 
 def test_the_bias_update_sets_how_much_of_a_noisy_patch_solve_is_kept():
@@ -132,16 +136,16 @@ def test_stacked_steps_with_priors_equal_each_objectives_own(vit_problem, lenet_
             fds.append(_Objective(*args, finite_difference=True, patch=(0.5, 4), prior=(0.05, prior)))
         ys.append(problem.du_y[index : index + 1])
     xs = torch.rand(3, 1, 1, 12, 12, generator=torch.Generator().manual_seed(1))
-    runs = [1, 0, 1]
-    losses, grads = _Stacked(objectives, ys).step(runs, xs, torch.zeros(3))
+    runs, factors = [1, 0, 1], [1.0, 1.0, 0.0]
+    losses, grads = _Stacked(objectives, ys).step(runs, xs, torch.zeros(3), torch.tensor(factors))
     plain = _Objective(problem.theta_original, fr.observed_update(_view(problem, 3)), 1e-3, True)
     assert float(losses[0]) > float(plain.step(xs[0], ys[1])[0]) + 1e-3  # the priors add to the loss
-    for r, p in enumerate(runs):
-        loss, g = objectives[p].step(xs[r], ys[p])
+    for r, (p, f) in enumerate(zip(runs, factors)):
+        loss, g = objectives[p].step(xs[r], ys[p], 0.0, f)
         assert torch.allclose(losses[r], loss.to(losses.dtype), atol=1e-5)
         assert torch.allclose(grads[r], g, atol=1e-5, rtol=1e-3)
         if fds:
-            fd_loss, fd_g = fds[p].step(xs[r], ys[p])
+            fd_loss, fd_g = fds[p].step(xs[r], ys[p], 0.0, f)
             assert float(fd_loss) == pytest.approx(float(loss), abs=1e-5)
             assert float((fd_g - g).norm() / g.norm()) < 0.05
 

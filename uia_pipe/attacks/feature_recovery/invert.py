@@ -65,6 +65,7 @@ class _Restart:
     steps: int = 0
     active: bool = True
     guide: float = 0.0  # β of the guide term on this restart's objective (0 = plain)
+    prior: float = 1.0  # factor of the image priors on this restart's objective (0: none, the closed-form start's)
     stopped: str = "max_iterations"
     curve: list[tuple[int, float]] = field(default_factory=list)
 
@@ -172,7 +173,8 @@ def _invert_many(
         for i, x0 in enumerate(s.starts):
             x = x0.to(device).requires_grad_(True)
             beta = cfg.guide if s.guide is not None and i < cfg.guide_restarts else 0.0
-            runs.append(_Restart(x=x, opt=spec.cls([x], lr=cfg.lr, **spec.kwargs), problem=p, guide=beta))
+            runs.append(_Restart(x=x, opt=spec.cls([x], lr=cfg.lr, **spec.kwargs), problem=p, guide=beta,
+                                 prior=0.0 if s.analytic and i == 0 and s.priors else 1.0))
     milestones = sorted({max(1, round(m * cfg.iterations)) for m in cfg.milestones})
     rounds = [0] * len(problems)
 
@@ -186,14 +188,16 @@ def _invert_many(
         fade = 1 - (it - 1) / cfg.iterations  # the guide's weight falls linearly towards 0
         if stacked is not None:
             weights = torch.tensor([runs[i].guide * fade for i in active], device=device)
+            priors = torch.tensor([runs[i].prior for i in active], device=device)
             losses, grads = stacked.step([runs[i].problem for i in active],
-                                         torch.stack([runs[i].x.detach() for i in active]), weights)
+                                         torch.stack([runs[i].x.detach() for i in active]), weights, priors)
             pairs = list(zip(active, losses.tolist(), grads))
         else:
             pairs = []
             for i in active:
                 r = runs[i]
-                loss, gx = setups[r.problem].objective.step(r.x, problems[r.problem].y.to(device), r.guide * fade)
+                loss, gx = setups[r.problem].objective.step(r.x, problems[r.problem].y.to(device), r.guide * fade,
+                                                            r.prior)
                 pairs.append((i, float(loss), gx))
         for i, loss, gx in pairs:
             r = runs[i]
@@ -217,11 +221,12 @@ def _invert_many(
                 with torch.no_grad():
                     r.x.clamp_(0, 1)
         if cfg.prune_after and it == cfg.prune_after:
-            # Guided and plain restarts optimise different objectives: keep the best of each kind, per problem.
+            # Guided and plain restarts, and those with and without priors, optimise different objectives: keep
+            # the best of each kind, per problem.
             for p in range(len(problems)):
-                for guided in (True, False):
-                    alive = sorted((r for r in runs if r.problem == p and r.active and (r.guide > 0) == guided),
-                                   key=lambda r: r.best_loss)
+                for kind in ((True, True), (True, False), (False, True), (False, False)):
+                    alive = sorted((r for r in runs if r.problem == p and r.active
+                                    and ((r.guide > 0), (r.prior > 0)) == kind), key=lambda r: r.best_loss)
                     for r in alive[cfg.keep:]:
                         r.active, r.stopped = False, f"pruned@{it}"
         if progress is not None:

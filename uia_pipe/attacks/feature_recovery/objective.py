@@ -1,5 +1,5 @@
-"""The attack's objective, 1 − cos(∇_θ ℓ(f(x), y), Δ) + λ·TV(x) + the image priors (`priors`), and its gradient
-in x (ℓ: `tasks.attack_loss`)."""
+"""The attack's objective, 1 − cos(∇_θ ℓ(f(x), y), Δ) + λ·TV(x), with a run's image priors (`priors`), and its
+gradient in x (ℓ: `tasks.attack_loss`)."""
 
 from __future__ import annotations
 
@@ -79,14 +79,14 @@ class _Objective:
         loss = 1 - flat @ self.delta / (flat.norm() + 1e-12)
         if self.tv:
             loss = loss + self.tv * _tv(x)
-        return self._priors(loss, x)
+        return loss
 
-    def _priors(self, loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """loss plus the weighted patch-order and image priors of x, those that are on."""
+    def _priors(self, loss: torch.Tensor, x: torch.Tensor, scale=1.0) -> torch.Tensor:
+        """loss plus `scale` times the weighted patch-order and image priors of x, those that are on."""
         if self.patch is not None:
-            loss = loss + self.patch[0] * patch_jumps(x, self.patch[1])
+            loss = loss + scale * self.patch[0] * patch_jumps(x, self.patch[1])
         if self.prior is not None:
-            loss = loss + self.prior[0] * self.prior[1].loss(x)
+            loss = loss + scale * self.prior[0] * self.prior[1].loss(x)
         return loss
 
     def _forward(self, x: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]):
@@ -102,21 +102,26 @@ class _Objective:
             return loss
         return loss + weight * ((feats - self.target) ** 2).sum() / self.target_norm
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, ∇x loss) for one dummy batch x [k, ...]; loss includes the guide term when weight > 0."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 0.0,
+             prior: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, ∇x loss) for one dummy batch x [k, ...]; loss includes the guide term when weight > 0 and
+        `prior` times the image priors that are on."""
         if self.finite_difference:
-            return self._fd_step(x, y, weight)
+            return self._fd_step(x, y, weight, prior)
         x = x.detach().requires_grad_(True)
         params = [self.params[n] for n in self.names]
         out, feats = self._forward(x, self.model)
         g = torch.autograd.grad(tasks.attack_loss(out.double(), y), params, create_graph=True)
         loss = self._loss(g, x)
+        if prior:
+            loss = self._priors(loss, x, prior)
         if weight:
             loss = self._guided(loss, feats, weight)
         (gx,) = torch.autograd.grad(loss, x)
         return loss.detach(), gx
 
-    def _fd_step(self, x: torch.Tensor, y: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fd_step(self, x: torch.Tensor, y: torch.Tensor, weight: float,
+                 prior: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """`step` without the double backward. With u = ∂(1 − cos)/∂g the cosine's ∇x is ∇x⟨g(x), u⟩, the
         derivative of ∇x CE along u in θ: one pass at θ + h·u under the first pass's activation pattern
         gives it as (∇x CE(θ + h·u) − ∇x CE(θ)) / h. Two forward+backward passes, the second without
@@ -147,7 +152,9 @@ class _Objective:
             (gx1,) = torch.autograd.grad(tasks.attack_loss(out1.double(), y), x1)
             gx = (gx1 - gx0) / h
         # TV and the guide term are first-order in x: plain autograd.
-        extra = self._priors(self.tv * _tv(x) if self.tv else x.new_zeros(()), x)
+        extra = self.tv * _tv(x) if self.tv else x.new_zeros(())
+        if prior:
+            extra = self._priors(extra, x, prior)
         if guided:
             extra = self._guided(extra, feats, weight)
         if extra.requires_grad:
@@ -203,7 +210,7 @@ class _Stacked:
         self.visible = {n: params[n] for n in lead.names}
         self._step = torch.func.vmap(torch.func.grad_and_value(self._objective))
 
-    def _objective(self, x, y, delta, target, target_norm, weight):
+    def _objective(self, x, y, delta, target, target_norm, weight, prior):
         lead = self.lead
 
         def ce(visible, v):
@@ -216,14 +223,17 @@ class _Stacked:
         loss = 1 - flat @ delta / (flat.norm() + 1e-12)
         if self.tv:
             loss = loss + self.tv * _tv(x)
-        loss = lead._priors(loss, x)
+        loss = lead._priors(loss, x, prior)
         if self.guided:
             loss = loss + weight * ((feats - target) ** 2).sum() / target_norm
         return loss
 
-    def step(self, problems: list[int], xs: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(losses [R], ∇x [R, k, ...]) of R runs, run r on objective problems[r] with guide weight weights[r]."""
+    def step(self, problems: list[int], xs: torch.Tensor, weights: torch.Tensor,
+             priors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(losses [R], ∇x [R, k, ...]) of R runs, run r on objective problems[r] with guide weight weights[r]
+        and its image priors times priors[r] (default 1)."""
         at = torch.tensor(problems, device=self.deltas.device)
+        priors = torch.ones_like(weights) if priors is None else priors
         gx, loss = self._step(xs, self.ys[at], self.deltas[at], self.targets[at], self.target_norms[at],
-                              weights.to(xs.dtype))
+                              weights.to(xs.dtype), priors.to(xs.dtype))
         return loss, gx

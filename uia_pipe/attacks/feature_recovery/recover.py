@@ -64,9 +64,10 @@ def recover(
       on the CPU, in [0,1] for images (box "unit"), unbounded for tabular rows;
       `labels` are the labels the dummies were optimised with;
     - the chosen restart is the one with the lowest value of the plain
-      objective 1 − cos + λ·TV + the image priors that are on (`cfg.patch_prior`;
-      `cfg.image_prior` with `prior`, the attacker's CNN trained on public data:
-      `priors.train_stats_prior`), the guide term of guided restarts left out,
+      objective 1 − cos + λ·TV, the guide term of guided restarts and the image
+      priors left out (`cfg.patch_prior`; `cfg.image_prior` with `prior`, the
+      attacker's CNN trained on public data: `priors.train_stats_prior`; on
+      every restart but one begun at a closed-form start, which they would pull off it),
       re-evaluated at each restart's best iterate;
     - deterministic for a given seed on a given device and thread count;
       attacked alone or in a batch (`recover_many`), the same bit for bit
