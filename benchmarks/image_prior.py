@@ -14,6 +14,7 @@ beside the mean-image baseline, all requests of a strategy as one batch (`recove
 - image: the image prior (`image_prior`: a CNN trained on the public test set; its training seconds are
   printed apart and included in the seconds per request);
 - analytic: the closed-form start (`analytic_init`: APRIL's patch solve on the ViT, ΔW_i/Δb_i on an MLP);
+- closed_form: that start kept as the result, not optimised further (`analytic_refine: false`);
 - all: the three together;
 - config: params.yaml's feature_recovery as committed (the default run's strategies).
 With --curve, the PSNR of each strategy at each number of iterations and each prior weight instead.
@@ -48,6 +49,7 @@ def strategies(patch: float, image: float) -> dict[str, dict]:
     off = {"analytic_init": False, "patch_prior": 0.0, "image_prior": 0.0}
     return {"none": off, "patch": {**off, "patch_prior": patch}, "image": {**off, "image_prior": image},
             "analytic": {**off, "analytic_init": True},
+            "closed_form": {**off, "analytic_init": True, "analytic_refine": False},
             "all": {"analytic_init": True, "patch_prior": patch, "image_prior": image}, "config": {}}
 
 

@@ -81,6 +81,9 @@ def test_a_vits_patches_come_from_the_position_embeddings_update(vit_problem, pr
     cfg = fr.Config(iterations=20, restarts=2, tv=0.0, patch_prior=1.0, image_prior=0.1)
     both, stats = fr.recover(view, cfg, seed=0, prior=prior)
     assert stats["priors"] == ["patch", "image"] and float(metrics.psnr(both.reconstruction, truth)) > 40
+    kept, stats = fr.recover(view, fr.Config(restarts=2, analytic_refine=False), seed=0)
+    assert stats["stopped"] == ["closed_form"] and stats["steps"] == 0
+    assert torch.equal(kept.reconstruction, x.float().clamp(0, 1)[None])
 
 
 def test_the_bias_update_sets_how_much_of_a_noisy_patch_solve_is_kept():

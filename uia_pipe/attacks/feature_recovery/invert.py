@@ -170,11 +170,14 @@ def _invert_many(
 
     runs: list[_Restart] = []
     for p, s in enumerate(setups):
-        for i, x0 in enumerate(s.starts):
+        kept = s.analytic and not cfg.analytic_refine  # the closed-form start is the result
+        for i, x0 in enumerate(s.starts[:1] if kept else s.starts):
             x = x0.to(device).requires_grad_(True)
             beta = cfg.guide if s.guide is not None and i < cfg.guide_restarts else 0.0
             runs.append(_Restart(x=x, opt=spec.cls([x], lr=cfg.lr, **spec.kwargs), problem=p, guide=beta,
                                  prior=0.0 if s.analytic and i == 0 and s.priors else 1.0))
+            if kept:
+                runs[-1].active, runs[-1].stopped = False, "closed_form"
     milestones = sorted({max(1, round(m * cfg.iterations)) for m in cfg.milestones})
     rounds = [0] * len(problems)
 
