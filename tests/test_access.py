@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from tests.conftest import invoke, run_until_unlearned, tiny_data
+from uia_pipe import weights
 from uia_pipe.evaluation import access
 from uia_pipe.attacks.config import AccessParams, attack_params
 from uia_pipe.attacks.feature_recovery.objective import _Objective
@@ -76,7 +77,7 @@ def test_a_layer_level_the_model_lacks_is_one_line(value, message):
 def test_int8_round_trips_within_its_step_per_tensor_and_per_channel():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(8, 20, generator=g) * torch.linspace(0.01, 3, 8)[:, None]  # rows of very different ranges
-    per_tensor, per_channel = access.quantise(w, "int8_tensor"), access.quantise(w, "int8_channel")
+    per_tensor, per_channel = weights.quantise(w, "int8_tensor"), weights.quantise(w, "int8_channel")
     step = w.abs().max() / 127.5  # torch's symmetric qint8: scale = max|w| / ((127 − (−128)) / 2), zero point 0
     assert (per_tensor - w).abs().max() <= step / 2 + 1e-6
     assert len(torch.unique(per_tensor)) <= 256
@@ -84,9 +85,11 @@ def test_int8_round_trips_within_its_step_per_tensor_and_per_channel():
     assert ((per_channel - w).abs().max(1).values <= row_steps / 2 + 1e-6).all()
     assert (per_channel - w).abs().sum() < (per_tensor - w).abs().sum()  # small rows keep their resolution
     bias = torch.randn(8, generator=g)
-    assert torch.equal(access.quantise(bias, "int8_tensor"), bias)  # biases stay float, as in torch's layers
-    assert torch.equal(access.quantise(w, "float16"), w.half().float())
-    assert torch.equal(access.quantise(w, "bfloat16"), w.bfloat16().float())
+    assert torch.equal(weights.quantise(bias, "int8_tensor"), bias)  # biases stay float, as in torch's layers
+    assert torch.equal(weights.quantise(w, "float16"), w.half().float())
+    assert torch.equal(weights.quantise(w, "bfloat16"), w.bfloat16().float())
+    int4 = weights.quantise(w, "int4_tensor")  # 16 levels, scale max|w| / 7.5
+    assert len(torch.unique(int4)) <= 16 and (int4 - w).abs().max() <= w.abs().max() / 7.5 / 2 + 1e-6
 
 
 def test_a_rounded_release_leaves_the_server_model_alone():

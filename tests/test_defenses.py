@@ -10,6 +10,7 @@ import torch
 from uia_pipe.params import parse_params
 from uia_pipe.defenses import DEFENSES, DefenceInput, noise, noisy_unlearning, prune
 from uia_pipe.errors import UiaError
+from uia_pipe.weights import prunable
 from uia_pipe.unlearning.methods import METHODS
 
 
@@ -49,7 +50,7 @@ def test_defences_leave_their_inputs_untouched(released, name):
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
 def test_pruning_at_rate_r_zeroes_that_fraction_of_prunable_weights(released, rate):
     out = prune.defend(released, rate, prune.Config(), seed=0)
-    weights = torch.cat([m.weight.detach().flatten() for m, _ in prune.prunable(out)])
+    weights = torch.cat([m.weight.detach().flatten() for m, _ in prunable(out)])
     assert abs(float((weights == 0).float().mean()) - rate) <= 1 / len(weights) + 1e-9
     assert set(out.state_dict()) == set(released.theta_unlearned.state_dict())  # pruning made permanent
 

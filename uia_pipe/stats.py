@@ -41,3 +41,27 @@ def sign_test(more: int, less: int) -> float:
     first of two methods, `less` the second, ties left out; 1.0 without any."""
     n = more + less
     return 1.0 if n == 0 else float(_stats.binomtest(more, n, 0.5).pvalue)
+
+
+def ratio_of_means(numerators: list[float], denominators: list[float], resamples: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, float]:
+    """(Σ numerators / Σ denominators, low, high): a ratio pooled over paired values (e.g. requests) rather
+    than the mean of per-pair ratios, which pairs with a denominator near 0 would swamp; its percentile interval
+    over `resamples` bootstrap resamples of the pairs (seeded; resamples whose denominator sums to 0 left
+    out). nan where the denominators sum to 0; the interval nan without resamples or pairs."""
+    import numpy as np
+
+    num, den = np.asarray(numerators, dtype=np.float64), np.asarray(denominators, dtype=np.float64)
+    if len(num) != len(den):
+        raise ValueError(f"ratio_of_means: {len(num)} numerators for {len(den)} denominators")
+    point = float(num.sum() / den.sum()) if len(den) and den.sum() != 0 else float("nan")
+    if resamples <= 0 or not len(num) or not math.isfinite(point):
+        return point, float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, len(num), size=(resamples, len(num)))
+    sums_n, sums_d = num[idx].sum(1), den[idx].sum(1)
+    kept = sums_d != 0
+    if not kept.any():
+        return point, float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(sums_n[kept] / sums_d[kept], [tail, 100 - tail])
+    return point, float(low), float(high)

@@ -272,3 +272,32 @@ def ascend_many(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor, eta: 
         for name, g in _stacked_grads(models[0], shared)(params, x.to(device), y.to(device)).items():
             params[name].add_(g, alpha=eta)
     return _unstacked(models[0], params)
+
+
+def sgd_many(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int,
+             checkpoints: list[int], seed: int) -> dict[int, list[nn.Module]]:
+    """Copies of `models` (one architecture) after each count in `checkpoints` of plain SGD steps of `lr` on
+    minibatches of (x, y) — the same seeded batches for every model, drawn without replacement and reshuffled
+    after each pass — as one stacked model (torch.func.vmap, eval mode; buffers are the first model's):
+    {steps: [copy of each model]}, equal up to float rounding to the steps taken model by model. The models
+    are left untouched."""
+    device = next(models[0].parameters()).device
+    params, shared = _stacked(models)
+    grads = _stacked_grads(models[0], shared)
+    opt = torch.optim.SGD(params.values(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    order, at, size = torch.randperm(len(y), generator=g), 0, min(batch_size, len(y))
+    out = {0: _unstacked(models[0], params)} if 0 in checkpoints else {}
+    for step in range(1, max(checkpoints, default=0) + 1):
+        if at + size > len(order):
+            order, at = torch.randperm(len(y), generator=g), 0
+        idx = order[at: at + size]
+        at += size
+        xb, yb = x[idx].to(device), y[idx].to(device)
+        batch = grads(params, xb.expand(len(models), *xb.shape), yb.expand(len(models), *yb.shape))
+        for name, grad in batch.items():
+            params[name].grad = grad
+        opt.step()
+        if step in checkpoints:
+            out[step] = _unstacked(models[0], params)
+    return out

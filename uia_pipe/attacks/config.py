@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, create_model, field_validator
 from ..config import MAX_REQUESTS, MAX_STEPS, Section
 
 # What each access dimension's levels may be (attack.access.levels: "<dimension>:<level>").
-PRECISIONS = ("float16", "bfloat16", "int8_tensor", "int8_channel")
+PRECISIONS = ("float16", "bfloat16", "int8_tensor", "int8_channel", "int4_tensor", "int4_channel")
 KNOWLEDGE = ("n_half", "n_double", "no_pretrained", "inferred_labels", "no_batch_norm_stats")
 OUTPUTS = ("topk", "label")
 LEVEL_FORMS = {

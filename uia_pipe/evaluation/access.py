@@ -6,8 +6,8 @@ as usual; a level acts on the attacker's side:
 - layers:L / layers:a+b — only the last L parametrised layers' parameters of θ, θ_u (and θ₀), or the named ones:
   the white-box update Δ and every objective are restricted to them (the attack point's other weights are
   still the served model's: Maui's and the partial-gradient papers' setting).
-- precision:P — every released model rounded to float16 or bfloat16, or int8 weights, symmetric, per tensor
-  or per output channel (torch's quantisation: MinMax observers, zero point 0); biases stay float, as in
+- precision:P — every released model rounded to float16 or bfloat16, or int8 / int4 weights, symmetric, per
+  tensor or per output channel (torch's quantisation: MinMax observers, zero point 0); biases stay float, as in
   torch's quantised layers.
 - staleness:R — θ_u published only after R further deletion requests (k records each, drawn from what the
   server still holds) were served by the same method, in order; staleness:T_steps — after T SGD steps of the
@@ -37,6 +37,7 @@ from ..errors import UiaError
 from ..models import clone
 from ..unlearning.methods import METHODS, SERVER_STATE
 from ..unlearning.problem import UnlearningProblem
+from ..weights import rounded
 from . import grants
 from .campaign import Outcome, prepare
 from .setting import Run, Setting
@@ -72,44 +73,6 @@ def visible_parameters(model: nn.Module, value: str) -> tuple[str, ...]:
                            f"(the model has {', '.join(known)})")
         chosen = [(n, known[n]) for n in value.split("+")]
     return tuple(p for _, names in chosen for p in names)
-
-
-def quantise(t: torch.Tensor, precision: str) -> torch.Tensor:
-    """`t` as released at `precision`, back in its own dtype: float16/bfloat16 rounding, or int8 (symmetric,
-    zero point 0, torch's MinMax observers) of weights (dim ≥ 2), per tensor or per output channel."""
-    if precision in ("float16", "bfloat16"):
-        return t.to(getattr(torch, precision)).to(t.dtype)
-    if t.dim() < 2:
-        return t.clone()
-    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
-
-    x = t.detach().float()
-    if precision == "int8_tensor":
-        observer = MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
-        observer(x)
-        scale, zero = observer.calculate_qparams()
-        q = torch.fake_quantize_per_tensor_affine(x, float(scale), int(zero), -128, 127)
-    elif precision == "int8_channel":
-        observer = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
-        observer(x)
-        scales, zeros = observer.calculate_qparams()
-        q = torch.fake_quantize_per_channel_affine(x, scales.float(), zeros.int(), 0, -128, 127)
-    else:
-        raise ValueError(f"unknown precision {precision!r}")
-    return q.to(t.dtype)
-
-
-def rounded(model: nn.Module, precision: str) -> nn.Module:
-    """A copy of `model` released at `precision` (floating buffers too, under float16 and bfloat16)."""
-    out = clone(model)
-    with torch.no_grad():
-        for p in out.parameters():
-            p.copy_(quantise(p, precision))
-        if precision in ("float16", "bfloat16"):
-            for b in out.buffers():
-                if b.is_floating_point():
-                    b.copy_(quantise(b, precision))
-    return out
 
 
 def later_requests(setting: Setting, theta_u: nn.Module, retain_x: torch.Tensor, retain_y: torch.Tensor, k: int,

@@ -292,6 +292,15 @@ def _check_lineups(setting: Setting, cfg) -> None:
                        f"got {cfg.candidates}")
 
 
+# --- recovery: the control --------------------------------------------------------------------------------
+
+def _check_control(setting: Setting, cfg) -> None:
+    """The control, each request's retrained model, repeats the server's fine-tune: its settings are known."""
+    if setting.finetune is None:
+        raise UiaError("attack.recovery: the run lacks the fine-tune's settings (made by an older unlearn stage: "
+                       "rerun it)")
+
+
 # Family -> the fields of an access level's `Limits` its question reads (`_view`, `audit`); the others ignore them.
 LIMITS: dict[str, tuple[str, ...]] = {"feature_recovery": ("visible", "n", "pretrained", "batch_norm_stats"),
                                       "membership": ("observe",)}
@@ -309,4 +318,5 @@ QUESTIONS: dict[str, Callable[[Run, Any, Context], Any]] = {
 }
 CHECKS: dict[str, Callable[[Setting, Any], None]] = {
     "feature_recovery": _check_recovery, "membership": _check_audit, "compound": _check_lineups,
+    "recovery": _check_control,
 }

@@ -16,9 +16,10 @@ from .. import io, tasks
 from ..config import OptimParams
 from ..data import as_inputs
 from ..metrics import class_mean_images, mean_image
-from ..unlearning import plugins
+from ..unlearning import exact, plugins
 from ..unlearning.config import METHOD_CONFIGS
 from ..attacks.view import Limits
+from ..unlearning.problem import UnlearningProblem
 from ..unlearning.sisa import unflatten
 
 
@@ -56,6 +57,8 @@ class Setting:
     method_config: BaseModel | None = None
     outside_x: torch.Tensor | None = None
     outside_y: torch.Tensor | None = None
+    # What the evaluator made once of this setting (`retrained`); a setting replaced by another starts afresh.
+    made: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def image(self) -> bool:
@@ -86,6 +89,16 @@ class Setting:
         """The samples request `req` removed and their labels (the evaluator's knowledge only)."""
         forget = torch.tensor(req["forget"])
         return self.du_x[forget], self.du_y[forget]
+
+    def retrained(self) -> list[nn.Module]:
+        """Each request's gold standard, θ₀ fine-tuned on D_u without its records as the server fine-tuned θ
+        (`exact`: for exact and retrain unlearning, θ_u itself), made once."""
+        if "retrained" not in self.made:
+            problem = UnlearningProblem(self.theta_pretrained, self.theta_original, self.du_x, self.du_y,
+                                        self.finetune, self.finetune_seed)
+            self.made["retrained"] = [exact.unlearn(problem, self.forget_mask(r), exact.Config())
+                                      for r in self.requests]
+        return self.made["retrained"]
 
 
 @dataclass(frozen=True)
