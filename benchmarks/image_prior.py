@@ -17,6 +17,9 @@ beside the mean-image baseline, all requests of a strategy as one batch (`recove
 - closed_form: that start kept as the result, not optimised further (`analytic_refine: false`);
 - all: the three together;
 - config: params.yaml's feature_recovery as committed (the default run's strategies).
+On a model without its own patches (LeNet) give --patch-size; none, patch and image there turn off only
+`analytic_init`, which LeNet's strided conv never uses, so they keep its R-GAP guide: params.yaml's attack plus
+one prior.
 With --curve, the PSNR of each strategy at each number of iterations and each prior weight instead.
 
 Needs the setting's data/dataset and models/train (dvc repro train).
@@ -45,12 +48,14 @@ from uia_pipe.stats import mean_ci  # noqa: E402
 from uia_pipe.unlearning.methods import METHODS  # noqa: E402
 
 
-def strategies(patch: float, image: float) -> dict[str, dict]:
+def strategies(patch: float, image: float, side: int) -> dict[str, dict]:
     off = {"analytic_init": False, "patch_prior": 0.0, "image_prior": 0.0}
-    return {"none": off, "patch": {**off, "patch_prior": patch}, "image": {**off, "image_prior": image},
+    return {"none": off, "patch": {**off, "patch_prior": patch, "patch_size": side},
+            "image": {**off, "image_prior": image},
             "analytic": {**off, "analytic_init": True},
             "closed_form": {**off, "analytic_init": True, "analytic_refine": False},
-            "all": {"analytic_init": True, "patch_prior": patch, "image_prior": image}, "config": {}}
+            "all": {"analytic_init": True, "patch_prior": patch, "patch_size": side, "image_prior": image},
+            "config": {}}
 
 
 def requests(problem, spec, ft, method: str, count: int):
@@ -83,6 +88,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=16)
     ap.add_argument("--strategies", default="none,patch,image,analytic,all,config")
     ap.add_argument("--patch-weight", type=float, default=1.0, help="patch_prior of the patch and all strategies")
+    ap.add_argument("--patch-size", type=int, default=0, help="patch_size of patch and all (0: the model's)")
     ap.add_argument("--image-weight", type=float, default=0.01, help="image_prior of the image and all strategies")
     ap.add_argument("--iterations", type=int, default=0, help="0 = params.yaml's")
     ap.add_argument("--curve", default="", help="iteration counts: PSNR against steps and prior weight instead")
@@ -102,7 +108,7 @@ def main() -> None:
     prior_s = time.perf_counter() - started
     print(f"{spec['model']} on {spec['input_shape']}; image prior's CNN trained on {len(ds.x_test)} public images "
           f"in {prior_s:.1f} s")
-    table = strategies(args.patch_weight, args.image_weight)
+    table = strategies(args.patch_weight, args.image_weight, args.patch_size)
     for method in args.methods.split(","):
         cases = requests(problem, spec, ft, method, args.requests)
         base = mean_ci([float(metrics.baseline_scores(t, mean_img)["psnr"].mean()) for _, t in cases])
