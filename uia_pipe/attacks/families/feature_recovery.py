@@ -19,6 +19,7 @@ from ...stats import mean_ci
 from ...tasks import TASKS
 from .. import feature_recovery as fr
 from .. import label_inference as li
+from ..feature_recovery.priors import train_stats_prior
 from ..protocol import TABLES, Attack, Context, Grant, Number
 from ..view import AttackerView
 
@@ -60,8 +61,12 @@ def run(grant: Grant, cfg: fr.Config, ctx: Context) -> list[Recovery]:
     label-inference family's inferred ones, or the true ones: the reference's assumption, an evaluator's
     gift), a seed; and the positions in D_u its reconstructions stand for. Requests are attacked
     `cfg.batch_requests` at a time (`fr.recover_many`), a batch a task of the executor (under Ray, batches
-    small enough that every slot gets one)."""
+    small enough that every slot gets one). With `cfg.image_prior` the attacker first trains its prior's CNN
+    on the public images (`ctx.public_x`, seeded by the run's seed)."""
     local = ctx.executor.kind == "local"  # a callback reaches no other process
+    prior = None
+    if cfg.image_prior > 0 and ctx.public_x.dim() == 4:
+        prior = train_stats_prior(ctx.public_x, ctx.public_y, cfg.image_prior_epochs, ctx.seed + 31)
     jobs, size = list(grant.question), cfg.batch_requests
     if not local:
         size = max(1, min(size, math.ceil(len(jobs) / ctx.executor.slots)))
@@ -73,7 +78,8 @@ def run(grant: Grant, cfg: fr.Config, ctx: Context) -> list[Recovery]:
                 ctx.on_request("feature_recovery", grant.requests[j])
 
     made = ctx.executor.map(
-        functools.partial(_recover, cfg, ctx.progress if local else None), [[jobs[j] for j in c] for c in chunks],
+        functools.partial(_recover, cfg, ctx.progress if local else None, prior=prior),
+        [[jobs[j] for j in c] for c in chunks],
         names=[f"{grant.method}: feature recovery of requests {', '.join(str(grant.requests[j]) for j in c)}"
                for c in chunks], on_done=done)
     return [recovery for batch in made for recovery in batch]
@@ -95,11 +101,11 @@ def run_many(grants: list[Grant], cfg: fr.Config, ctx: Context) -> list[list[Rec
 Job = tuple[list[tuple[AttackerView, torch.Tensor | None, int]], torch.Tensor]
 
 
-def _recover(cfg: fr.Config, progress, jobs: list[Job]) -> list[Recovery]:
+def _recover(cfg: fr.Config, progress, jobs: list[Job], prior=None) -> list[Recovery]:
     """A batch of requests' parts recovered together, then each request's parts joined (a task: it holds
     its views, not the run's data); each request's seconds are its share of the batch's."""
     started = time.perf_counter()
-    done = iter(fr.recover_many([part for parts, _ in jobs for part in parts], cfg, progress))
+    done = iter(fr.recover_many([part for parts, _ in jobs for part in parts], cfg, progress, prior=prior))
     found = [([next(done) for _ in parts], covered) for parts, covered in jobs]
     seconds = (time.perf_counter() - started) / len(jobs)
     out = []

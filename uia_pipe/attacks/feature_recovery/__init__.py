@@ -30,6 +30,12 @@ benchmarks/RESULTS.md, "Feature recovery"):
   handed over ("oracle", the reference's assumption);
 - when the first parametrised layer is linear with a bias and k = 1 the input
   is read off in closed form, x = ΔW_i / Δb_i, and used as a restart's start;
+  a ViT's patches likewise from its patch and position embeddings' update
+  (APRIL), the solve truncated at the noise its bias update shows; with
+  `analytic_refine` off that start is the result (exact unlearning's noisy Δ);
+- image priors (`priors`: a patch-order prior and the batch-norm statistics of
+  a CNN the attacker trains on public data) can be added to the restarts that
+  do not begin at a closed-form start;
 - otherwise, on a ReLU conv/linear stack (DLG's LeNet, MLPs), a hidden
   layer's input â is solved from Δ layer by layer (R-GAP,
   `layered_features`) and a guided restart also matches φ(x) to â, with a

@@ -10,6 +10,7 @@ from .config import Config
 from .invert import Progress, _invert
 from .labels import _label_scores
 from .objective import _Objective
+from .priors import StatsPrior
 
 
 def _backfit(
@@ -20,6 +21,7 @@ def _backfit(
     cfg: Config,
     seed: int,
     progress: Progress | None = None,
+    prior: StatsPrior | None = None,
 ) -> tuple[torch.Tensor, int, list[float]]:
     """k > 1 removed samples one at a time (backfitting, as for additive models).
 
@@ -61,7 +63,7 @@ def _backfit(
                 residual = target - sum(w * grads[m] for m, w in zip(known, weights) if m != i)
             part = {n: r.reshape(delta[n].shape) for n, r in zip(names, residual.split(sizes))}
             result, stats = _invert(point, part, y[i : i + 1], view.input_shape, cfg, seed + 101 * (p * k + i),
-                                    progress)
+                                    progress, prior=prior)
             steps += stats["steps"]
             xs[i] = result.reconstruction[0]
             grads[i] = objective.gradient(result.reconstruction.to(device), y[i : i + 1])

@@ -1,5 +1,5 @@
-"""What Δ gives away in closed form: a first linear layer's input, and hidden layers' inputs solved layer by
-layer (R-GAP), which guide the optimisation."""
+"""What Δ gives away in closed form: a first linear layer's input, a patch embedding's patches (APRIL), and
+hidden layers' inputs solved layer by layer (R-GAP), which guide the optimisation."""
 
 from __future__ import annotations
 
@@ -26,19 +26,63 @@ def _first_linear(model: nn.Module) -> tuple[str, str] | None:
     return None
 
 
+def _patch_embedding(model: nn.Module) -> tuple[str, str, int] | None:
+    """Names of (the patch-embedding conv's weight, the position embedding) and the patch side, when the
+    model embeds non-overlapping patches by a conv (kernel = stride, no padding) and adds a learned
+    position embedding to them (the ViT: `patch_embed`, `pos_embed`)."""
+    for name, mod in model.named_modules():
+        conv, pos = getattr(mod, "patch_embed", None), getattr(mod, "pos_embed", None)
+        if isinstance(conv, nn.Conv2d) and isinstance(pos, nn.Parameter) and conv.kernel_size == conv.stride \
+                and conv.padding in ((0, 0), "valid") and conv.kernel_size[0] == conv.kernel_size[1]:
+            prefix = f"{name}." if name else ""
+            return f"{prefix}patch_embed.weight", f"{prefix}pos_embed", int(conv.kernel_size[0])
+    return None
+
+
+def _patch_input(names: tuple[str, str, int], delta: dict[str, torch.Tensor],
+                 input_shape: tuple[int, ...]) -> torch.Tensor | None:
+    """One sample's normalised input u from a patch embedding z_p = W u_p + b + pos_p (APRIL: Lu et al., CVPR
+    2022): ∂L/∂pos_p = ∂L/∂z_p = e_p, so ΔW = Σ_p e_p u_pᵀ = Eᵀ U with E = Δpos (the patch tokens' rows), and
+    U, every patch at once, is its least-squares solution (unique when the token width ≥ the patch count).
+    Δ's noise (float32 rounding of N(θ − θ₀) under exact unlearning; other samples' terms) is read off the
+    conv's bias, whose update is Σ_p e_p: directions of E whose singular value falls below that relative
+    error of Δb against Σ_p Δpos_p are dropped (truncated SVD), which leaves those patches' parts at the
+    model's mean image instead of amplified noise."""
+    weight, pos, p = names
+    if not {weight, pos} <= set(delta) or len(input_shape) != 3:
+        return None
+    bias = weight[: -len("weight")] + "bias"
+    c, h, w = input_shape
+    dw = delta[weight].double().reshape(delta[weight].shape[0], -1)  # [dim, c·p·p]
+    e = delta[pos].double().reshape(-1, dw.shape[0])[-(h // p) * (w // p):]  # [P, dim], the class token's left out
+    if not (e * e).sum() > 0:
+        return None
+    rcond = None
+    if bias in delta:
+        db = delta[bias].double()
+        rcond = float((db - e.sum(0)).norm() / db.norm().clamp_min(1e-300))
+    u = torch.linalg.lstsq(e.T, dw, rcond=rcond, driver="gelsd").solution  # [P, c·p·p]
+    return u.reshape(h // p, w // p, c, p, p).permute(2, 0, 3, 1, 4).reshape(c, h, w)
+
+
 def analytic_input(model: nn.Module, delta: dict[str, torch.Tensor], input_shape: tuple[int, ...]) -> torch.Tensor | None:
     """One sample through a first layer z = Wu + b (u = (x − mean)/std, the
     model's own normalisation): ∂L/∂W = (∂L/∂b) uᵀ, so u = ΔW_i/Δb_i for every
-    row i; rows are combined by least squares (weights Δb_i²). Returns x
+    row i; rows are combined by least squares (weights Δb_i²); or through a patch
+    embedding with a position embedding (`_patch_input`). Returns x
     [*input_shape] in float64, or None when the model has no such layer."""
     names = _first_linear(model)
     if names is None or not set(names) <= set(delta):
-        return None
-    w, b = delta[names[0]].double(), delta[names[1]].double()
-    denom = (b * b).sum()
-    if denom == 0 or w.shape[1] != math.prod(input_shape):
-        return None
-    u = ((b[:, None] * w).sum(0) / denom).reshape(input_shape)
+        patches = _patch_embedding(model)
+        u = None if patches is None else _patch_input(patches, delta, input_shape)
+        if u is None:
+            return None
+    else:
+        w, b = delta[names[0]].double(), delta[names[1]].double()
+        denom = (b * b).sum()
+        if denom == 0 or w.shape[1] != math.prod(input_shape):
+            return None
+        u = ((b[:, None] * w).sum(0) / denom).reshape(input_shape)
     mean, std = getattr(model, "mean", None), getattr(model, "std", None)
     if isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor):
         u = u * std.double() + mean.double()

@@ -15,6 +15,7 @@ from torch import nn
 from .closed_form import analytic_input, layered_features
 from .config import OPTIMIZERS, Config
 from .objective import _Objective, _Stacked
+from .priors import StatsPrior, model_patch
 
 Progress = Callable[[int, float], None]
 
@@ -64,6 +65,7 @@ class _Restart:
     steps: int = 0
     active: bool = True
     guide: float = 0.0  # β of the guide term on this restart's objective (0 = plain)
+    prior: float = 1.0  # factor of the image priors on this restart's objective (0: none, the closed-form start's)
     stopped: str = "max_iterations"
     curve: list[tuple[int, float]] = field(default_factory=list)
 
@@ -74,6 +76,7 @@ class _Setup:
     analytic: bool
     guide: tuple[str, torch.Tensor] | None
     objective: _Objective
+    priors: tuple[str, ...] = ()  # the image priors on this problem's objective
 
 
 def _init(cfg: Config, shape: tuple[int, ...], gen: torch.Generator, boxed: bool) -> torch.Tensor:
@@ -86,8 +89,11 @@ def _init(cfg: Config, shape: tuple[int, ...], gen: torch.Generator, boxed: bool
     return x.clamp(0, 1) if boxed else x
 
 
-def _setup(point: nn.Module, problem: Problem, input_shape: tuple[int, ...], cfg: Config, boxed: bool) -> _Setup:
-    """One problem's restarts' starts (its seed's), closed-form start, guide and objective."""
+def _setup(point: nn.Module, problem: Problem, input_shape: tuple[int, ...], cfg: Config, boxed: bool,
+           prior: StatsPrior | None = None) -> _Setup:
+    """One problem's restarts' starts (its seed's), closed-form start, guide, objective and its image priors
+    (the patch-order prior where a patch side is set or the model has one; the image prior where `prior`,
+    the attacker's CNN trained on public data, is given)."""
     k, image = len(problem.y), len(input_shape) >= 2
     gen = torch.Generator().manual_seed(problem.seed)
     starts = [_init(cfg, (k, *input_shape), gen, boxed) for _ in range(cfg.restarts)]
@@ -106,8 +112,12 @@ def _setup(point: nn.Module, problem: Problem, input_shape: tuple[int, ...], cfg
             guide = layered_features(point, problem.delta, input_shape, cfg.guide_depth)
         elif cfg.joint_guide_depth:
             guide = layered_features(point, problem.delta, input_shape, cfg.joint_guide_depth, problem.y)
-    objective = _Objective(point, problem.delta, cfg.tv, image, guide, cfg.second_order == "finite_difference")
-    return _Setup(starts, analytic, guide, objective)
+    patch = (cfg.patch_prior, cfg.patch_size or model_patch(point)) if cfg.patch_prior > 0 else None
+    image_prior = (cfg.image_prior, prior) if cfg.image_prior > 0 and prior is not None else None
+    objective = _Objective(point, problem.delta, cfg.tv, image, guide, cfg.second_order == "finite_difference",
+                           patch, image_prior)
+    priors = (("patch",) if objective.patch is not None else ()) + (("image",) if objective.prior is not None else ())
+    return _Setup(starts, analytic, guide, objective, priors)
 
 
 def vmapped(cfg: Config, point: nn.Module) -> bool:
@@ -128,10 +138,11 @@ def _invert(
     progress: Progress | None = None,
     snapshot: Callable[[int, torch.Tensor], None] | None = None,
     start: torch.Tensor | None = None,
+    prior: StatsPrior | None = None,
 ) -> tuple[Result, dict]:
     """Gradient inversion of Δ at `point` for len(y) dummies labelled y: `recover`'s promises, restarts and
     all; restart 0 begins at `start` [k, *input_shape] when given."""
-    return _invert_many(point, [Problem(delta, y, seed, start)], input_shape, cfg, progress, snapshot)[0]
+    return _invert_many(point, [Problem(delta, y, seed, start)], input_shape, cfg, progress, snapshot, prior)[0]
 
 
 def _invert_many(
@@ -141,6 +152,7 @@ def _invert_many(
     cfg: Config,
     progress: Progress | None = None,
     snapshot: Callable[[int, torch.Tensor], None] | None = None,
+    prior: StatsPrior | None = None,
 ) -> list[tuple[Result, dict]]:
     """`_invert` of every problem at one point, as one loop: each problem's restarts start, stop, are pruned
     and are chosen between exactly as alone; with `vmapped`, every active restart of every problem takes its
@@ -151,17 +163,21 @@ def _invert_many(
     device = next(point.parameters()).device
     boxed = cfg.box == "unit" or (cfg.box == "auto" and len(input_shape) >= 2)
     spec = OPTIMIZERS[cfg.optimizer]
-    setups = [_setup(point, p, input_shape, cfg, boxed) for p in problems]
+    setups = [_setup(point, p, input_shape, cfg, boxed, prior) for p in problems]
     stacked = None
     if vmapped(cfg, point) and cfg.restarts * len(problems) > 1:
         stacked = _Stacked([s.objective for s in setups], [p.y.to(device) for p in problems])
 
     runs: list[_Restart] = []
     for p, s in enumerate(setups):
-        for i, x0 in enumerate(s.starts):
+        kept = s.analytic and not cfg.analytic_refine  # the closed-form start is the result
+        for i, x0 in enumerate(s.starts[:1] if kept else s.starts):
             x = x0.to(device).requires_grad_(True)
             beta = cfg.guide if s.guide is not None and i < cfg.guide_restarts else 0.0
-            runs.append(_Restart(x=x, opt=spec.cls([x], lr=cfg.lr, **spec.kwargs), problem=p, guide=beta))
+            runs.append(_Restart(x=x, opt=spec.cls([x], lr=cfg.lr, **spec.kwargs), problem=p, guide=beta,
+                                 prior=0.0 if s.analytic and i == 0 and s.priors else 1.0))
+            if kept:
+                runs[-1].active, runs[-1].stopped = False, "closed_form"
     milestones = sorted({max(1, round(m * cfg.iterations)) for m in cfg.milestones})
     rounds = [0] * len(problems)
 
@@ -175,14 +191,16 @@ def _invert_many(
         fade = 1 - (it - 1) / cfg.iterations  # the guide's weight falls linearly towards 0
         if stacked is not None:
             weights = torch.tensor([runs[i].guide * fade for i in active], device=device)
+            priors = torch.tensor([runs[i].prior for i in active], device=device)
             losses, grads = stacked.step([runs[i].problem for i in active],
-                                         torch.stack([runs[i].x.detach() for i in active]), weights)
+                                         torch.stack([runs[i].x.detach() for i in active]), weights, priors)
             pairs = list(zip(active, losses.tolist(), grads))
         else:
             pairs = []
             for i in active:
                 r = runs[i]
-                loss, gx = setups[r.problem].objective.step(r.x, problems[r.problem].y.to(device), r.guide * fade)
+                loss, gx = setups[r.problem].objective.step(r.x, problems[r.problem].y.to(device), r.guide * fade,
+                                                            r.prior)
                 pairs.append((i, float(loss), gx))
         for i, loss, gx in pairs:
             r = runs[i]
@@ -206,11 +224,12 @@ def _invert_many(
                 with torch.no_grad():
                     r.x.clamp_(0, 1)
         if cfg.prune_after and it == cfg.prune_after:
-            # Guided and plain restarts optimise different objectives: keep the best of each kind, per problem.
+            # Guided and plain restarts, and those with and without priors, optimise different objectives: keep
+            # the best of each kind, per problem.
             for p in range(len(problems)):
-                for guided in (True, False):
-                    alive = sorted((r for r in runs if r.problem == p and r.active and (r.guide > 0) == guided),
-                                   key=lambda r: r.best_loss)
+                for kind in ((True, True), (True, False), (False, True), (False, False)):
+                    alive = sorted((r for r in runs if r.problem == p and r.active
+                                    and ((r.guide > 0), (r.prior > 0)) == kind), key=lambda r: r.best_loss)
                     for r in alive[cfg.keep:]:
                         r.active, r.stopped = False, f"pruned@{it}"
         if progress is not None:
@@ -251,6 +270,7 @@ def _chosen(problem: Problem, runs: list[_Restart], setup: _Setup, rounds: int, 
         "stopped": [r.stopped for r in runs],
         "best_restart": best,
         "analytic_init": setup.analytic,
+        "priors": list(setup.priors),
         "guide_layer": setup.guide[0] if setup.guide is not None else None,
         "batched": batched,
         "delta_norm": float(torch.sqrt(sum((d.double() ** 2).sum() for d in problem.delta.values()))),

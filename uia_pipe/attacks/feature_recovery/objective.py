@@ -1,4 +1,5 @@
-"""The attack's objective, 1 − cos(∇_θ ℓ(f(x), y), Δ) + λ·TV(x), and its gradient in x (ℓ: `tasks.attack_loss`)."""
+"""The attack's objective, 1 − cos(∇_θ ℓ(f(x), y), Δ) + λ·TV(x), with a run's image priors (`priors`), and its
+gradient in x (ℓ: `tasks.attack_loss`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ... import tasks
+from .priors import StatsPrior, patch_jumps
 from .tape import _UNTAPED, _functional_copy, _Tape
 
 
@@ -25,7 +27,9 @@ class _Objective:
     is always the plain objective, so guided and plain restarts compare alike."""
 
     def __init__(self, model: nn.Module, delta: dict[str, torch.Tensor], tv: float, image: bool,
-                 guide: tuple[str, torch.Tensor] | None = None, finite_difference: bool = False):
+                 guide: tuple[str, torch.Tensor] | None = None, finite_difference: bool = False,
+                 patch: tuple[float, int] | None = None, prior: tuple[float, StatsPrior] | None = None):
+        """`patch` (weight, patch side) and `prior` (weight, the CNN's statistics) add image priors, images only."""
         self.tape = _Tape()
         self.model = _functional_copy(model, self.tape)
         self.finite_difference = finite_difference
@@ -52,6 +56,8 @@ class _Objective:
         self.delta = torch.cat([(delta[n].double() / norm).reshape(-1) for n in self.names]).to(dev, dt)
         self.delta_parts = self.delta.split([self.params[n].numel() for n in self.names])
         self.tv = tv if image else 0.0
+        self.patch = patch if image and patch is not None and patch[0] > 0 and patch[1] > 0 else None
+        self.prior = (prior[0], prior[1].to(dev, dt)) if image and prior is not None and prior[0] > 0 else None
         if finite_difference:
             # The step's size ‖h·u‖: √(machine epsilon)·‖θ‖ balances truncation and rounding.
             theta_norm = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in self.params.values())))
@@ -75,6 +81,14 @@ class _Objective:
             loss = loss + self.tv * _tv(x)
         return loss
 
+    def _priors(self, loss: torch.Tensor, x: torch.Tensor, scale=1.0) -> torch.Tensor:
+        """loss plus `scale` times the weighted patch-order and image priors of x, those that are on."""
+        if self.patch is not None:
+            loss = loss + scale * self.patch[0] * patch_jumps(x, self.patch[1])
+        if self.prior is not None:
+            loss = loss + scale * self.prior[0] * self.prior[1].loss(x)
+        return loss
+
     def _forward(self, x: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]):
         """(logits, the guided layer's input flattened or None) from one forward pass."""
         self._features.clear()
@@ -88,21 +102,26 @@ class _Objective:
             return loss
         return loss + weight * ((feats - self.target) ** 2).sum() / self.target_norm
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, ∇x loss) for one dummy batch x [k, ...]; loss includes the guide term when weight > 0."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 0.0,
+             prior: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, ∇x loss) for one dummy batch x [k, ...]; loss includes the guide term when weight > 0 and
+        `prior` times the image priors that are on."""
         if self.finite_difference:
-            return self._fd_step(x, y, weight)
+            return self._fd_step(x, y, weight, prior)
         x = x.detach().requires_grad_(True)
         params = [self.params[n] for n in self.names]
         out, feats = self._forward(x, self.model)
         g = torch.autograd.grad(tasks.attack_loss(out.double(), y), params, create_graph=True)
         loss = self._loss(g, x)
+        if prior:
+            loss = self._priors(loss, x, prior)
         if weight:
             loss = self._guided(loss, feats, weight)
         (gx,) = torch.autograd.grad(loss, x)
         return loss.detach(), gx
 
-    def _fd_step(self, x: torch.Tensor, y: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fd_step(self, x: torch.Tensor, y: torch.Tensor, weight: float,
+                 prior: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """`step` without the double backward. With u = ∂(1 − cos)/∂g the cosine's ∇x is ∇x⟨g(x), u⟩, the
         derivative of ∇x CE along u in θ: one pass at θ + h·u under the first pass's activation pattern
         gives it as (∇x CE(θ + h·u) − ∇x CE(θ)) / h. Two forward+backward passes, the second without
@@ -134,6 +153,8 @@ class _Objective:
             gx = (gx1 - gx0) / h
         # TV and the guide term are first-order in x: plain autograd.
         extra = self.tv * _tv(x) if self.tv else x.new_zeros(())
+        if prior:
+            extra = self._priors(extra, x, prior)
         if guided:
             extra = self._guided(extra, feats, weight)
         if extra.requires_grad:
@@ -167,6 +188,8 @@ class _Stacked:
         lead = guided[0] if guided else objectives[0]
         if {tuple(o.names) for o in objectives} != {tuple(lead.names)}:
             raise ValueError("stacked objectives must match the same parameters")
+        if len({(o.tv, o.patch, o.prior and o.prior[0]) for o in objectives}) > 1:
+            raise ValueError("stacked objectives must share their TV and priors")
         self.lead = lead
         self.deltas = torch.stack([o.delta for o in objectives])
         self.ys = torch.stack(ys)
@@ -187,7 +210,7 @@ class _Stacked:
         self.visible = {n: params[n] for n in lead.names}
         self._step = torch.func.vmap(torch.func.grad_and_value(self._objective))
 
-    def _objective(self, x, y, delta, target, target_norm, weight):
+    def _objective(self, x, y, delta, target, target_norm, weight, prior):
         lead = self.lead
 
         def ce(visible, v):
@@ -200,13 +223,17 @@ class _Stacked:
         loss = 1 - flat @ delta / (flat.norm() + 1e-12)
         if self.tv:
             loss = loss + self.tv * _tv(x)
+        loss = lead._priors(loss, x, prior)
         if self.guided:
             loss = loss + weight * ((feats - target) ** 2).sum() / target_norm
         return loss
 
-    def step(self, problems: list[int], xs: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(losses [R], ∇x [R, k, ...]) of R runs, run r on objective problems[r] with guide weight weights[r]."""
+    def step(self, problems: list[int], xs: torch.Tensor, weights: torch.Tensor,
+             priors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(losses [R], ∇x [R, k, ...]) of R runs, run r on objective problems[r] with guide weight weights[r]
+        and its image priors times priors[r] (default 1)."""
         at = torch.tensor(problems, device=self.deltas.device)
+        priors = torch.ones_like(weights) if priors is None else priors
         gx, loss = self._step(xs, self.ys[at], self.deltas[at], self.targets[at], self.target_norms[at],
-                              weights.to(xs.dtype))
+                              weights.to(xs.dtype), priors.to(xs.dtype))
         return loss, gx

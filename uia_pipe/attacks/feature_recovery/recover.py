@@ -13,6 +13,7 @@ from .backfit import _backfit
 from .config import Config
 from .invert import Problem, Progress, Result, _invert_many
 from .labels import analytic_labels, analytic_residuals
+from .priors import StatsPrior
 from .update import _attack_point, observed_update
 
 
@@ -51,6 +52,7 @@ def recover(
     progress: Progress | None = None,
     *,
     snapshot: Callable[[int, torch.Tensor], None] | None = None,
+    prior: StatsPrior | None = None,
 ) -> tuple[Result, dict]:
     """Recover the k removed samples' features from (θ, θ_u[, θ₀]).
 
@@ -62,7 +64,10 @@ def recover(
       on the CPU, in [0,1] for images (box "unit"), unbounded for tabular rows;
       `labels` are the labels the dummies were optimised with;
     - the chosen restart is the one with the lowest value of the plain
-      objective 1 − cos + λ·TV, the guide term of guided restarts left out,
+      objective 1 − cos + λ·TV, the guide term of guided restarts and the image
+      priors left out (`cfg.patch_prior`; `cfg.image_prior` with `prior`, the
+      attacker's CNN trained on public data: `priors.train_stats_prior`; on
+      every restart but one begun at a closed-form start, which they would pull off it),
       re-evaluated at each restart's best iterate;
     - deterministic for a given seed on a given device and thread count;
       attacked alone or in a batch (`recover_many`), the same bit for bit
@@ -85,7 +90,7 @@ def recover(
     backfit_weights (each sample's least-squares weight), backfit_loss and
     backfit_chosen say how the backfitted restart fared.
     """
-    return recover_many([(view, labels, seed)], cfg, progress, snapshot=snapshot)[0]
+    return recover_many([(view, labels, seed)], cfg, progress, snapshot=snapshot, prior=prior)[0]
 
 
 def recover_many(
@@ -94,6 +99,7 @@ def recover_many(
     progress: Progress | None = None,
     *,
     snapshot: Callable[[int, torch.Tensor], None] | None = None,
+    prior: StatsPrior | None = None,
 ) -> list[tuple[Result, dict]]:
     """`recover` of each (view, labels, seed), in order, as few batches as the views allow: views that share
     the attack point (the same θ or θ₀ object), the visible parameters, k and the input shape are inverted
@@ -113,9 +119,10 @@ def recover_many(
     out: list = [None] * len(requests)
     for members in batches.values():
         view, point = prepared[members[0]][:2]
-        done = _invert_many(point, [prepared[i][3] for i in members], view.input_shape, cfg, progress, snapshot)
+        done = _invert_many(point, [prepared[i][3] for i in members], view.input_shape, cfg, progress, snapshot,
+                            prior)
         if view.k > 1 and cfg.k_strategy == "backfit":
-            done = _backfitted(point, [prepared[i][3] for i in members], view, cfg, done, progress, snapshot)
+            done = _backfitted(point, [prepared[i][3] for i in members], view, cfg, done, progress, snapshot, prior)
         for i, item in zip(members, done):
             out[i] = item
     share = (time.perf_counter() - started) / len(requests)
@@ -129,13 +136,13 @@ def recover_many(
 
 
 def _backfitted(point, problems: list[Problem], view: AttackerView, cfg: Config, done: list, progress,
-                snapshot) -> list[tuple[Result, dict]]:
+                snapshot, prior: StatsPrior | None = None) -> list[tuple[Result, dict]]:
     """Each joint result against its backfitted restart (`_backfit`, then refined jointly from its estimate at
     `cfg.backfit_lr`, the refinements as one batch); the lower plain objective wins."""
-    fits = [_backfit(point, p.delta, p.y, view, cfg, p.seed, progress) for p in problems]
+    fits = [_backfit(point, p.delta, p.y, view, cfg, p.seed, progress, prior) for p in problems]
     polish = cfg.model_copy(update={"lr": cfg.backfit_lr, "restarts": 1, "prune_after": 0})
     refined = _invert_many(point, [Problem(p.delta, p.y, p.seed, start) for p, (start, _, _) in zip(problems, fits)],
-                           view.input_shape, polish, progress, snapshot)
+                           view.input_shape, polish, progress, snapshot, prior)
     out = []
     for (result, stats), (again, again_stats), (_, steps, weights) in zip(done, refined, fits):
         chosen = again.loss < result.loss

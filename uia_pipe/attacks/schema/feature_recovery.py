@@ -80,7 +80,13 @@ class Config(BaseModel):
     )
     analytic_init: bool = Field(
         True,
-        description="k=1 and a first linear layer with bias: start restart 0 at x = ΔW_i/Δb_i (reference: no)",
+        description="k=1 and a first linear layer with bias: start restart 0 at x = ΔW_i/Δb_i; or a patch "
+        "embedding with a position embedding (the ViT): each patch from ΔW = Σ_p Δpos_p u_pᵀ by least squares "
+        "(APRIL) (reference: no)",
+    )
+    analytic_refine: bool = Field(
+        True, description="optimise the closed-form start further, as one of the restarts; false: it is the "
+        "result, no restart runs (for a noisy Δ, exact unlearning's, whose cosine the optimiser fits noise and all)",
     )
     guide: float = Field(
         3.0, ge=0, description="weight β of the layered-features term β‖φ(x) − â‖²/‖â‖² on guided restarts, â solved "
@@ -111,6 +117,16 @@ class Config(BaseModel):
         description="the first this many restarts are guided, the rest plain; pruning keeps `keep` of each "
         "kind and the plain objective chooses between them (reference: none)",
     )
+    # The image priors (GradViT, Hatamizadeh et al., CVPR 2022) are per-restart terms like the guide: left out of
+    # the plain objective that chooses the restart, and off on the restart begun at a closed-form start.
+    patch_prior: float = Field(0.0, ge=0, description="weight of the patch-order prior, the mean squared jump "
+                               "across patch borders; images only, 0 = off (reference: none)")
+    patch_size: int = Field(0, ge=0, le=4096, description="side of the patches of patch_prior: 0 = the model's own "
+                            "patch embedding's (the ViT's), none on a model without one")
+    image_prior: float = Field(0.0, ge=0, description="weight of the image prior, the batch-norm statistics of a "
+                               "small CNN the attacker trains on public data (the test set), matched by the "
+                               "dummies' (DeepInversion); images only, 0 = off (reference: none)")
+    image_prior_epochs: int = Field(2, ge=1, le=1000, description="epochs of the image prior's CNN")
     box: Literal["auto", "unit", "none"] = Field(
         "auto", description="auto: [0,1] for images, unbounded for 1-d (tabular) inputs (reference: [0,1])"
     )
@@ -152,3 +168,4 @@ class Config(BaseModel):
         if any(not 0 < m < 1 for m in v):
             raise ValueError(f"milestones are fractions of `iterations`, each in (0, 1) (got {list(v)})")
         return v
+
