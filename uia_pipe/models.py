@@ -30,6 +30,7 @@ from .model_config import (  # noqa: F401
     ViTConfig,
     _Config,
 )
+from .lm_models import char_lstm, char_transformer, CharLSTMConfig, CharTransformerConfig
 
 
 class Classifier(nn.Module):
@@ -68,8 +69,27 @@ class Reconstructor(Classifier):
         return self(x) + x
 
 
+class LanguageModel(Classifier):
+    """A character-level language model (`uia_pipe.lm_models`): character indices in, next-character logits
+    [B, V, L] out, no normalisation; `start`, `step` and `select` score continuations incrementally."""
+
+    task = "language_model"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def start(self, x: torch.Tensor):
+        return self.body.start(x)
+
+    def step(self, tokens: torch.Tensor, state):
+        return self.body.step(tokens, state)
+
+    def select(self, state, rows: torch.Tensor):
+        return self.body.select(state, rows)
+
+
 WRAPPERS: dict[str, type[Classifier]] = {"classification": Classifier, "regression": Regressor,
-                                         "autoencoder": Reconstructor}
+                                         "autoencoder": Reconstructor, "language_model": LanguageModel}
 assert tuple(WRAPPERS) == TASKS, "models.WRAPPERS and model_config.TASKS disagree"
 
 
@@ -223,6 +243,8 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], type[_Config]]] = {
     "tabular_mlp": (mlp, TabularMLPConfig),
     "linear": (linear, LinearConfig),
     "vit": (vit, ViTConfig),
+    "char_lstm": (char_lstm, CharLSTMConfig),
+    "char_transformer": (char_transformer, CharTransformerConfig),
 }
 assert {name: cfg for name, (_, cfg) in MODELS.items()} == MODEL_CONFIGS and list(MODELS) == list(MODEL_CONFIGS), \
     "models.MODELS and model_config.MODEL_CONFIGS disagree"

@@ -23,6 +23,7 @@ def _registry() -> dict[str, Attack]:
     from .families.feature_recovery import ATTACK as _FEATURE_RECOVERY
     from .families.label_inference import ATTACK as _LABEL_INFERENCE
     from .families.membership import ATTACK as _MEMBERSHIP
+    from .families.secrets import EXPOSURE as _EXPOSURE, EXTRACTION as _EXTRACTION, TEXT_RECOVERY as _TEXT_RECOVERY
     from .schema import FAMILY_CONFIGS
 
     attacks = {
@@ -30,6 +31,9 @@ def _registry() -> dict[str, Attack]:
         "feature_recovery": _FEATURE_RECOVERY,
         "membership": _MEMBERSHIP,
         "compound": _COMPOUND,
+        "exposure": _EXPOSURE,
+        "extraction": _EXTRACTION,
+        "text_recovery": _TEXT_RECOVERY,
     }
     assert list(attacks) == list(FAMILY_CONFIGS) and all(
         attack.config is FAMILY_CONFIGS[name] for name, attack in attacks.items()), \

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from . import compound, feature_recovery, label_inference, membership
+from . import compound, feature_recovery, label_inference, membership, secrets
 
 # Family name (the params key attack.<name>) -> its config type, in the registry's order.
 FAMILY_CONFIGS: dict[str, type[BaseModel]] = {
@@ -15,4 +15,7 @@ FAMILY_CONFIGS: dict[str, type[BaseModel]] = {
     "feature_recovery": feature_recovery.Config,
     "membership": membership.Config,
     "compound": compound.Config,
+    "exposure": secrets.ExposureConfig,
+    "extraction": secrets.ExtractionConfig,
+    "text_recovery": secrets.TextRecoveryConfig,
 }
