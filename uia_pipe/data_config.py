@@ -70,7 +70,7 @@ class TextParams(_UserData):
     """download.text: the records of a text dataset (tinyshakespeare, text); `path` read by dataset text."""
 
     path: str | None = Field(None, description="a UTF-8 text file")
-    length: int = Field(64, ge=8, le=4096, description="characters a record holds (the model's input; the "
+    length: int = Field(32, ge=8, le=4096, description="characters a record holds (the model's input; the "
                         "target is the same characters shifted by one)")
     test_fraction: _Fraction = Field(0.1, description="the text's tail held out for test")
 

@@ -67,7 +67,7 @@ class ViTConfig(_Config):
 
 class CharLSTMConfig(_Config):
     embedding: int = Field(32, ge=1, le=MAX_WIDTH, description="character embedding width")
-    hidden: int = Field(128, ge=1, le=4096, description="LSTM state width")
+    hidden: int = Field(64, ge=1, le=4096, description="LSTM state width")
     layers: int = Field(1, ge=1, le=8, description="stacked LSTM layers")
 
 

@@ -218,7 +218,7 @@ def score_text(setting, results: list[dict]) -> pd.DataFrame:
             start = len(card["canaries"]["template"])
             span = slice(start, start + card["canaries"]["digits"])
             row["secret_accuracy"] = float((got[span] == truth[span]).double().mean())
-        row["text"] = "".join(card["vocab"][t] for t in got.tolist())
+        row["text"] = "".join(card["vocab"][t] for t in got.tolist()).replace("\n", "\\n")  # one CSV line
         rows.append(row)
     return pd.DataFrame(rows)
 
