@@ -99,3 +99,43 @@ def test_contrastive_decoding_reads_what_theta_learnt_and_theta_u_did_not():
         opt.step()
     got = contrastive_decode(theta.eval(), theta_u.eval(), 8, 10, beam=4)
     assert (got[1:] == record[0, 1:]).double().mean() >= 0.75
+
+
+def _lm_problem():
+    from uia_pipe.config import OptimParams, PretrainParams
+    from uia_pipe.models import clone, init_model
+    from uia_pipe.training import fit
+    from uia_pipe.unlearning.problem import Pretraining, UnlearningProblem
+
+    spec = {"model": "char_lstm", "config": {"hidden": 8, "embedding": 4}, "input_shape": [12], "num_classes": 11,
+            "mean": [0.0], "std": [1.0], "task": "language_model"}
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 11, (40, 13), generator=g)
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    pre = PretrainParams(epochs=1, lr=0.5, batch_size=8)
+    theta0 = init_model(spec, 0)
+    fit(theta0, x[16:], y[16:], pre, 0)
+    ft = OptimParams(epochs=2, lr=0.5, batch_size=16)
+    theta = clone(theta0)
+    fit(theta, x[:16], y[:16], ft, 1, batchnorm_eval=True)
+    return UnlearningProblem(theta0, theta, x[:16], y[:16], ft, 1,
+                             Pretraining(lambda: init_model(spec, 0), x[16:], y[16:], pre, 0))
+
+
+def test_the_methods_with_a_meaning_for_a_sequence_loss_unlearn_a_language_model():
+    from uia_pipe.unlearning.config import CLASSES_ONLY, UnlearnParams
+    from uia_pipe.unlearning.methods import METHODS
+
+    problem = _lm_problem()
+    forget = torch.zeros(16, dtype=torch.bool)
+    forget[:4] = True
+    ran = []
+    for name, (unlearn, _) in METHODS.items():
+        if name in CLASSES_ONLY:
+            assert "needs classes" in UnlearnParams(method=name).task_error("language_model")
+            continue
+        theta_u = unlearn(problem, forget, getattr(UnlearnParams(), name))
+        out = theta_u(problem.du_x[:2])
+        assert out.shape == (2, 11, 12) and torch.isfinite(out).all()
+        ran.append(name)
+    assert set(ran) == {"exact", "approx", "retrain", "finetune", "neggrad", "influence", "amnesiac"}
