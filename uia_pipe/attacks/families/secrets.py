@@ -213,12 +213,14 @@ def score_text(setting, results: list[dict]) -> pd.DataFrame:
                "baseline_char_accuracy": float((base == truth).double().mean()),
                "baseline_edit_distance": edit_distance(base.tolist(), truth.tolist()) / n,
                "seconds": res["seconds"]}
+        text = "".join(card["vocab"][t] for t in got.tolist())
         c = canary_of(setting, req)
         if c is not None:
             start = len(card["canaries"]["template"])
             span = slice(start, start + card["canaries"]["digits"])
             row["secret_accuracy"] = float((got[span] == truth[span]).double().mean())
-        row["text"] = "".join(card["vocab"][t] for t in got.tolist()).replace("\n", "\\n")  # one CSV line
+            row["secret_found"] = float(card["canaries"]["secrets"][c] in text)  # anywhere in the recovered text
+        row["text"] = text.replace("\n", "\\n")  # one CSV line
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -226,7 +228,7 @@ def score_text(setting, results: list[dict]) -> pd.DataFrame:
 def summarise_text(frame: pd.DataFrame, results: list[dict], cfg: TextRecoveryConfig, stats: dict) -> dict:
     out = {}
     for column in ("char_accuracy", "edit_distance", "baseline_char_accuracy", "baseline_edit_distance",
-                   "secret_accuracy"):
+                   "secret_accuracy", "secret_found"):
         if column in frame:
             out.update(_t(frame, column, column))
     out["seconds_per_request"] = float(frame["seconds"].mean())
@@ -261,6 +263,8 @@ TEXT_RECOVERY = Attack(config=TextRecoveryConfig, run=run_text, score=score_text
                            Number("edit_distance", "text recovery, edit distance / length", "edit_distance",
                                   ("headline", "methods"), "t", baseline="baseline_edit_distance",
                                   higher_leaks=False),
-                           Number("secret_accuracy", "text recovery, secret digits", "secret_accuracy",
+                           Number("secret_accuracy", "text recovery, secret digits in place", "secret_accuracy",
+                                  ("headline", "methods"), "t"),
+                           Number("secret_found", "text recovery, secret in the text", "secret_found",
                                   ("headline", "methods"), "t"),
                        ))

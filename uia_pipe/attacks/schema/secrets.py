@@ -18,7 +18,7 @@ class ExposureConfig(_Config):
 
 
 class ExtractionConfig(_Config):
-    weights: tuple[float, ...] = Field((1.0, 0.5, 0.0), min_length=1, max_length=8,
+    weights: tuple[float, ...] = Field((0.5, 1.0, 0.0), min_length=1, max_length=8,
                                        description="λ of each ranking log p_θ(s) − λ log p_θu(s); the first is "
                                        "the headline")
     chunk: int = Field(4096, ge=10, le=1_000_000, description="trie rows stepped at once")
@@ -26,4 +26,5 @@ class ExtractionConfig(_Config):
 
 class TextRecoveryConfig(_Config):
     beam: int = Field(8, ge=1, le=1024, description="beam width of the contrastive decoding")
-    weight: float = Field(1.0, ge=0, le=10, description="λ of Σ log p_θ − λ log p_θu")
+    weight: float = Field(0.5, ge=0, le=10, description="λ of Σ log p_θ − λ log p_θu (below 1: θ's fluency "
+                          "keeps the decoding on text)")
