@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...stats import mean_ci
+from ...stats import mean_ci, wilson_ci
 from .. import secrets as sec
 from ..protocol import Attack, Context, Grant, Number
 from ..schema.secrets import MAX_EXACT, ExposureConfig, ExtractionConfig, TextRecoveryConfig
@@ -98,7 +98,12 @@ def score_exposure(setting, results: dict) -> pd.DataFrame:
 
 
 def _t(frame: pd.DataFrame, column: str, key: str) -> dict:
-    mean, half = mean_ci(frame[column].dropna().tolist())
+    """The mean of a column over requests with its interval: Wilson's for a share (0/1 values), else Student-t."""
+    values = frame[column].dropna()
+    if len(values) and values.isin([0.0, 1.0]).all():
+        low, high = wilson_ci(int(values.sum()), len(values))
+        return {key: float(values.mean()), f"{key}_ci95_low": low, f"{key}_ci95_high": high}
+    mean, half = mean_ci(values.tolist())
     return {key: mean, f"{key}_ci95_low": mean - half, f"{key}_ci95_high": mean + half}
 
 
@@ -151,8 +156,6 @@ def score_extraction(setting, results: list[dict]) -> pd.DataFrame:
 
 
 def summarise_extraction(frame: pd.DataFrame, results: list[dict], cfg: ExtractionConfig, stats: dict) -> dict:
-    from ...stats import wilson_ci
-
     out = {"weight": cfg.weights[0]}
     for i, w in enumerate(cfg.weights):
         lead = "" if i == 0 else f"lambda_{_name(w)}_"
