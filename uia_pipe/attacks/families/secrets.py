@@ -97,10 +97,13 @@ def score_exposure(setting, results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SHARES = ("within_controls", "secret_found")  # 0/1 per request: Wilson intervals
+
+
 def _t(frame: pd.DataFrame, column: str, key: str) -> dict:
-    """The mean of a column over requests with its interval: Wilson's for a share (0/1 values), else Student-t."""
+    """The mean of a column over requests with its interval: Wilson's for a share (SHARES), else Student-t."""
     values = frame[column].dropna()
-    if len(values) and values.isin([0.0, 1.0]).all():
+    if column in SHARES:
         low, high = wilson_ci(int(values.sum()), len(values))
         return {key: float(values.mean()), f"{key}_ci95_low": low, f"{key}_ci95_high": high}
     mean, half = mean_ci(values.tolist())
