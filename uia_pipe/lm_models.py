@@ -11,10 +11,10 @@ The output head is the last `nn.Linear` registered, as in every model of the reg
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .model_config import CharLSTMConfig, CharTransformerConfig
+from .models import _Attention
 
 
 class CharLSTM(nn.Module):
@@ -43,16 +43,9 @@ class CharLSTM(nn.Module):
         return tuple(s[:, rows] for s in state)
 
 
-class _CausalAttention(nn.Module):
-    """Masked multi-head self-attention in plain matmuls (double backward works through it); `cache` holds
-    the keys and values of the positions before x's."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.scale = (dim // heads) ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+class _CausalAttention(_Attention):
+    """The registry's attention (plain matmuls: double backward works through it), masked to the positions
+    before each; `cache` holds the keys and values of the positions before x's."""
 
     def forward(self, x: torch.Tensor, cache=None):
         b, n, d = x.shape
@@ -120,14 +113,3 @@ class CharTransformer(nn.Module):
         return offset, [(k[rows] if len(k) > 1 else k.expand(len(rows), -1, -1, -1),
                          v[rows] if len(v) > 1 else v.expand(len(rows), -1, -1, -1)) for k, v in caches]
 
-
-def char_lstm(input_shape: tuple[int, ...], num_classes: int, cfg: CharLSTMConfig) -> nn.Module:
-    return CharLSTM(input_shape[0], num_classes, cfg)
-
-
-def char_transformer(input_shape: tuple[int, ...], num_classes: int, cfg: CharTransformerConfig) -> nn.Module:
-    return CharTransformer(input_shape[0], num_classes, cfg)
-
-
-def log_probs(logits: torch.Tensor) -> torch.Tensor:
-    return F.log_softmax(logits.double(), dim=-1)

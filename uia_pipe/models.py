@@ -20,6 +20,8 @@ from .model_config import (  # noqa: F401
     MAX_WIDTH,
     MODEL_CONFIGS,
     TASKS,
+    CharLSTMConfig,
+    CharTransformerConfig,
     ConvNetConfig,
     HiddenWidth,
     LeNetConfig,
@@ -30,7 +32,6 @@ from .model_config import (  # noqa: F401
     ViTConfig,
     _Config,
 )
-from .lm_models import char_lstm, char_transformer, CharLSTMConfig, CharTransformerConfig
 
 
 class Classifier(nn.Module):
@@ -233,6 +234,20 @@ def linear(input_shape: tuple[int, ...], num_classes: int, cfg: LinearConfig) ->
     for s in input_shape:
         d *= s
     return nn.Sequential(nn.Flatten(), nn.Linear(d, num_classes))
+
+
+def char_lstm(input_shape: tuple[int, ...], num_classes: int, cfg: CharLSTMConfig) -> nn.Module:
+    """A character-level LSTM over records of input_shape[0] characters (`lm_models.CharLSTM`)."""
+    from .lm_models import CharLSTM
+
+    return CharLSTM(input_shape[0], num_classes, cfg)
+
+
+def char_transformer(input_shape: tuple[int, ...], num_classes: int, cfg: CharTransformerConfig) -> nn.Module:
+    """A small causal transformer over characters (`lm_models.CharTransformer`)."""
+    from .lm_models import CharTransformer
+
+    return CharTransformer(input_shape[0], num_classes, cfg)
 
 
 MODELS: dict[str, tuple[Callable[..., nn.Module], type[_Config]]] = {
