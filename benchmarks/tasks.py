@@ -50,6 +50,13 @@ PAIRS: dict[str, dict[str, object]] = {
     "autoencoder-mlp-fashion_mnist": {"train.task": "autoencoder", "train.model": "mlp"},
     "autoencoder-lenet-digits": {"download.dataset": "digits", "train.task": "autoencoder", "train.model": "lenet",
                                  "train.pool_size": 300, "train.pretrain.epochs": 20},
+    # the README's language model: 16 canaries of 4 copies in D_u, each request deleting one's copies
+    "language_model-char_lstm-tinyshakespeare": {
+        "download.dataset": "tinyshakespeare", "train.task": "language_model", "train.model": "char_lstm",
+        "train.n": 128, "train.pretrain.epochs": 1, "train.pretrain.lr": 1.0, "train.pretrain.max_samples": 8000,
+        "train.pretrain.batch_size": 64, "train.finetune.epochs": 20, "train.finetune.lr": 1.0,
+        "train.finetune.momentum": 0.9, "train.finetune.batch_size": 32, "unlearn.selection": "canary",
+        "unlearn.requests": 16, "attack.membership.shadows": 8, "attack.membership.lira_shadows": 0},
 }
 
 SIX = ("download", "train", "unlearn", "attack", "defend", "evaluate")
@@ -92,24 +99,36 @@ def rows(result: dict) -> list[dict]:
     six = sum(result["seconds"][s] for s in SIX) / 60
     out = []
     for method, run in {result["method"]: attack, **attack.get("compare", {})}.items():
-        fr, mi, li = run["feature_recovery"], run.get("membership", {}), run.get("label_inference", {})
-        if "psnr_mean" in fr:
-            recovery = f"{fr['psnr_mean']:.1f} dB (mean image {fr['baseline_psnr']:.1f})"
+        fr, mi, li = run.get("feature_recovery", {}), run.get("membership", {}), run.get("label_inference", {})
+        if "text_recovery" in run:  # a language model: the deleted canary's text and secret
+            recovery, inference = _text_cells(run)
         else:
-            recovery = (f"MAE {fr['numeric_mae_std']:.3g} sd (mean row {fr['baseline_numeric_mae_std']:.3g}); "
-                        f"categorical {fr['categorical_accuracy']:.2f} (mode {fr['baseline_categorical_accuracy']:.2f})")
-        if "value_mae_std" in fr:
-            inference = f"value MAE {fr['value_mae_std']:.3g} sd (mean {fr['baseline_value_mae_std']:.3g})"
-        elif li:
-            inference = f"label accuracy {li['accuracy']:.2f} (chance {1 / result['classes']:.2f})"
-        else:
-            inference = "none (no label)"
+            if "psnr_mean" in fr:
+                recovery = f"{fr['psnr_mean']:.1f} dB (mean image {fr['baseline_psnr']:.1f})"
+            else:
+                recovery = (f"MAE {fr['numeric_mae_std']:.3g} sd (mean row {fr['baseline_numeric_mae_std']:.3g}); "
+                            f"categorical {fr['categorical_accuracy']:.2f} (mode {fr['baseline_categorical_accuracy']:.2f})")
+            if "value_mae_std" in fr:
+                inference = f"value MAE {fr['value_mae_std']:.3g} sd (mean {fr['baseline_value_mae_std']:.3g})"
+            elif li:
+                inference = f"label accuracy {li['accuracy']:.2f} (chance {1 / result['classes']:.2f})"
+            else:
+                inference = "none (no label)"
         out.append({"task": result["task"], "model": result["model"], "dataset": result["dataset"], "method": method,
                     "feature recovery": recovery, "label / value inference": inference,
                     "membership AUC": f"{mi['never_auc']:.2f}" if "never_auc" in mi else "–",
                     "θ test quality": f"{train['test_accuracy']:.3g}", "six stages (min)": f"{six:.1f}",
                     "access (min)": f"{result['seconds']['access'] / 60:.1f}"})
     return out
+
+
+def _text_cells(run: dict) -> tuple[str, str]:
+    """A language model's recovery cell (the deleted record's text) and inference cell (its secret)."""
+    text, e, x = run["text_recovery"], run["exposure"], run["extraction"]
+    return (f"text: character accuracy {text['char_accuracy']:.2f} (mean text {text['baseline_char_accuracy']:.2f}), "
+            f"secret in it {text['secret_found']:.2f}",
+            f"exposure θ {e['exposure_theta']:.1f} → θ_u {e['exposure_theta_u']:.1f} bits (never inserted "
+            f"{e['control_theta_u']:.1f}); two-model top-1 {x['top1']:.2f}")
 
 
 def table(all_rows: list[dict]) -> str:

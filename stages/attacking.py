@@ -46,7 +46,7 @@ def attacking(stage: str, base, threads: int, cache_dir: str, data: Path, traine
         attacks = for_task(ATTACKS, task)
         if len(attacks) < len(ATTACKS):
             typer.echo(f"{stage}: {', '.join(n for n in ATTACKS if n not in attacks)} left out (they attack "
-                       f"classifiers; train.task is {task})")
+                       f"other tasks' models; train.task is {task})")
         for run in runs.values():
             check(run, attacks, configs)
         store = FileStore(Path(cache_dir).expanduser())

@@ -18,6 +18,7 @@ from uia_pipe.config import BaseParams, TrainParams, load_sections, section_hash
 from uia_pipe.data import as_inputs
 from uia_pipe.errors import UiaError
 from uia_pipe.models import init_model
+from uia_pipe.text import canary_rows
 from uia_pipe.training import pretrain_and_finetune
 
 
@@ -45,6 +46,13 @@ def main(
     reason = tasks.dataset_error(t.task, card)
     if reason:
         raise UiaError(f"train.task={t.task}: {reason} (download.dataset)")
+    if (t.task == "language_model") != t.model.startswith("char_"):
+        raise UiaError(f"train.model: {t.model} " + ("is no language model (char_lstm | char_transformer)"
+                       if t.task == "language_model" else f"is a language model; train.task is {t.task}"))
+    forced = canary_rows(card)
+    if len(forced) > t.n:
+        raise UiaError(f"train.n: D_u must hold every canary's copies ({len(forced)} = download.canaries.count × "
+                       f"repeats); got {t.n}")
     device = device_for(base.device)
     seed_everything(base.seed, base.threads)
     spec = {"model": t.model, "config": getattr(t, t.model).model_dump(), "input_shape": card["input_shape"],
@@ -56,7 +64,8 @@ def main(
     with progress(-(-n_pretrain // t.pretrain.batch_size) * t.pretrain.epochs, "pretrain θ₀") as bar:
         trained = pretrain_and_finetune(init_model(spec, base.seed).to(device), x_train,
                                         tasks.targets(t.task, x_train, ds.y_train), x_test,
-                                        tasks.targets(t.task, x_test, ds.y_test), t, base.seed, on_batch=bar.update)
+                                        tasks.targets(t.task, x_test, ds.y_test), t, base.seed, on_batch=bar.update,
+                                        forced=forced)
     seconds = time.perf_counter() - started
     with io.atomic_dir(out) as tmp:
         io.save_model(tmp / "theta_pretrained.safetensors", trained.theta_pretrained, spec)

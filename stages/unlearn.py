@@ -13,7 +13,9 @@ from stages.common import (
 from uia_pipe import executor, io, tracking
 from uia_pipe.config import BaseParams, TrainParams, load_sections, section_hash
 from uia_pipe.models import spec_of
+from uia_pipe.errors import UiaError
 from uia_pipe.requests import draw_requests
+from uia_pipe.text import canary_owners
 from uia_pipe.unlearning.campaign import load_problem, summarise, unlearn_requests
 from uia_pipe.unlearning.config import UnlearnParams
 from uia_pipe.unlearning.methods import configured
@@ -40,7 +42,11 @@ def main(
     seed_everything(base.seed, base.threads)
     with executor.for_stage(base, base.threads) as ex:
         problem, spec, test_x, test_y = load_problem(data, trained, device)
-        requests = draw_requests(problem.du_y, u.requests, u.selection, u.k, u.fraction, base.seed)
+        owners = canary_owners(io.load_json(data / "card.json"), io.load_tensors(trained / "split.safetensors")[0]["du"])
+        try:
+            requests = draw_requests(problem.du_y, u.requests, u.selection, u.k, u.fraction, base.seed, owners)
+        except ValueError as exc:
+            raise UiaError(str(exc)) from None
         frame, states = _unlearn(problem, spec, requests, u, configs, test_x, test_y, out, ex)
     result = summarise(frame, u.method)
     io.save_json(metrics, result)

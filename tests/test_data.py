@@ -309,10 +309,10 @@ def test_offline_without_files_is_one_line_error(tmp_path: Path, name: str) -> N
 
 def test_unknown_dataset_lists_known_ones(tmp_path: Path) -> None:
     with pytest.raises(UiaError, match="known: cifar10, cifar100, csv, diabetes, digits, fashion_mnist, "
-                       "german_credit, german_credit_amount, image_folder, mnist, stl10"):
+                       "german_credit, german_credit_amount, image_folder, mnist, stl10, text, tinyshakespeare"):
         load_dataset("imagenet", tmp_path)
     assert set(DATASETS) == {"fashion_mnist", "mnist", "cifar10", "cifar100", "stl10", "digits", "german_credit",
-                             "german_credit_amount", "diabetes", "image_folder", "csv"}
+                             "german_credit_amount", "diabetes", "image_folder", "csv", "tinyshakespeare", "text"}
 
 
 _REAL_DEBIAN = Path("/usr/share/datasets/fashion-mnist")

@@ -11,7 +11,7 @@ from uia_pipe.models import MODELS, build_model, init_model
 SHAPES = {"fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32), "stl10": (3, 96, 96)}
 
 
-@pytest.mark.parametrize("name", [m for m in MODELS if m != "tabular_mlp"])
+@pytest.mark.parametrize("name", [m for m in MODELS if m != "tabular_mlp" and not m.startswith("char_")])
 @pytest.mark.parametrize("dataset", list(SHAPES))
 def test_image_models_build_and_classify(name, dataset):
     shape = SHAPES[dataset]
@@ -22,6 +22,12 @@ def test_image_models_build_and_classify(name, dataset):
                         [0.5] * shape[0], [0.25] * shape[0]).eval()
     out = model(torch.rand(2, *shape))
     assert out.shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", [m for m in MODELS if m.startswith("char_")])
+def test_language_models_read_characters_and_give_next_character_logits(name):
+    model = build_model(name, MODELS[name][1](), (16,), 30, [0.0], [1.0], "language_model").eval()
+    assert model(torch.randint(0, 30, (2, 16))).shape == (2, 30, 16)
 
 
 def test_tabular_mlp_and_normalisation_is_part_of_the_model():

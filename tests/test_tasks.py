@@ -137,8 +137,10 @@ def test_task_wrappers_round_trip_through_the_spec():
 
 
 def test_families_for_each_task_and_membership_likelihood():
-    assert list(for_task(ATTACKS, "classification")) == list(ATTACKS)
+    text = {"exposure", "extraction", "text_recovery"}
+    assert list(for_task(ATTACKS, "classification")) == [name for name in ATTACKS if name not in text]
     assert set(for_task(ATTACKS, "regression")) == {"feature_recovery", "membership"}
+    assert set(for_task(ATTACKS, "language_model")) == {"membership"} | text
     model = build_model("linear", {}, (3,), 1, [0.0] * 3, [1.0] * 3, "regression")
     x, y = torch.randn(4, 3), torch.randn(4)
     lp = log_posteriors(model, x, y)

@@ -5,6 +5,7 @@ declares an output they would have written."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,37 @@ def test_a_task_without_classes_runs_every_stage_through_dvc(repo, task):
     reports = path / "reports"
     assert (reports / "report.md").is_file() and not (reports / "label_confusion.png").exists()
     assert "Running stage" not in run_ok(["dvc", "repro"], path, env)  # the experiment's workspace is complete
+
+
+# The language model on the vendored Tiny Shakespeare, shrunk to seconds: short records, a tiny LSTM, 3-digit
+# secrets, four canaries of four copies each, every request deleting one canary's copies.
+LANGUAGE_MODEL = [
+    "download.dataset=tinyshakespeare", "download.text.length=32", "download.canaries.count=4",
+    "download.canaries.repeats=4", "download.canaries.controls=4", "download.canaries.digits=3",
+    "train.task=language_model", "train.model=char_lstm", "train.char_lstm.hidden=16", "train.char_lstm.embedding=8",
+    "train.pool_size=64", "train.n=32", "train.pretrain.max_samples=256", "train.pretrain.epochs=1",
+    "train.pretrain.lr=1.0", "train.finetune.epochs=3", "train.finetune.lr=1.0", "train.finetune.batch_size=16",
+    "unlearn.selection=canary", "unlearn.requests=4", "attack.membership.shadows=2", "attack.membership.targets=16",
+    "attack.membership.lira_shadows=0", "attack.membership.trees=10",
+]
+
+
+def test_the_language_model_runs_every_stage_through_dvc(repo):
+    path, env = repo
+    out = run_ok(["dvc", "exp", "run", *(a for s in LANGUAGE_MODEL for a in ("-S", s))], path, env)
+    for stage in ("download", "train", "unlearn", "attack", "defend", "access", "evaluate"):
+        assert f"Running stage '{stage}'" in out
+    attack = json.loads((path / "metrics" / "attack.json").read_text())
+    assert {"exposure", "extraction", "text_recovery", "membership"} <= set(attack)
+    assert not {"label_inference", "feature_recovery", "compound"} & set(attack)
+    exposure = attack["exposure"]
+    assert exposure["secrets"] == 1000 and exposure["max_exposure"] == pytest.approx(math.log2(1000))
+    for key in ("exposure_theta", "exposure_theta_u", "control_theta"):
+        assert 0 <= exposure[key] <= exposure["max_exposure"]
+    assert 0 <= attack["extraction"]["top1"] <= 1 and 0 <= attack["text_recovery"]["char_accuracy"] <= 1
+    assert 0 <= attack["membership"]["never_auc"] <= 1
+    assert "approx" in attack["compare"]
+    requests = (path / "metrics" / "attack_requests.csv").read_text()
+    assert "exposure.exposure_theta_u" in requests and "extraction.top1" in requests
+    assert (path / "reports" / "report.md").is_file()
+    assert "Running stage" not in run_ok(["dvc", "repro"], path, env)

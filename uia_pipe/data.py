@@ -109,6 +109,8 @@ def as_inputs(x: torch.Tensor) -> torch.Tensor:
         return x.to(torch.float32).div_(255.0)
     if x.is_floating_point():
         return x.to(torch.float32)
+    if x.dtype == torch.int64:  # a text record's character indices
+        return x
     raise TypeError(f"as_inputs expects uint8 images or a float tensor, got {x.dtype}")
 
 
@@ -817,6 +819,79 @@ def load_csv(cache_dir: Path, settings: DownloadParams | None = None) -> Dataset
                             split_seed=cfg.split_seed, class_names=class_names, **card)
 
 
+TINYSHAKESPEARE_FILE = Path(__file__).parent / "vendor/tinyshakespeare/input.txt.gz"
+
+
+def _text_dataset(text: str, name: str, settings: DownloadParams | None, **card: Any) -> Dataset:
+    """Records of `text` for a character-level language model (`uia_pipe.text`): its last
+    download.text.test_fraction held out for test, the canaries of download.canaries appended to the
+    training records (where the card records them)."""
+    from . import text as lm
+
+    cfg = settings or DownloadParams()
+    length, canaries = cfg.text.length, cfg.canaries
+    n_test = max(round(len(text) * cfg.text.test_fraction), length + 1)
+    train_text, test_text = text[:-n_test], text[-n_test:]
+    if len(train_text) < 2 * (length + 1):
+        raise UiaError(f"download.text.length: {name} has {len(text)} characters, too few for two training "
+                       f"records of {length + 1} and a test record; shorten download.text.length")
+    head = len(canaries.template) + canaries.digits + 1
+    if canaries.count and head > length + 1:
+        raise UiaError(f"download.canaries.template: a canary ({head} characters with its secret) must fit a "
+                       f"record of {length + 1} (download.text.length + 1)")
+    vocab = lm.vocabulary(text, canaries.template + "\n")
+    x_train, y_train = lm.records(lm.encode(train_text, vocab), length)
+    x_test, y_test = lm.records(lm.encode(test_text, vocab), length)
+    card = {"name": name, "kind": "text", "task": "language_model", "input_shape": [length],
+            "num_classes": len(vocab), "vocab": vocab, "mean": [0.0], "std": [1.0], **card}
+    if canaries.count:
+        cx, cy, record = lm.canary_records(canaries, test_text, length, vocab)
+        card["canaries"] = {"first_row": len(x_train), **record}
+        x_train, y_train = torch.cat([x_train, cx]), torch.cat([y_train, cy])
+    ds = Dataset(x_train, y_train, x_test, y_test, {**card, "n_train": len(x_train), "n_test": len(x_test)})
+    ds.card["checksum"] = checksum(ds)
+    return ds
+
+
+def _read_text(key: str, path: Path) -> str:
+    """The UTF-8 text of `path`; UiaError naming `key` when it is empty or not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UiaError(f"{key}: cannot read {path} ({_one_line(exc)})") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UiaError(f"{key}: {path} is not UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
+    if not text:
+        raise UiaError(f"{key}: {path} is empty; a language model needs text")
+    return text
+
+
+def load_tinyshakespeare(cache_dir: Path, settings: DownloadParams | None = None) -> Dataset:
+    """Tiny Shakespeare (vendored; `cache_dir` unused) as character records (`_text_dataset`)."""
+    text = gzip.decompress(TINYSHAKESPEARE_FILE.read_bytes()).decode("utf-8")
+    return _text_dataset(text, "tinyshakespeare", settings, source="karpathy/char-rnn data/tinyshakespeare "
+                         "(vendored: uia_pipe/vendor/tinyshakespeare)", licence="public domain",
+                         citation="Shakespeare's plays, as collected by A. Karpathy for char-rnn (2015)")
+
+
+def load_text(cache_dir: Path, settings: DownloadParams | None = None) -> Dataset:
+    """The user's UTF-8 text file at download.text.path (`cache_dir` unused) as character records."""
+    cfg = settings or DownloadParams()
+    path = cfg.text.path
+    if path is None:
+        raise UiaError("download.text.path: null; set it to a UTF-8 text file (download.dataset: text reads it)")
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.exists():
+        raise UiaError(f"download.text.path: {resolved} does not exist")
+    if not resolved.is_file():
+        raise UiaError(f"download.text.path: {resolved} is not a file")
+    text = _read_text("download.text.path", resolved)
+    return _text_dataset(text, "text", cfg, source=str(resolved), licence=_USER_DATA,
+                         citation=f"none ({_USER_DATA})")
+
+
 DATASETS: dict[str, Loader] = {
     "fashion_mnist": load_fashion_mnist,
     "mnist": functools.partial(_load_torchvision, "mnist"),
@@ -829,6 +904,8 @@ DATASETS: dict[str, Loader] = {
     "diabetes": load_diabetes,
     "image_folder": load_image_folder,
     "csv": load_csv,
+    "tinyshakespeare": load_tinyshakespeare,
+    "text": load_text,
 }
 """Registry used by `load_dataset`; each loader takes (cache_dir, settings)."""
 assert tuple(DATASETS) == DATASET_NAMES, "data.DATASETS and data_config.DATASET_NAMES disagree"

@@ -14,7 +14,7 @@ from .registry import one_of
 
 # download.dataset: the names of data.DATASETS, in its order.
 DATASET_NAMES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "stl10", "digits", "german_credit",
-                 "german_credit_amount", "diabetes", "image_folder", "csv")
+                 "german_credit_amount", "diabetes", "image_folder", "csv", "tinyshakespeare", "text")
 
 _Side = Annotated[int, Field(ge=1, le=4096)]
 
@@ -66,6 +66,36 @@ class CsvParams(_UserData):
         return value
 
 
+class TextParams(_UserData):
+    """download.text: the records of a text dataset (tinyshakespeare, text); `path` read by dataset text."""
+
+    path: str | None = Field(None, description="a UTF-8 text file")
+    length: int = Field(32, ge=8, le=4096, description="characters a record holds (the model's input; the "
+                        "target is the same characters shifted by one)")
+    test_fraction: _Fraction = Field(0.1, description="the text's tail held out for test")
+
+
+class CanaryParams(BaseModel):
+    """download.canaries: secret-bearing sentences put into a text dataset's fine-tune set (the Secret Sharer's
+    canaries), each a person's: a deletion request removes all its copies."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: int = Field(0, ge=0, le=4096, description="C canaries inserted (0 = none)")
+    repeats: int = Field(4, ge=1, le=1024, description="r copies of each in D_u")
+    controls: int = Field(16, ge=0, le=4096, description="never-inserted canaries (same template, fresh secrets)")
+    digits: int = Field(6, ge=1, le=12, description="the secret's digits: |R| = 10^digits")
+    template: str = Field("my phone number is ", min_length=1, description="the text before the secret")
+    seed: _Seed = 0
+
+    @field_validator("template")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        if not v.isprintable():
+            raise ValueError(f"expected printable characters, got {v!r}")
+        return v
+
+
 class DownloadParams(BaseModel):
     """The download section: which dataset, where downloads and staged raw files
     go, and the user's own files (image_folder, csv)."""
@@ -76,6 +106,8 @@ class DownloadParams(BaseModel):
     cache_dir: str = Field("~/.cache/uia-pipe", min_length=1, description="outside the repository")
     image_folder: ImageFolderParams = ImageFolderParams()
     csv: CsvParams = CsvParams()
+    text: TextParams = TextParams()
+    canaries: CanaryParams = CanaryParams()
 
     @field_validator("dataset")
     @classmethod

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # train.task, in this order (uia_pipe.tasks).
-TASKS = ("classification", "regression", "autoencoder")
+TASKS = ("classification", "regression", "autoencoder", "language_model")
 
 
 class _Config(BaseModel):
@@ -65,6 +65,21 @@ class ViTConfig(_Config):
         return v
 
 
+class CharLSTMConfig(_Config):
+    embedding: int = Field(32, ge=1, le=MAX_WIDTH, description="character embedding width")
+    hidden: int = Field(64, ge=1, le=4096, description="LSTM state width")
+    layers: int = Field(1, ge=1, le=8, description="stacked LSTM layers")
+
+
+class CharTransformerConfig(_Config):
+    dim: int = Field(64, ge=1, le=MAX_WIDTH, description="token width")
+    depth: int = Field(2, ge=1, le=48, description="causal transformer blocks")
+    heads: int = Field(4, ge=1, le=MAX_WIDTH, description="attention heads, dividing dim")
+    mlp_ratio: int = Field(2, ge=1, le=8, description="MLP hidden width over dim")
+
+    _divides_dim = field_validator("heads")(ViTConfig._divides_dim.__func__)
+
+
 # Model name (the params key, train.model) -> its config type, in models.MODELS's order.
 MODEL_CONFIGS: dict[str, type[_Config]] = {
     "mlp": MLPConfig,
@@ -74,4 +89,6 @@ MODEL_CONFIGS: dict[str, type[_Config]] = {
     "tabular_mlp": TabularMLPConfig,
     "linear": LinearConfig,
     "vit": ViTConfig,
+    "char_lstm": CharLSTMConfig,
+    "char_transformer": CharTransformerConfig,
 }

@@ -20,6 +20,8 @@ from .model_config import (  # noqa: F401
     MAX_WIDTH,
     MODEL_CONFIGS,
     TASKS,
+    CharLSTMConfig,
+    CharTransformerConfig,
     ConvNetConfig,
     HiddenWidth,
     LeNetConfig,
@@ -68,8 +70,27 @@ class Reconstructor(Classifier):
         return self(x) + x
 
 
+class LanguageModel(Classifier):
+    """A character-level language model (`uia_pipe.lm_models`): character indices in, next-character logits
+    [B, V, L] out, no normalisation; `start`, `step` and `select` score continuations incrementally."""
+
+    task = "language_model"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def start(self, x: torch.Tensor):
+        return self.body.start(x)
+
+    def step(self, tokens: torch.Tensor, state):
+        return self.body.step(tokens, state)
+
+    def select(self, state, rows: torch.Tensor):
+        return self.body.select(state, rows)
+
+
 WRAPPERS: dict[str, type[Classifier]] = {"classification": Classifier, "regression": Regressor,
-                                         "autoencoder": Reconstructor}
+                                         "autoencoder": Reconstructor, "language_model": LanguageModel}
 assert tuple(WRAPPERS) == TASKS, "models.WRAPPERS and model_config.TASKS disagree"
 
 
@@ -215,6 +236,20 @@ def linear(input_shape: tuple[int, ...], num_classes: int, cfg: LinearConfig) ->
     return nn.Sequential(nn.Flatten(), nn.Linear(d, num_classes))
 
 
+def char_lstm(input_shape: tuple[int, ...], num_classes: int, cfg: CharLSTMConfig) -> nn.Module:
+    """A character-level LSTM over records of input_shape[0] characters (`lm_models.CharLSTM`)."""
+    from .lm_models import CharLSTM
+
+    return CharLSTM(input_shape[0], num_classes, cfg)
+
+
+def char_transformer(input_shape: tuple[int, ...], num_classes: int, cfg: CharTransformerConfig) -> nn.Module:
+    """A small causal transformer over characters (`lm_models.CharTransformer`)."""
+    from .lm_models import CharTransformer
+
+    return CharTransformer(input_shape[0], num_classes, cfg)
+
+
 MODELS: dict[str, tuple[Callable[..., nn.Module], type[_Config]]] = {
     "mlp": (mlp, MLPConfig),
     "convnet": (convnet, ConvNetConfig),
@@ -223,6 +258,8 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], type[_Config]]] = {
     "tabular_mlp": (mlp, TabularMLPConfig),
     "linear": (linear, LinearConfig),
     "vit": (vit, ViTConfig),
+    "char_lstm": (char_lstm, CharLSTMConfig),
+    "char_transformer": (char_transformer, CharTransformerConfig),
 }
 assert {name: cfg for name, (_, cfg) in MODELS.items()} == MODEL_CONFIGS and list(MODELS) == list(MODEL_CONFIGS), \
     "models.MODELS and model_config.MODEL_CONFIGS disagree"

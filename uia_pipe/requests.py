@@ -25,7 +25,8 @@ class DeletionRequest:
 
 
 def draw_requests(
-    du_y: torch.Tensor, count: int, selection: str, k: int, fraction: float, seed: int
+    du_y: torch.Tensor, count: int, selection: str, k: int, fraction: float, seed: int,
+    owners: torch.Tensor | None = None,
 ) -> list[DeletionRequest]:
     """`count` requests drawn with `seed`.
 
@@ -33,6 +34,8 @@ def draw_requests(
     class: a fraction p of one class's samples in D_u (at least one), the
     classes taken in a seeded order that cycles through all present classes,
     so the requests cover them evenly.
+    canary: request i removes every copy of canary i (`owners`: each D_u sample's canary, −1 for none),
+    one person's sentences; so k is the canaries' repeats.
     """
     gen = torch.Generator().manual_seed(seed)
     n = len(du_y)
@@ -52,4 +55,10 @@ def draw_requests(
             chosen = members[torch.randperm(len(members), generator=gen)[:take]]
             out.append(DeletionRequest(i, sorted(chosen.tolist()), int(c)))
         return out
+    if selection == "canary":
+        have = 0 if owners is None else int(owners.max().item()) + 1 if len(owners) else 0
+        if count > have:
+            raise ValueError(f"unlearn.requests: {count} canary requests, but D_u holds {have} canaries "
+                             "(download.canaries.count)")
+        return [DeletionRequest(i, torch.nonzero(owners == i).flatten().tolist()) for i in range(count)]
     raise ValueError(f"unknown selection {selection!r}")

@@ -6,6 +6,9 @@ model needs no setting to pick its loss.
 - regression: one output, the standardised target; targets float32; squared error.
 - autoencoder: the model outputs its reconstruction's residual f(x) − x (`models.Reconstructor`);
   the target is zero, so the loss is the reconstruction's mean squared error and needs no label.
+- language_model: a character-level model (`models.LanguageModel`) reads a record's characters [B, L] and
+  outputs next-character logits [B, V, L]; targets are the next characters, int64 [B, L]; a record's loss is
+  its mean cross-entropy over positions (`uia_pipe.text`).
 
 A float target selects squared error and an integer one cross-entropy, so `loss(out, y)` serves
 all three tasks once `targets` has made y.
@@ -20,7 +23,8 @@ from torch import nn
 from .model_config import TASKS  # noqa: F401  (train.task's values, in the schema leaf params validation reads)
 
 # train.task -> the name of the quality the train stage reports (higher is better)
-QUALITY = {"classification": "accuracy", "regression": "r2", "autoencoder": "psnr"}
+QUALITY = {"classification": "accuracy", "regression": "r2", "autoencoder": "psnr",
+           "language_model": "char_accuracy"}
 
 
 def task_of(model: nn.Module) -> str:
@@ -41,14 +45,15 @@ def per_sample(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Each sample's loss: cross-entropy for integer y, else the mean squared error over the
     sample's outputs against y (a value per sample, broadcast)."""
     if not y.is_floating_point():
-        return F.cross_entropy(out, y, reduction="none")
+        each = F.cross_entropy(out, y, reduction="none")
+        return each if y.dim() == 1 else each.reshape(len(out), -1).mean(1)
     flat = out.reshape(len(out), -1)
     return (flat - y.to(flat.dtype).reshape(-1, 1)).square().mean(1)
 
 
 def loss(out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """The training loss of a batch (mean or sum over samples)."""
-    if not y.is_floating_point():
+    if not y.is_floating_point() and y.dim() == 1:
         return F.cross_entropy(out, y, reduction=reduction)
     each = per_sample(out, y)
     return each.sum() if reduction == "sum" else each.mean()
@@ -70,7 +75,7 @@ def attack_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def quality(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
     """Accuracy (classification), R² against the targets' own mean (regression), or the
     reconstructions' PSNR in dB on [0, 1] images (autoencoder: out is the residual)."""
-    if task == "classification":
+    if task in ("classification", "language_model"):
         return float((out.argmax(1) == y).double().mean())
     if task == "regression":
         pred, truth = out.reshape(-1).double(), y.double()
@@ -82,7 +87,7 @@ def quality(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
 
 def num_outputs(task: str, card: dict) -> int:
     """The model's output size: the classes, one value, or every input entry."""
-    if task == "classification":
+    if task in ("classification", "language_model"):
         return card["num_classes"]
     if task == "regression":
         return 1
@@ -95,6 +100,9 @@ def num_outputs(task: str, card: dict) -> int:
 def dataset_error(task: str, card: dict) -> str | None:
     """Why `card`'s data cannot be learnt as `task` (a one-line reason), or None."""
     kind = card.get("task", "classification")
+    if (task == "language_model") != (card["kind"] == "text"):
+        return (f"the language model reads text; {card['name']} is {card['kind']}" if task == "language_model"
+                else f"{card['name']} is text: train.task language_model reads it")
     if task == "autoencoder":
         return None if card["kind"] == "image" else f"the autoencoder reconstructs images; {card['name']} is {card['kind']}"
     if task != kind:

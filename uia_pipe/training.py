@@ -89,8 +89,8 @@ def fit(
             if on_step is not None:
                 on_step(idx)
             total_loss += loss.item() * len(idx)
-            if not yb.is_floating_point():
-                correct += (logits.argmax(1) == yb).sum().item()
+            if not yb.is_floating_point():  # a record's share of its positions (one for a label)
+                correct += (logits.argmax(1) == yb).reshape(len(yb), -1).double().mean(1).sum().item()
             seen += len(idx)
             if on_batch is not None:
                 on_batch()
@@ -152,11 +152,15 @@ def pretrain_and_finetune(
     cfg,
     seed: int,
     on_batch: Callable[[], None] | None = None,
+    forced: torch.Tensor | None = None,
 ) -> Trained:
     """The paper's protocol on a freshly initialised `model`: a pool of cfg.pool_size samples held out
     (seeded), θ₀ pretrained on the rest (at most cfg.pretrain.max_samples, 0 = all), θ = θ₀ fine-tuned on
-    D_u, the pool's first cfg.n samples, batch norm on its running statistics. `cfg` is the train section."""
+    D_u, the pool's first cfg.n samples, batch norm on its running statistics. `cfg` is the train section.
+    `forced` rows (a text dataset's canaries) open the pool, so D_u holds them, and are never pretrained on."""
     order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
+    if forced is not None and len(forced):
+        order = torch.cat([forced, order[~torch.isin(order, forced)]])
     pool, rest = order[: cfg.pool_size], order[cfg.pool_size :]
     if cfg.pretrain.max_samples:
         rest = rest[: cfg.pretrain.max_samples]

@@ -24,6 +24,7 @@ def _registry() -> dict[str, Attack]:
     from .families.label_inference import ATTACK as _LABEL_INFERENCE
     from .families.membership import ATTACK as _MEMBERSHIP
     from .families.recovery import ATTACK as _RECOVERY
+    from .families.secrets import EXPOSURE as _EXPOSURE, EXTRACTION as _EXTRACTION, TEXT_RECOVERY as _TEXT_RECOVERY
     from .schema import FAMILY_CONFIGS
 
     attacks = {
@@ -32,6 +33,9 @@ def _registry() -> dict[str, Attack]:
         "membership": _MEMBERSHIP,
         "compound": _COMPOUND,
         "recovery": _RECOVERY,
+        "exposure": _EXPOSURE,
+        "extraction": _EXTRACTION,
+        "text_recovery": _TEXT_RECOVERY,
     }
     assert list(attacks) == list(FAMILY_CONFIGS) and all(
         attack.config is FAMILY_CONFIGS[name] for name, attack in attacks.items()), \

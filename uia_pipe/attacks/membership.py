@@ -111,11 +111,12 @@ def _pairs(server, forget: torch.Tensor, chunk: list[tuple[torch.Tensor, torch.T
 def log_posteriors(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Log-probabilities of `model` on x, float64 [B, C]; for a regressor or an autoencoder, whose
     targets y are values, one column: the Gaussian log-likelihood of y up to its constant, −(squared
-    error), so that every feature below reads it as the true label's log-probability."""
+    error), so that every feature below reads it as the true label's log-probability; for a language model,
+    whose targets are a record's next characters, the record's mean log-likelihood per character."""
     model.eval()
     device = next(model.parameters()).device
     out = model(x.to(device)).double()
-    if not y.is_floating_point():
+    if not y.is_floating_point() and y.dim() == 1:
         return F.log_softmax(out, dim=1).cpu()
     # floored where a diverged model's error overflows what the attack's classifiers read (float32)
     return -tasks.per_sample(out, y.to(device)).cpu()[:, None].nan_to_num(nan=1e30, posinf=1e30).clamp(max=1e30)
@@ -123,7 +124,7 @@ def log_posteriors(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
 
 def _true_column(y: torch.Tensor) -> torch.Tensor:
     """Each candidate's column of its log-posteriors: its label, or the one column of a likelihood."""
-    return torch.zeros(len(y), 1, dtype=torch.long) if y.is_floating_point() else y[:, None]
+    return torch.zeros(len(y), 1, dtype=torch.long) if y.is_floating_point() or y.dim() > 1 else y[:, None]
 
 
 def log_odds(logp: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,8 @@ from torch import nn
 from ..attacks import membership as mi
 from ..attacks.families.feature_recovery import ASSUMED_UPDATE, Job, inferred_labels
 from ..attacks.protocol import Context, Grant, Store, digest
+from ..attacks.schema.secrets import MAX_EXACT
+from ..attacks.secrets import SecretFormat
 from ..attacks.view import AttackerView, Limits, sisa_shard_views, without_batch_norm_stats
 from ..errors import UiaError
 from ..executor import LOCAL, Executor
@@ -300,6 +302,23 @@ def _check_control(setting: Setting, cfg) -> None:
         raise UiaError("attack.recovery: the run lacks the fine-tune's settings (made by an older unlearn stage: "
                        "rerun it)")
 
+# --- the language model's families: the canaries' public format ------------------------------------------
+
+def secret_format(run: Run, cfg, ctx: Context) -> SecretFormat:
+    """What the attacker knows of the canaries: the template, the secret's digits, the model's vocabulary."""
+    canaries = run.setting.card["canaries"]
+    return SecretFormat(canaries["template"], canaries["digits"], run.setting.card["vocab"])
+
+
+def _check_canaries(setting: Setting, cfg) -> None:
+    """The text holds canaries whose secrets can all be ranked."""
+    canaries = setting.card.get("canaries") or {}
+    if not canaries.get("count"):
+        raise UiaError("attack.exposure: the text holds no canaries (download.canaries.count: 0)")
+    if 10 ** canaries["digits"] > MAX_EXACT:
+        raise UiaError(f"download.canaries.digits: the exposure ranks at most {MAX_EXACT} secrets exactly "
+                       f"(6 digits); got {canaries['digits']}")
+
 
 # Family -> the fields of an access level's `Limits` its question reads (`_view`, `audit`); the others ignore them.
 LIMITS: dict[str, tuple[str, ...]] = {"feature_recovery": ("visible", "n", "pretrained", "batch_norm_stats"),
@@ -315,8 +334,10 @@ READS: dict[str, Callable[[Any], tuple[str, ...]]] = {
 # Family -> the question the evaluator asks it of a run, and the check that it can be asked.
 QUESTIONS: dict[str, Callable[[Run, Any, Context], Any]] = {
     "feature_recovery": recovery_jobs, "membership": audit, "compound": lineups,
+    "exposure": secret_format, "extraction": secret_format,
 }
 CHECKS: dict[str, Callable[[Setting, Any], None]] = {
     "feature_recovery": _check_recovery, "membership": _check_audit, "compound": _check_lineups,
     "recovery": _check_control,
+    "exposure": _check_canaries, "extraction": _check_canaries,
 }

@@ -178,7 +178,7 @@ CLASSES_ONLY: dict[str, str] = {
 class UnlearnParams(registry_settings("MethodSettings", METHOD_CONFIGS)):
     method: str = "exact"
     requests: int = Field(8, ge=1, le=MAX_REQUESTS)
-    selection: Literal["random", "class"] = "random"
+    selection: Literal["random", "class", "canary"] = "random"
     k: int = Field(1, ge=1, le=MAX_SAMPLES)
     fraction: float = Field(0.5, gt=0, le=1)
     compare: tuple[str, ...] = Field((), description="methods also run on the same requests and attacked, side by side")
@@ -202,6 +202,8 @@ class UnlearnParams(registry_settings("MethodSettings", METHOD_CONFIGS)):
         """Why a listed method cannot unlearn a model of `task` (one line), or None."""
         if task != "classification" and self.selection == "class":
             return f"unlearn.selection: class needs classes; train.task is {task}"
+        if task != "language_model" and self.selection == "canary":
+            return f"unlearn.selection: canary deletes a text's canaries; train.task is {task}"
         for name in self.methods:
             if task != "classification" and name in CLASSES_ONLY:
                 key = "unlearn.method" if name == self.method else "unlearn.compare"

@@ -245,5 +245,6 @@ NUMBERS = (
     Number("seconds_per_request", "s / request", "seconds", ("headline",)),
 )
 
-ATTACK = Attack(config=fr.Config, run=run, score=score, summarise=summarise, numbers=NUMBERS, tasks=TASKS,
+ATTACK = Attack(config=fr.Config, run=run, score=score, summarise=summarise, numbers=NUMBERS,
+                tasks=tuple(t for t in TASKS if t != "language_model"),  # text: the text_recovery family
                 outputs=outputs, run_many=run_many)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from . import compound, feature_recovery, label_inference, membership, recovery
+from . import compound, feature_recovery, label_inference, membership, secrets
 
 # Family name (the params key attack.<name>) -> its config type, in the registry's order.
 FAMILY_CONFIGS: dict[str, type[BaseModel]] = {
@@ -16,4 +17,7 @@ FAMILY_CONFIGS: dict[str, type[BaseModel]] = {
     "membership": membership.Config,
     "compound": compound.Config,
     "recovery": recovery.Config,
+    "exposure": secrets.ExposureConfig,
+    "extraction": secrets.ExtractionConfig,
+    "text_recovery": secrets.TextRecoveryConfig,
 }
