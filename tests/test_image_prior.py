@@ -174,6 +174,9 @@ def test_priors_are_chosen_in_params_through_dvc(tmp_path):
     raw["download"]["dataset"] = "digits"
     raw["train"].update(model="vit", pool_size=300)
     raw["attack"]["feature_recovery"].update(analytic_init=False)
+    raw["attack"]["membership"].update(shadows=8, targets=8, lira_shadows=0)  # only feature recovery is compared
+    raw["attack"]["epsilon"]["models"] = 0
+    raw["unlearn"]["compare"] = []
     path, env = repo_copy(tmp_path, params=raw)
     psnr = {}
     for patch, image in ((0, 0), (3, 0.3)):
