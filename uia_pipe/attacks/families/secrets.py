@@ -243,10 +243,10 @@ def summarise_text(frame: pd.DataFrame, results: list[dict], cfg: TextRecoveryCo
 
 EXPOSURE = Attack(config=ExposureConfig, run=run_exposure, score=score_exposure, summarise=summarise_exposure,
                   prepare=prepare_exposure, tasks=LM, numbers=(
-                      Number("exposure_theta", "exposure under θ (bits)", "exposure_theta", ("headline", "methods"), "t"),
                       Number("exposure_theta_u", "exposure under θ_u (bits)", "exposure_theta_u",
                              ("headline", "methods", "defence", "access", "figure"), "t",
-                             baseline="control_theta_u"),
+                             baseline="control_theta_u"),  # the lead (headline.json): what the deletion left
+                      Number("exposure_theta", "exposure under θ (bits)", "exposure_theta", ("headline", "methods"), "t"),
                       Number("control_theta", "never-inserted exposure under θ (bits)", "control_theta",
                              ("headline", "methods"), "t"),
                       Number("within_controls", "θ_u within the never-inserted range", "within_controls",
