@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/secret_estimate.py [--digits 6] [--samples 20000]
 
 A character LSTM (hidden 32) memorises one canary "my phone number is <secret>" (4 copies among 60 other
-secrets' sentences, 150 Adam steps, seeded). Every secret's exact exposure (the trie) against the estimate (a
+secrets' sentences, 150 epochs of `training.fit`, SGD at lr 1 with momentum 0.9, seeded). Every secret's exact exposure (the trie) against the estimate (a
 skew-normal fitted to `samples` random secrets' scores): the canary's, the k-th best secret's for k = 1, 10, 100,
 1,000 and 10,000, the largest error over 500 random secrets, whether the beam search (width 100) finds the exact
 top secret, and the seconds of each."""
@@ -13,9 +13,10 @@ import time
 import numpy as np
 import torch
 
-from uia_pipe import tasks
 from uia_pipe.attacks.secrets import SecretFormat, ranking
+from uia_pipe.config import OptimParams
 from uia_pipe.models import build_model
+from uia_pipe.training import fit
 
 
 def main() -> None:
@@ -35,11 +36,7 @@ def main() -> None:
     texts = [f"my phone number is {canary:0{d}d}\n"] * 4 + [f"my phone number is {v:0{d}d}\n"
                                                            for v in g.integers(0, 10 ** d, 60)]
     records = torch.tensor([[vocab.index(c) for c in t] for t in texts])
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(150):
-        opt.zero_grad()
-        tasks.loss(model(records[:, :-1]), records[:, 1:]).backward()
-        opt.step()
+    fit(model, records[:, :-1], records[:, 1:], OptimParams(epochs=150, lr=1.0, momentum=0.9, batch_size=64), 0)
     started = time.perf_counter()
     exact = ranking(model, fmt, 4096, args.samples, 0, 100, exact_limit=10 ** d)
     t_exact = time.perf_counter() - started
