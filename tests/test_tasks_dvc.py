@@ -81,7 +81,7 @@ def test_the_language_model_runs_every_stage_through_dvc(repo):
     report = (path / "reports" / "report.md").read_text()
     for row in ("exposure under θ (bits)", "exposure under θ_u (bits)", "never-inserted exposure under θ (bits)",
                 "two-model extraction, top-1", "two-model extraction, median rank", "text recovery, character accuracy"):
-        assert f"| {row} |" in report.split("## Defences")[0]  # the headline table (the baseline column: θ_u's control)
+        assert f": {row} |" in report.split("## Defences")[0]  # the headline table (the baseline column: θ_u's control)
     assert json.loads((path / "metrics" / "headline.json").read_text())["exposure"] == {
         "exposure_theta_u": exposure["exposure_theta_u"]}  # dvc exp show's lead: what the deletion left
     summary = json.loads((path / "metrics" / "evaluate.json").read_text())  # the MLflow summary run's metrics
