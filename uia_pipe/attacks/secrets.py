@@ -191,15 +191,16 @@ def contrastive_decode(theta: nn.Module, theta_u: nn.Module, length: int, vocab:
     scores = torch.zeros(vocab, dtype=torch.float64, device=device)
     lt, st = theta.start(seqs)
     lu, su = theta_u.start(seqs)
-    for _ in range(length):
+    for i in range(length):
         gain = F.log_softmax(lt.double(), -1) - weight * F.log_softmax(lu.double(), -1)
         total = (scores[:, None] + gain).reshape(-1)
         top = total.topk(min(beam, len(total))).indices
         parent, char = top // gain.shape[1], top % gain.shape[1]
         seqs = torch.cat([seqs[parent], char[:, None]], 1)
         scores = total[top]
-        lt, st = theta.step(char, theta.select(st, parent))
-        lu, su = theta_u.step(char, theta_u.select(su, parent))
+        if i + 1 < length:  # the record's last character is predicted, never read (a transformer's context is L)
+            lt, st = theta.step(char, theta.select(st, parent))
+            lu, su = theta_u.step(char, theta_u.select(su, parent))
     return seqs[0].cpu()
 
 
