@@ -84,6 +84,7 @@ def test_the_trie_scores_every_secret_exactly_as_the_sequence_likelihood(name, c
     top = int(np.argmax(scores))
     assert rank(scores, top) == 1 and exposure(scores, top) == pytest.approx(math.log2(1000))
     assert tasks.per_sample(model(seqs[:2, :-1]), seqs[:2, 1:]).shape == (2,)
+    assert contrastive_decode(model, model, 16, 14, beam=2).shape == (17,)  # a whole record: L + 1 characters
 
 
 def test_the_secret_sharers_estimate_agrees_with_the_exact_rank():
