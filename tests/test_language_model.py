@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from uia_pipe import tasks
-from uia_pipe.attacks.secrets import contrastive_decode, exposure, rank, secret_scores
+from uia_pipe.attacks.secrets import SecretFormat, contrastive_decode, exposure, rank, ranking, secret_scores
 from uia_pipe.data import DownloadParams, load_dataset
 from uia_pipe.errors import UiaError
 from uia_pipe.models import build_model
@@ -84,6 +84,36 @@ def test_the_trie_scores_every_secret_exactly_as_the_sequence_likelihood(name, c
     top = int(np.argmax(scores))
     assert rank(scores, top) == 1 and exposure(scores, top) == pytest.approx(math.log2(1000))
     assert tasks.per_sample(model(seqs[:2, :-1]), seqs[:2, 1:]).shape == (2,)
+    assert contrastive_decode(model, model, 16, 14, beam=2).shape == (17,)  # a whole record: L + 1 characters
+
+
+def test_the_secret_sharers_estimate_agrees_with_the_exact_rank():
+    """A 5-digit canary memorised by an LSTM: the skew-normal fitted to 20,000 random secrets' scores gives every
+    random secret's exposure within 0.1 bit + 10% of the exact rank's, the memorised canary's within 2 bits (the tail
+    is an extrapolation), and the beam search finds the exact ranking's top secret."""
+    vocab = " 0123456789\nabdehimnoprsuy"
+    fmt = SecretFormat("my phone number is ", 5, vocab)
+    torch.manual_seed(0)
+    model = build_model("char_lstm", {"hidden": 32, "embedding": 8}, (25,), len(vocab), [0.0], [1.0],
+                        "language_model")
+    g = np.random.default_rng(0)
+    texts = ["my phone number is 31415\n"] * 4 + [f"my phone number is {v:05d}\n" for v in g.integers(0, 10 ** 5, 60)]
+    records = torch.tensor([[vocab.index(c) for c in t] for t in texts])
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        opt.zero_grad()
+        tasks.loss(model(records[:, :-1]), records[:, 1:]).backward()
+        opt.step()
+    exact = ranking(model, fmt, 4096, 20000, 0, 100, exact_limit=10 ** 5)
+    estimated = ranking(model, fmt, 4096, 20000, 0, 100, exact_limit=10 ** 4)
+    assert type(exact).__name__ == "Exact" and type(estimated).__name__ == "Estimated"
+    assert exact.exposure(31415) >= 0.8 * math.log2(10 ** 5)
+    assert abs(estimated.exposure(31415) - exact.exposure(31415)) <= 2
+    for v in g.integers(0, 10 ** 5, 50).tolist():
+        assert abs(estimated.exposure(v) - exact.exposure(v)) <= 0.1 + 0.1 * exact.exposure(v)
+    assert estimated.best() == exact.best() == 31415
+    both = estimated.combine(estimated, 0.5)  # half the model's score: the same ranking, the same estimate
+    assert both.best() == 31415 and both.exposure(31415) == pytest.approx(estimated.exposure(31415), abs=0.01)
 
 
 def test_contrastive_decoding_reads_what_theta_learnt_and_theta_u_did_not():

@@ -78,5 +78,29 @@ def test_the_language_model_runs_every_stage_through_dvc(repo):
     assert "approx" in attack["compare"]
     requests = (path / "metrics" / "attack_requests.csv").read_text()
     assert "exposure.exposure_theta_u" in requests and "extraction.top1" in requests
-    assert (path / "reports" / "report.md").is_file()
+    report = (path / "reports" / "report.md").read_text()
+    for row in ("exposure under θ (bits)", "exposure under θ_u (bits)", "never-inserted exposure under θ (bits)",
+                "two-model extraction, top-1", "two-model extraction, median rank", "text recovery, character accuracy"):
+        assert f": {row} |" in report.split("## Defences")[0]  # the headline table (the baseline column: θ_u's control)
+    assert json.loads((path / "metrics" / "headline.json").read_text())["exposure"] == {
+        "exposure_theta_u": exposure["exposure_theta_u"]}  # dvc exp show's lead: what the deletion left
+    summary = json.loads((path / "metrics" / "evaluate.json").read_text())  # the MLflow summary run's metrics
+    for family, keys in {"exposure": ("exposure_theta", "exposure_theta_u", "control_theta", "control_theta_u"),
+                         "extraction": ("top1", "median_rank", "exposure"),
+                         "text_recovery": ("char_accuracy", "baseline_char_accuracy", "edit_distance")}.items():
+        assert all(math.isfinite(summary[family][k]) for k in keys)
     assert "Running stage" not in run_ok(["dvc", "repro"], path, env)
+    # the transformer, with 8-digit canaries: 10^8 secrets, the Secret Sharer's estimate from random secrets
+    transformer = [s for s in LANGUAGE_MODEL if not s.startswith(("train.model=", "download.canaries.digits="))] + [
+        "train.model=char_transformer", "train.char_transformer.dim=16", "train.char_transformer.heads=2",
+        "train.char_transformer.depth=1", "download.canaries.digits=8", "attack.exposure.samples=2000",
+        "attack.extraction.samples=2000", "attack.extraction.beam=50"]
+    out = run_ok(["dvc", "exp", "run", *(a for s in transformer for a in ("-S", s))], path, env)
+    for stage in ("download", "train", "unlearn", "attack", "defend", "access", "evaluate"):
+        assert f"Running stage '{stage}'" in out
+    attack = json.loads((path / "metrics" / "attack.json").read_text())
+    exposure = attack["exposure"]
+    assert exposure["secrets"] == 10 ** 8 and exposure["estimated"] == 1
+    for key in ("exposure_theta", "exposure_theta_u", "control_theta"):
+        assert 0 <= exposure[key] <= math.log2(10 ** 8)
+    assert 0 <= attack["extraction"]["top1"] <= 1 and attack["extraction"]["median_rank"] >= 1

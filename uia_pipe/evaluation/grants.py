@@ -19,7 +19,6 @@ from torch import nn
 from ..attacks import membership as mi
 from ..attacks.families.feature_recovery import ASSUMED_UPDATE, Job, inferred_labels
 from ..attacks.protocol import Context, Grant, Store, digest
-from ..attacks.schema.secrets import MAX_EXACT
 from ..attacks.secrets import SecretFormat
 from ..attacks.view import AttackerView, Limits, sisa_shard_views, without_batch_norm_stats
 from ..errors import UiaError
@@ -311,13 +310,10 @@ def secret_format(run: Run, cfg, ctx: Context) -> SecretFormat:
 
 
 def _check_canaries(setting: Setting, cfg) -> None:
-    """The text holds canaries whose secrets can all be ranked."""
+    """The text holds canaries (their secrets ranked exactly up to 10^6, above by the Secret Sharer's estimate)."""
     canaries = setting.card.get("canaries") or {}
     if not canaries.get("count"):
         raise UiaError("attack.exposure: the text holds no canaries (download.canaries.count: 0)")
-    if 10 ** canaries["digits"] > MAX_EXACT:
-        raise UiaError(f"download.canaries.digits: the exposure ranks at most {MAX_EXACT} secrets exactly "
-                       f"(6 digits); got {canaries['digits']}")
 
 
 # Family -> the fields of an access level's `Limits` its question reads (`_view`, `audit`); the others ignore them.

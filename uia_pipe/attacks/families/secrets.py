@@ -3,7 +3,8 @@
 
 - exposure: the Secret Sharer's exposure of the deleted canary's secret under θ and under θ_u alone, beside
   the never-inserted controls' (its floor). The attacker knows the template and the secret's length, and
-  ranks every possible secret by the model's likelihood (the exact rank, up to 10^6 secrets).
+  ranks every possible secret by the model's likelihood (the exact rank up to 10^6 secrets, above it the Secret
+  Sharer's estimate from random secrets: `attacks/secrets.py`).
 - extraction: both models: every secret ranked by log p_θ(s) − λ log p_θu(s) (each λ of the config), its
   best guess read as the deleted secret: rank, exposure and top-1 recovery.
 - text_recovery: the deleted record itself, without candidates or a template: contrastive decoding of the pair,
@@ -29,11 +30,9 @@ from ..schema.secrets import MAX_EXACT, ExposureConfig, ExtractionConfig, TextRe
 LM = ("language_model",)
 
 
-def _scores(model, fmt: sec.SecretFormat, cfg, seed: int) -> np.ndarray:
-    """Every secret's score (|R| ≤ MAX_EXACT: the evaluator's check refuses more)."""
-    if 10 ** fmt.digits > MAX_EXACT:
-        raise ValueError(f"{fmt.digits}-digit secrets exceed the exact rank's {MAX_EXACT} secrets")
-    return sec.all_scores(model, fmt, cfg.chunk)
+def _scores(model, fmt: sec.SecretFormat, cfg, seed: int) -> sec.Exact | sec.Estimated:
+    """Every secret ranked by the model's likelihood: exactly up to MAX_EXACT secrets, else estimated."""
+    return sec.ranking(model, fmt, cfg.chunk, cfg.samples, seed, getattr(cfg, "beam", 1), MAX_EXACT)
 
 
 def prepare_exposure(grant: Grant, cfg: ExposureConfig, ctx: Context):
@@ -75,21 +74,21 @@ def _controls(setting) -> list[int]:
     return [int(s) for s in setting.card["canaries"]["controls"]]
 
 
-def _mean_exposure(scores: np.ndarray, values: list[int]) -> float:
-    return float(np.mean([sec.exposure(scores, v) for v in values])) if values else float("nan")
+def _mean_exposure(ranked, values: list[int]) -> float:
+    return float(np.mean([ranked.exposure(v) for v in values])) if values else float("nan")
 
 
 def score_exposure(setting, results: dict) -> pd.DataFrame:
     """Per request: the deleted secret's exposure under θ and θ_u, the controls' mean exposure under each, the
     controls' largest under θ_u (the never-inserted range's top) and whether the deleted one is within it."""
     controls, rows = _controls(setting), []
-    top_theta = max((sec.exposure(results["theta"], v) for v in controls), default=float("nan"))
+    top_theta = max((results["theta"].exposure(v) for v in controls), default=float("nan"))
     for req, scores_u, seconds in zip(setting.requests, results["theta_u"], results["seconds"]):
         secret = _secret(setting, req)
         nan = float("nan")
-        e, e_u = ((sec.exposure(results["theta"], secret), sec.exposure(scores_u, secret))
+        e, e_u = ((results["theta"].exposure(secret), scores_u.exposure(secret))
                   if secret is not None else (nan, nan))
-        top_u = max((sec.exposure(scores_u, v) for v in controls), default=nan)
+        top_u = max((scores_u.exposure(v) for v in controls), default=nan)
         rows.append({"request": req["index"], "exposure_theta": e, "exposure_theta_u": e_u,
                      "control_theta": _mean_exposure(results["theta"], controls),
                      "control_theta_u": _mean_exposure(scores_u, controls), "control_top_theta": top_theta,
@@ -111,7 +110,8 @@ def _t(frame: pd.DataFrame, column: str, key: str) -> dict:
 
 
 def summarise_exposure(frame: pd.DataFrame, results: dict, cfg: ExposureConfig, stats: dict) -> dict:
-    out = {"secrets": len(results["theta"]), "max_exposure": math.log2(len(results["theta"]))}
+    size = results["theta"].size
+    out = {"secrets": size, "max_exposure": math.log2(size), "estimated": float(size > MAX_EXACT)}
     for column in ("exposure_theta", "exposure_theta_u", "control_theta", "control_theta_u", "within_controls"):
         out.update(_t(frame, column, column))
     out["control_top_theta"] = float(frame["control_top_theta"].iloc[0]) if len(frame) else float("nan")
@@ -131,8 +131,8 @@ def run_extraction(grant: Grant, cfg: ExtractionConfig, ctx: Context) -> list[di
     for index, theta_u in zip(grant.requests, grant.thetas_u):
         started = time.perf_counter()
         scores_u = _scores(theta_u, grant.question, cfg, ctx.seed)
-        ranked = {w: theta - np.float32(w) * scores_u for w in cfg.weights}
-        out.append({"ranked": ranked, "guess": {w: int(np.argmax(s)) for w, s in ranked.items()},
+        ranked = {w: theta.combine(scores_u, w) for w in cfg.weights}
+        out.append({"ranked": ranked, "guess": {w: r.best() for w, r in ranked.items()},
                     "seconds": time.perf_counter() - started})
         if ctx.on_request is not None:
             ctx.on_request("extraction", index)
@@ -152,7 +152,7 @@ def score_extraction(setting, results: list[dict]) -> pd.DataFrame:
             if secret is None:
                 row.update({f"{lead}rank": float("nan"), f"{lead}exposure": float("nan"), f"{lead}top1": float("nan")})
                 continue
-            row.update({f"{lead}rank": sec.rank(ranked, secret), f"{lead}exposure": sec.exposure(ranked, secret),
+            row.update({f"{lead}rank": ranked.rank(secret), f"{lead}exposure": ranked.exposure(secret),
                         f"{lead}top1": float(res["guess"][w] == secret)})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -243,10 +243,10 @@ def summarise_text(frame: pd.DataFrame, results: list[dict], cfg: TextRecoveryCo
 
 EXPOSURE = Attack(config=ExposureConfig, run=run_exposure, score=score_exposure, summarise=summarise_exposure,
                   prepare=prepare_exposure, tasks=LM, numbers=(
-                      Number("exposure_theta", "exposure under θ (bits)", "exposure_theta", ("headline", "methods"), "t"),
                       Number("exposure_theta_u", "exposure under θ_u (bits)", "exposure_theta_u",
                              ("headline", "methods", "defence", "access", "figure"), "t",
-                             baseline="control_theta_u"),
+                             baseline="control_theta_u"),  # the lead (headline.json): what the deletion left
+                      Number("exposure_theta", "exposure under θ (bits)", "exposure_theta", ("headline", "methods"), "t"),
                       Number("control_theta", "never-inserted exposure under θ (bits)", "control_theta",
                              ("headline", "methods"), "t"),
                       Number("within_controls", "θ_u within the never-inserted range", "within_controls",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# The most secrets (10^digits) ranked exactly; more are refused (the Secret Sharer's estimate is not built here).
+# The most secrets (10^digits) ranked exactly; above, the Secret Sharer's estimate from random secrets.
 MAX_EXACT = 10 ** 6
 
 
@@ -15,6 +15,8 @@ class _Config(BaseModel):
 
 class ExposureConfig(_Config):
     chunk: int = Field(4096, ge=10, le=1_000_000, description="trie rows stepped at once (memory against speed)")
+    samples: int = Field(20000, ge=100, le=10_000_000, description="random secrets the Secret Sharer's estimate "
+                         "fits its skew-normal to, above 10^6 secrets (seeded by the attack's seed)")
 
 
 class ExtractionConfig(_Config):
@@ -22,6 +24,10 @@ class ExtractionConfig(_Config):
                                        description="λ of each ranking log p_θ(s) − λ log p_θu(s); the first is "
                                        "the headline")
     chunk: int = Field(4096, ge=10, le=1_000_000, description="trie rows stepped at once")
+    samples: int = Field(20000, ge=100, le=10_000_000, description="random secrets of the estimate above 10^6 "
+                         "secrets")
+    beam: int = Field(1000, ge=1, le=1_000_000, description="beam width of the top guess's search above 10^6 "
+                      "secrets")
 
 
 class TextRecoveryConfig(_Config):
