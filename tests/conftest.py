@@ -222,6 +222,21 @@ def run_all_stages(params: Path, t: Path) -> None:
            "--reports", str(t / "reports"))
 
 
+def assert_check_fails_in_one_line(tmp_path: Path, raw: dict, expected: str) -> None:
+    """`uia check` on params `raw` exits 2 with one line, "error: ..." naming `expected`, and no traceback."""
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["check", "--params", str(params)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
 def run_ok(cmd: list[str], cwd: Path, env: dict, timeout: int = 1200) -> str:
     """A command in a repository copy (`repo_copy`); its output, or a failure showing the output's end."""
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

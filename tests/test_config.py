@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from stages.cli import app
-from tests.conftest import small_params
+from tests.conftest import assert_check_fails_in_one_line, small_params
 from uia_pipe.params import load_params, params_schema, parse_params
 from uia_pipe.data import DATASETS
 from uia_pipe.errors import UiaError
@@ -122,3 +122,14 @@ def test_the_defaults_compare_exact_and_approx_whichever_is_the_method():
     for method, other in (("exact", "approx"), ("approx", "exact")):
         raw["unlearn"]["method"] = method
         assert parse_params(raw).unlearn.methods == (method, other)
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("epsilon", "models", 2), ("epsilon", "theta", "shared"), ("epsilon", "forget_requests", 0),
+    ("recovery", "prune", [0.5, 1.0]), ("recovery", "quantise", [8, 3]), ("recovery", "relearn", [-1]),
+    ("recovery", "metric", "psnr"),
+])
+def test_a_bad_epsilon_or_recovery_setting_is_one_line_from_uia_check(tmp_path, section, key, value):
+    raw = small_params()
+    raw["attack"][section][key] = value
+    assert_check_fails_in_one_line(tmp_path, raw, f"attack.{section}.{key}")

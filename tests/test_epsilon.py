@@ -11,10 +11,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from typer.testing import CliRunner
 
-from stages.cli import app
 from tests.conftest import repo_copy, run_ok, small_params
 from uia_pipe.evaluation import epsilon_metric as em
 from uia_pipe.evaluation.epsilon import seeded
@@ -86,22 +83,6 @@ def test_the_forget_score_sums_halving_points_over_half_unit_buckets():
 def test_each_model_shifts_the_methods_own_seeds_only():
     assert seeded(FinetuneConfig(), 3).seed_offset == FinetuneConfig().seed_offset + 3
     assert seeded(ApproxConfig(), 3) == ApproxConfig()
-
-
-@pytest.mark.parametrize("key,value,expected", [
-    ("models", 2, "attack.epsilon.models"),
-    ("theta", "shared", "attack.epsilon.theta"),
-    ("forget_requests", 0, "attack.epsilon.forget_requests"),
-])
-def test_uia_check_reports_a_bad_epsilon_block_in_one_line(tmp_path, key, value, expected):
-    raw = small_params()
-    raw["attack"]["epsilon"][key] = value
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(app, ["check", "--params", str(params)])
-    assert result.exit_code == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
 
 
 @pytest.mark.slow
