@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .model_config import CharLSTMConfig, CharTransformerConfig
-from .models import _Attention
+from .attention import _Attention
 
 
 class CharLSTM(nn.Module):

@@ -16,6 +16,7 @@ import torchvision
 from torch import nn
 
 # The config types live in the schema leaf model_config (validating params imports no torch); re-exported here.
+from .attention import _Attention
 from .model_config import (  # noqa: F401
     MAX_WIDTH,
     MODEL_CONFIGS,
@@ -155,24 +156,6 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, cfg: MLPConfig | Tabular
         d = h
     layers.append(nn.Linear(d, num_classes))
     return nn.Sequential(*layers)
-
-
-class _Attention(nn.Module):
-    """Multi-head self-attention in plain matmuls and softmax: nn.MultiheadAttention's fused fast path
-    and packed `in_proj_weight` get in the way of double backward and of per-parameter views of Δ."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.scale = (dim // heads) ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
 
 
 class _Block(nn.Module):
